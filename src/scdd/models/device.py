@@ -1,0 +1,29 @@
+"""Torch device selection and seeded random generators."""
+
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Turn a ``device`` parameter into a torch device.
+
+    ``"auto"`` picks CUDA when present, else CPU; anything else is passed to
+    :class:`torch.device` unchanged (``"cpu"``, ``"cuda:1"``).
+    """
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={spec!r} was asked for but CUDA is not available; "
+            "set device to 'auto' or 'cpu'."
+        )
+    return device
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator seeded with ``seed`` on ``device``."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+    return generator

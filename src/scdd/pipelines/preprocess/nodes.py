@@ -1,0 +1,108 @@
+"""Nodes of the ``preprocess`` pipeline."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import anndata as ad
+
+from scdd import preprocessing as pp
+from scdd.provenance import record_provenance
+
+logger = logging.getLogger(__name__)
+
+
+def preprocess_adata(
+    raw: ad.AnnData, data: dict[str, Any], params: dict[str, Any]
+) -> tuple[ad.AnnData, dict[str, Any]]:
+    """Validate the input, detect its kind, filter and log-normalise it.
+
+    Args:
+        raw: The user's AnnData (or the bundled default).
+        data: ``params:data`` (``input``, ``label_key``, ``layer``).
+        params: ``params:preprocess``.
+
+    Returns:
+        The log-normalised AnnData (raw counts in ``layers["counts"]`` when the
+        input had them) and a summary dict for the report.
+    """
+    start = time.perf_counter()
+    label_key = data["label_key"]
+    adata = pp.select_matrix(raw, layer=data.get("layer"))
+    summary: dict[str, Any] = {
+        "input": str(data["input"]),
+        "label_key": label_key,
+        "cells_in": int(adata.n_obs),
+        "genes_in": int(adata.n_vars),
+    }
+    adata = pp.check_labels(adata, label_key=label_key)
+    pp.check_values(adata)
+    kind = pp.detect_input_kind(adata, max_log_value=params["max_log_value"])
+    logger.info(
+        "Input %s looks like %s",
+        data["input"],
+        "raw counts: filtering and log-normalising"
+        if kind == "counts"
+        else "log-normalised values: used as they are, not normalised again",
+    )
+    adata = pp.dedupe_genes(adata, strategy=params["duplicate_genes"], kind=kind)
+    if kind == "counts":
+        adata = pp.quality_filter(
+            adata, min_counts=params["min_counts"], min_cells=params["min_cells"]
+        )
+        adata = pp.log_normalise(adata, target_sum=params["target_sum"])
+    adata, dropped = pp.filter_small_classes(
+        adata,
+        label_key=label_key,
+        min_cells=params["min_cells_per_class"],
+        on_small=params["small_classes"],
+    )
+    record_provenance(
+        adata, stage="preprocess", params={**data, **params}, source=data["input"]
+    )
+    summary.update(
+        input_kind=kind,
+        cells_out=int(adata.n_obs),
+        genes_out=int(adata.n_vars),
+        dropped_classes=dropped,
+        classes={k: int(v) for k, v in adata.obs[label_key].value_counts().items()},
+    )
+    logger.info(
+        "Preprocessed %d x %d -> %d x %d in %.1f s",
+        summary["cells_in"],
+        summary["genes_in"],
+        adata.n_obs,
+        adata.n_vars,
+        time.perf_counter() - start,
+    )
+    return adata, summary
+
+
+def split_adata(
+    adata: ad.AnnData,
+    summary: dict[str, Any],
+    data: dict[str, Any],
+    seed: int,
+    params: dict[str, Any],
+) -> tuple[ad.AnnData, ad.AnnData, dict[str, Any]]:
+    """Stratified, seeded train/test split; completes the preprocessing report.
+
+    Returns:
+        Train AnnData, test AnnData and the preprocessing report.
+    """
+    train, test = pp.stratified_split(
+        adata, label_key=data["label_key"], test_size=params["test_size"], seed=seed
+    )
+    logger.info(
+        "Split %d cells into %d train / %d test", adata.n_obs, train.n_obs, test.n_obs
+    )
+    report = {
+        **summary,
+        "seed": seed,
+        "test_size": params["test_size"],
+        "train_cells": int(train.n_obs),
+        "test_cells": int(test.n_obs),
+    }
+    return train, test, report

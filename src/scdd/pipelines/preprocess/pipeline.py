@@ -1,0 +1,30 @@
+"""The ``preprocess`` pipeline: raw_adata -> train_adata, test_adata."""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from scdd.pipelines.preprocess.nodes import preprocess_adata, split_adata
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return pipeline(
+        [
+            node(
+                preprocess_adata,
+                inputs=["raw_adata", "params:data", "params:preprocess"],
+                outputs=["preprocessed_adata", "preprocess_summary"],
+                name="preprocess_adata_node",
+            ),
+            node(
+                split_adata,
+                inputs=[
+                    "preprocessed_adata",
+                    "preprocess_summary",
+                    "params:data",
+                    "params:seed",
+                    "params:preprocess",
+                ],
+                outputs=["train_adata", "test_adata", "preprocess_report"],
+                name="split_adata_node",
+            ),
+        ]
+    )

@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny AnnData objects and an isolated copy of the project."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+def make_counts_adata(
+    n_per_class: tuple[int, ...] = (40, 30, 20), n_genes: int = 60, seed: int = 0
+) -> ad.AnnData:
+    """Poisson counts with class-specific marker genes and string labels."""
+    rng = np.random.default_rng(seed)
+    blocks, labels = [], []
+    for c, n in enumerate(n_per_class):
+        rate = np.full(n_genes, 0.5)
+        rate[c * 5 : c * 5 + 5] = 8.0
+        blocks.append(rng.poisson(rate, size=(n, n_genes)))
+        labels += [f"type_{c}"] * n
+    x = sparse.csr_matrix(np.vstack(blocks).astype(np.float32))
+    obs = pd.DataFrame(
+        {"cell_type": pd.Categorical(labels), "batch": "b0"},
+        index=[f"cell_{i}" for i in range(x.shape[0])],
+    )
+    var = pd.DataFrame(index=[f"gene_{j}" for j in range(n_genes)])
+    return ad.AnnData(X=x, obs=obs, var=var)
+
+
+@pytest.fixture
+def counts_adata() -> ad.AnnData:
+    return make_counts_adata()
+
+
+@pytest.fixture
+def lognorm_adata() -> ad.AnnData:
+    adata = make_counts_adata()
+    x = adata.X.toarray()
+    x = np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1) * 1e4)
+    adata.X = sparse.csr_matrix(x.astype(np.float32))
+    return adata
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """A throw-away copy of the Kedro project (conf + empty data layers)."""
+    dst = tmp_path / "project"
+    dst.mkdir()
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT_ROOT / name, dst / name)
+    shutil.copytree(
+        PROJECT_ROOT / "conf", dst / "conf", ignore=shutil.ignore_patterns("local")
+    )
+    (dst / "conf" / "local").mkdir()
+    (dst / "src").mkdir()  # the package itself is installed (editable)
+    for layer in (PROJECT_ROOT / "data").iterdir():
+        if layer.is_dir():
+            (dst / "data" / layer.name).mkdir(parents=True)
+    return dst
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a dataset in ../shared/data, skipping the test when absent."""
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    return path

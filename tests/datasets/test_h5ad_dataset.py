@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+from kedro.io import DatasetError, Version
+
+from scdd.datasets import H5ADDataset
+
+
+def test_round_trip(tmp_path: Path, counts_adata: ad.AnnData) -> None:
+    ds = H5ADDataset(filepath=str(tmp_path / "a.h5ad"))
+    assert not ds.exists()
+    ds.save(counts_adata)
+    assert ds.exists()
+    back = ds.load()
+    assert back.shape == counts_adata.shape
+    np.testing.assert_array_equal(back.X.toarray(), counts_adata.X.toarray())
+    assert list(back.obs["cell_type"]) == list(counts_adata.obs["cell_type"])
+
+
+def test_versioned_saves_keep_both(tmp_path: Path, counts_adata: ad.AnnData) -> None:
+    path = tmp_path / "v.h5ad"
+    H5ADDataset(
+        filepath=str(path), version=Version(None, "2026-01-01T00.00.00.000Z")
+    ).save(counts_adata)
+    H5ADDataset(
+        filepath=str(path), version=Version(None, "2026-01-02T00.00.00.000Z")
+    ).save(counts_adata[:10].copy())
+    latest = H5ADDataset(filepath=str(path), version=Version(None, None)).load()
+    assert latest.n_obs == 10
+    first = H5ADDataset(
+        filepath=str(path), version=Version("2026-01-01T00.00.00.000Z", None)
+    ).load()
+    assert first.n_obs == counts_adata.n_obs
+
+
+def test_backed_load_is_read_only(tmp_path: Path, counts_adata: ad.AnnData) -> None:
+    path = tmp_path / "b.h5ad"
+    H5ADDataset(filepath=str(path)).save(counts_adata)
+    back = H5ADDataset(filepath=str(path), backed=True).load()
+    assert back.isbacked
+    assert back.shape == counts_adata.shape
+
+
+def test_failed_save_leaves_old_file_and_no_temp(
+    tmp_path: Path, counts_adata: ad.AnnData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.h5ad"
+    ds = H5ADDataset(filepath=str(path))
+    ds.save(counts_adata)
+    before = path.read_bytes()
+
+    def crash(self, filename, **kwargs):
+        Path(filename).write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", crash)
+    with pytest.raises(DatasetError, match="disk full"):
+        ds.save(counts_adata)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.h5ad"]
+
+
+def test_corrupt_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.h5ad"
+    path.write_text("not an hdf5 file")
+    with pytest.raises(DatasetError, match="broken.h5ad"):
+        H5ADDataset(filepath=str(path)).load()
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="nope.h5ad"):
+        H5ADDataset(filepath=str(tmp_path / "nope.h5ad")).load()
+
+
+def test_bundled_default_is_offline_and_log_normalised() -> None:
+    ds = H5ADDataset(filepath="scanpy://pbmc68k_reduced")
+    assert ds.exists()
+    adata = ds.load()
+    assert adata.shape == (700, 765)
+    assert adata.obs["bulk_labels"].nunique() == 10
+    assert adata.X.min() >= 0
+    with pytest.raises(DatasetError, match="read-only"):
+        ds.save(adata)
+
+
+def test_unknown_bundled_dataset() -> None:
+    with pytest.raises(DatasetError, match="pbmc68k_reduced"):
+        H5ADDataset(filepath="scanpy://pbmc3k").load()

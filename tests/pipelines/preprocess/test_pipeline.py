@@ -1,0 +1,113 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from scdd.datasets import H5ADDataset
+from scdd.pipelines.preprocess import create_pipeline
+from scdd.pipelines.preprocess.nodes import preprocess_adata, split_adata
+from tests.conftest import make_counts_adata, shared_dataset
+from tests.kedro_helpers import run_session
+
+PARAMS = {
+    "min_counts": 10,
+    "min_cells": 3,
+    "target_sum": 10000,
+    "max_log_value": 20,
+    "duplicate_genes": "make_unique",
+    "min_cells_per_class": 5,
+    "small_classes": "drop",
+    "test_size": 0.3,
+}
+DATA = {"input": "memory", "label_key": "cell_type", "layer": None}
+
+
+def test_preprocess_node_counts(counts_adata) -> None:
+    out, summary = preprocess_adata(counts_adata, DATA, PARAMS)
+    assert summary["input_kind"] == "counts"
+    assert "counts" in out.layers
+    np.testing.assert_allclose(np.expm1(out.X.toarray()).sum(1), 1e4, rtol=1e-4)
+    assert "preprocess" in out.uns["scdd"]
+    assert (
+        json.loads(out.uns["scdd"]["preprocess"]["params"])["label_key"] == "cell_type"
+    )
+
+
+def test_preprocess_node_lognorm_is_not_normalised_twice(lognorm_adata) -> None:
+    out, summary = preprocess_adata(lognorm_adata, DATA, PARAMS)
+    assert summary["input_kind"] == "log_normalised"
+    assert "counts" not in out.layers
+    np.testing.assert_allclose(out.X.toarray(), lognorm_adata.X.toarray())
+
+
+def test_split_node_report(counts_adata) -> None:
+    adata, summary = preprocess_adata(counts_adata, DATA, PARAMS)
+    train, test, report = split_adata(adata, summary, DATA, 0, PARAMS)
+    assert report["train_cells"] == train.n_obs and report["test_cells"] == test.n_obs
+    assert report["cells_in"] == counts_adata.n_obs
+    json.dumps(report)
+
+
+def _catalog(tmp_path: Path, raw) -> DataCatalog:
+    catalog = DataCatalog(
+        {
+            "raw_adata": MemoryDataset(raw),
+            "train_adata": H5ADDataset(filepath=str(tmp_path / "train.h5ad")),
+            "test_adata": H5ADDataset(filepath=str(tmp_path / "test.h5ad")),
+        }
+    )
+    catalog["params:data"] = DATA
+    catalog["params:preprocess"] = PARAMS
+    catalog["params:seed"] = 0
+    return catalog
+
+
+def test_pipeline_runs_over_catalog(tmp_path: Path) -> None:
+    catalog = _catalog(tmp_path, make_counts_adata())
+    SequentialRunner().run(create_pipeline(), catalog)
+    train = H5ADDataset(filepath=str(tmp_path / "train.h5ad")).load()
+    test = H5ADDataset(filepath=str(tmp_path / "test.h5ad")).load()
+    assert train.n_obs + test.n_obs == 90
+    assert set(train.obs["cell_type"]) == set(test.obs["cell_type"])
+
+
+def test_bad_input_writes_nothing(tmp_path: Path) -> None:
+    raw = make_counts_adata()
+    raw.obs = raw.obs.rename(columns={"cell_type": "celltype"})
+    with pytest.raises(ValueError, match="Available columns"):
+        SequentialRunner().run(create_pipeline(), _catalog(tmp_path, raw))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_kedro_run_default(project_copy: Path) -> None:
+    """`kedro run --pipeline preprocess` on the embedded default dataset."""
+    run_session(project_copy, "preprocess")
+    report = json.loads(
+        (project_copy / "data/08_reporting/preprocess_report.json").read_text()
+    )
+    assert report["input_kind"] == "log_normalised"
+    assert report["train_cells"] + report["test_cells"] == 700
+    assert (project_copy / "data/05_model_input/train.h5ad").is_file()
+
+
+@pytest.mark.shared_data
+def test_kedro_run_shared_counts(project_copy: Path) -> None:
+    path = shared_dataset("paul15.h5ad")
+    run_session(
+        project_copy,
+        "preprocess",
+        {"data": {"input": str(path), "label_key": "cell_type"}},
+    )
+    report = json.loads(
+        (project_copy / "data/08_reporting/preprocess_report.json").read_text()
+    )
+    assert report["input_kind"] == "counts"
+    assert report["input"] == str(path)
+    train = H5ADDataset(
+        filepath=str(project_copy / "data/05_model_input/train.h5ad")
+    ).load()
+    assert "counts" in train.layers
+    assert train.obs["cell_type"].nunique() == 19

@@ -1,0 +1,160 @@
+import numpy as np
+import pytest
+from scipy import sparse
+
+from scdd import preprocessing as pp
+
+
+def test_detects_counts_and_lognorm(counts_adata, lognorm_adata) -> None:
+    assert pp.detect_input_kind(counts_adata) == "counts"
+    assert pp.detect_input_kind(lognorm_adata) == "log_normalised"
+
+
+def test_refuses_normalised_but_not_logged(counts_adata) -> None:
+    x = counts_adata.X.toarray()
+    counts_adata.X = sparse.csr_matrix(
+        x / x.sum(1, keepdims=True) * 1e4 + 0.5 * (x > 0)
+    )
+    with pytest.raises(ValueError, match="not log1p-normalised"):
+        pp.detect_input_kind(counts_adata)
+
+
+def test_missing_label_lists_columns(counts_adata) -> None:
+    with pytest.raises(ValueError, match=r"'celltype'.*\['cell_type', 'batch'\]"):
+        pp.check_labels(counts_adata, label_key="celltype")
+
+
+def test_single_class_refused(counts_adata) -> None:
+    with pytest.raises(ValueError, match="1 class"):
+        pp.check_labels(counts_adata, label_key="batch")
+
+
+def test_unlabelled_cells_dropped(counts_adata) -> None:
+    counts_adata.obs["cell_type"] = counts_adata.obs["cell_type"].astype(object)
+    counts_adata.obs.iloc[:3, 0] = np.nan
+    out = pp.check_labels(counts_adata, label_key="cell_type")
+    assert out.n_obs == counts_adata.n_obs - 3
+    assert out.obs["cell_type"].dtype == "category"
+
+
+@pytest.mark.parametrize(
+    ("value", "match"), [(-1.0, "negative"), (np.nan, "NaN"), (np.inf, "infinite")]
+)
+def test_bad_values(counts_adata, value, match) -> None:
+    x = counts_adata.X.toarray()
+    x[0, 0] = value
+    counts_adata.X = sparse.csr_matrix(x)
+    with pytest.raises(ValueError, match=match):
+        pp.check_values(counts_adata)
+
+
+def test_quality_filter_empty_result(counts_adata) -> None:
+    with pytest.raises(ValueError, match="left 0 cells"):
+        pp.quality_filter(counts_adata, min_counts=10**9)
+
+
+def test_quality_filter_drops_rare_genes(counts_adata) -> None:
+    x = counts_adata.X.toarray()
+    x[:, 0] = 0
+    x[0, 0] = 5
+    counts_adata.X = sparse.csr_matrix(x)
+    out = pp.quality_filter(counts_adata, min_counts=1, min_cells=3)
+    assert "gene_0" not in out.var_names
+    assert out.n_vars == counts_adata.n_vars - 1
+
+
+def test_log_normalise_keeps_counts(counts_adata) -> None:
+    out = pp.log_normalise(counts_adata, target_sum=1e4)
+    np.testing.assert_array_equal(
+        out.layers["counts"].toarray(), counts_adata.X.toarray()
+    )
+    totals = np.expm1(out.X.toarray()).sum(1)
+    np.testing.assert_allclose(totals, 1e4, rtol=1e-4)
+    assert sparse.isspmatrix_csr(out.X) and out.X.dtype == np.float32
+
+
+def test_small_classes_drop_or_fail(counts_adata) -> None:
+    out, dropped = pp.filter_small_classes(
+        counts_adata, label_key="cell_type", min_cells=25, on_small="drop"
+    )
+    assert dropped == ["type_2"]
+    assert set(out.obs["cell_type"].cat.categories) == {"type_0", "type_1"}
+    with pytest.raises(ValueError, match=r"type_2 \(20\)"):
+        pp.filter_small_classes(
+            counts_adata, label_key="cell_type", min_cells=25, on_small="error"
+        )
+    with pytest.raises(ValueError, match="1 class"):
+        pp.filter_small_classes(counts_adata, label_key="cell_type", min_cells=35)
+
+
+@pytest.mark.parametrize("kind", ["counts", "log_normalised"])
+def test_duplicate_genes_merge(counts_adata, kind) -> None:
+    names = list(counts_adata.var_names)
+    names[1] = names[0]
+    counts_adata.var_names = names
+    x = counts_adata.X.toarray()
+    if kind == "log_normalised":
+        counts_adata.X = sparse.csr_matrix(np.log1p(x))
+    out = pp.dedupe_genes(counts_adata, strategy="merge", kind=kind)
+    assert out.n_vars == counts_adata.n_vars - 1 and out.var_names.is_unique
+    merged = out[:, "gene_0"].X.toarray().ravel()
+    expected = x[:, 0] + x[:, 1]
+    if kind == "log_normalised":
+        expected = np.log1p(expected)
+    np.testing.assert_allclose(merged, expected, rtol=1e-5)
+
+
+def test_duplicate_genes_make_unique(counts_adata) -> None:
+    counts_adata.var_names = ["g"] * counts_adata.n_vars
+    out = pp.dedupe_genes(counts_adata)
+    assert out.var_names.is_unique and out.n_vars == counts_adata.n_vars
+
+
+def test_select_matrix_layers(counts_adata) -> None:
+    counts_adata.layers["counts"] = counts_adata.X.copy()
+    counts_adata.X = sparse.csr_matrix(-np.ones(counts_adata.shape, dtype=np.float32))
+    out = pp.select_matrix(counts_adata, layer="counts")
+    assert out.X.min() >= 0 and not out.layers
+    with pytest.raises(ValueError, match=r"available layers: \['counts'\]"):
+        pp.select_matrix(counts_adata, layer="spliced")
+    with pytest.raises(ValueError, match="no .raw"):
+        pp.select_matrix(counts_adata, layer="raw")
+
+
+def test_stratified_split_is_seeded_and_covers_classes(counts_adata) -> None:
+    train, test = pp.stratified_split(counts_adata, label_key="cell_type", seed=1)
+    again, _ = pp.stratified_split(counts_adata, label_key="cell_type", seed=1)
+    assert list(train.obs_names) == list(again.obs_names)
+    assert train.n_obs + test.n_obs == counts_adata.n_obs
+    assert not set(train.obs_names) & set(test.obs_names)
+    assert set(test.obs["cell_type"]) == set(counts_adata.obs["cell_type"])
+    assert abs(test.n_obs / counts_adata.n_obs - 0.3) < 0.02
+
+
+def test_functions_do_not_mutate_input(counts_adata) -> None:
+    before = counts_adata.X.toarray().copy()
+    pp.log_normalise(counts_adata)
+    pp.quality_filter(counts_adata, min_counts=1)
+    np.testing.assert_array_equal(counts_adata.X.toarray(), before)
+    assert not counts_adata.layers
+
+
+def test_public_functions_follow_scverse_signature() -> None:
+    """adata first, at most one other positional parameter (scanpy convention)."""
+    import inspect
+
+    for name in [
+        "select_matrix",
+        "check_values",
+        "check_labels",
+        "dedupe_genes",
+        "detect_input_kind",
+        "quality_filter",
+        "log_normalise",
+        "filter_small_classes",
+        "stratified_split",
+    ]:
+        params = list(inspect.signature(getattr(pp, name)).parameters.values())
+        assert params[0].name == "adata", name
+        positional = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+        assert len(positional) == 1, name
