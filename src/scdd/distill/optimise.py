@@ -1,0 +1,337 @@
+"""Optimise latent codes so that the generated synthetic cells match real data.
+
+The synthetic set is ``S = G(Z)``; ``Z`` is trained against distribution (DM)
+and gradient (DC) matching losses computed on embeddings ``F(S)`` of a frozen
+foundation encoder ``F`` and cached real embeddings. ``G`` may be a full
+generator, a decoder, or :func:`identity_generator` (optimise genes directly).
+With ``encoder=None`` the generator output is taken as the embedding itself,
+which gives feature-level distillation of the 128-d latents (no ``F``, no ``G``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from scdd.distill.losses import (
+    RealEmbeddingBank,
+    distribution_matching_loss,
+    gradient_matching_loss,
+    validate_labels,
+)
+from scdd.models.device import make_generator
+
+logger = logging.getLogger(__name__)
+
+GeneratorFn = Callable[[Tensor, Tensor], Tensor]
+"""Frozen differentiable map ``(codes [n, d], labels [n]) -> samples [n, G]``."""
+
+MatchingLoss = Callable[
+    [Tensor, Tensor, torch.Generator], tuple[Tensor, dict[str, float]]
+]
+"""``(samples [n, G], labels [n], generator) -> (scalar loss, float parts)``."""
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Hyper-parameters of :func:`distill`.
+
+    Attributes:
+        steps: outer optimisation steps ``K``.
+        lr: learning rate of the codes.
+        optimizer: ``"adam"`` or ``"sgd"`` (SGD uses ``momentum``).
+        momentum: SGD momentum (0.5 as in the DC/DM reference code).
+        lambda_dm: weight of the DM loss; 0 skips it.
+        lambda_dc: weight of the DC loss; 0 skips it.
+        inner_steps: head updates ``N`` per outer step for DC.
+        head_lr: SGD learning rate of the DC linear head.
+        real_batch_size: real embeddings sampled per class for DC.
+        chunk_size: codes per chunk when backpropagating through the generator;
+            ``None`` or 0 backpropagates the whole set at once.
+        log_every: record history (and log at DEBUG) every this many steps.
+    """
+
+    steps: int = 1000
+    lr: float = 1e-2
+    optimizer: str = "adam"
+    momentum: float = 0.5
+    lambda_dm: float = 1.0
+    lambda_dc: float = 1.0
+    inner_steps: int = 5
+    head_lr: float = 1e-2
+    real_batch_size: int = 256
+    chunk_size: int | None = None
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        """Reject settings that cannot run."""
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(
+                f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"
+            )
+        if self.lambda_dm < 0 or self.lambda_dc < 0:
+            raise ValueError("lambda_dm and lambda_dc must be >= 0")
+        if self.lambda_dm == 0 and self.lambda_dc == 0:
+            raise ValueError("at least one of lambda_dm, lambda_dc must be > 0")
+        for name in ("lr", "head_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("inner_steps", "real_batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.chunk_size is not None and self.chunk_size < 0:
+            raise ValueError(f"chunk_size must be >= 0 or None, got {self.chunk_size}")
+
+
+@dataclass
+class DistillResult:
+    """Output of :func:`distill`.
+
+    Attributes:
+        codes: ``[n, d]`` optimised codes, detached, on CPU.
+        history: one dict per logged step with ``step``, ``loss``, ``dm``, ``dc``.
+    """
+
+    codes: Tensor
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def identity_generator(codes: Tensor, labels: Tensor) -> Tensor:
+    """``G(Z) = Z``: the codes are the samples (genes or features) themselves."""
+    return codes
+
+
+def _random_head(
+    in_features: int, num_classes: int, generator: torch.Generator, like: Tensor
+) -> nn.Linear:
+    """Fresh ``in_features -> num_classes`` linear head drawn from ``generator``.
+
+    Uses PyTorch's default ``U(-1/sqrt(D), 1/sqrt(D))`` init without touching
+    the global RNG.
+    """
+    head = nn.utils.skip_init(
+        nn.Linear, in_features, num_classes, device=like.device, dtype=like.dtype
+    )
+    bound = 1 / math.sqrt(in_features)
+    with torch.no_grad():
+        head.weight.uniform_(-bound, bound, generator=generator)
+        head.bias.uniform_(-bound, bound, generator=generator)
+    return head
+
+
+def _sgd_step(head: nn.Linear, embeddings: Tensor, labels: Tensor, lr: float) -> None:
+    """One cross-entropy SGD step of ``head`` on constant ``embeddings`` ``[n, D]``."""
+    loss = F.cross_entropy(head(embeddings.detach()), labels)
+    grads = torch.autograd.grad(loss, [head.weight, head.bias])
+    with torch.no_grad():
+        head.weight.sub_(lr * grads[0])
+        head.bias.sub_(lr * grads[1])
+
+
+def make_matching_loss(
+    encoder: nn.Module | None,
+    bank: RealEmbeddingBank,
+    config: DistillConfig,
+    num_classes: int | None = None,
+) -> MatchingLoss:
+    """Build the DM + DC loss on synthetic samples used by :func:`distill`.
+
+    Args:
+        encoder: frozen ``F`` mapping samples ``[n, G]`` to ``[n, D]``; ``None``
+            when the samples already are embeddings (feature-level).
+        bank: cached real embeddings (real data enter only through it).
+        config: loss weights and DC settings.
+        num_classes: if given, must equal ``bank.num_classes``.
+
+    Returns:
+        ``loss_fn(samples, labels, generator) -> (total, {"dm": .., "dc": ..})``;
+        a part is 0.0 when its weight is 0 (and it is not computed). The
+        generator draws the DC head init and the real batches.
+    """
+    if num_classes is not None and num_classes != bank.num_classes:
+        raise ValueError(
+            f"num_classes={num_classes} but the bank holds {bank.num_classes} classes"
+        )
+    num_classes = bank.num_classes
+
+    def dc_loss(
+        embeddings: Tensor, labels: Tensor, generator: torch.Generator
+    ) -> Tensor:
+        head = _random_head(bank.dim, num_classes, generator, like=embeddings)
+        loss = embeddings.new_zeros(())
+        for inner in range(config.inner_steps):
+            real = [
+                bank.sample_batch(c, config.real_batch_size, generator)
+                for c in range(num_classes)
+            ]
+            loss = loss + gradient_matching_loss(embeddings, labels, real, head)
+            if inner < config.inner_steps - 1:
+                _sgd_step(head, embeddings, labels, config.head_lr)
+        return loss
+
+    def loss_fn(
+        samples: Tensor, labels: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, float]]:
+        embeddings = samples if encoder is None else encoder(samples)
+        total = embeddings.new_zeros(())
+        parts = {"dm": 0.0, "dc": 0.0}
+        if config.lambda_dm > 0:
+            dm = distribution_matching_loss(embeddings, labels, bank.class_means)
+            total = total + config.lambda_dm * dm
+            parts["dm"] = dm.item()
+        if config.lambda_dc > 0:
+            dc = dc_loss(embeddings, labels, generator)
+            total = total + config.lambda_dc * dc
+            parts["dc"] = dc.item()
+        return total, parts
+
+    return loss_fn
+
+
+def backward_through_generator(
+    codes: Tensor,
+    labels: Tensor,
+    generator_fn: GeneratorFn,
+    loss_on_samples: Callable[[Tensor], Tensor],
+    chunk_size: int | None,
+) -> float:
+    """Accumulate ``d loss(G(codes)) / d codes`` into ``codes.grad``.
+
+    With a chunk size (paper III-C4), ``S = G(codes)`` is built without a graph,
+    ``dL/dS`` is taken on a detached leaf copy, and ``G`` is re-run chunk by
+    chunk with ``S_chunk.backward(dL/dS_chunk)``, so ``G``'s graph is never held
+    for the whole set. This equals a plain backward as long as ``G`` is
+    deterministic and per-sample (eval mode: no dropout, running BatchNorm
+    stats).
+
+    Args:
+        codes: ``[n, d]`` leaf tensor requiring grad.
+        labels: ``[n]`` labels passed to ``generator_fn``.
+        generator_fn: frozen ``(codes, labels) -> samples [n, G]``.
+        loss_on_samples: scalar loss of the samples ``[n, G]``.
+        chunk_size: codes per chunk; ``None`` or 0 for a plain full backward.
+
+    Returns:
+        The loss value.
+    """
+    if not chunk_size:
+        loss = loss_on_samples(generator_fn(codes, labels))
+        loss.backward()
+        return loss.item()
+    with torch.no_grad():
+        samples = generator_fn(codes, labels)
+    samples = samples.detach().requires_grad_()
+    loss = loss_on_samples(samples)
+    (sample_grad,) = torch.autograd.grad(loss, samples)
+    for start in range(0, codes.shape[0], chunk_size):
+        stop = start + chunk_size
+        generator_fn(codes[start:stop], labels[start:stop]).backward(
+            sample_grad[start:stop]
+        )
+    return loss.item()
+
+
+def _freeze(module: nn.Module) -> None:
+    """Put ``module`` in eval mode and stop gradients to its parameters, in place."""
+    module.eval()
+    module.requires_grad_(False)
+
+
+def distill(  # noqa: PLR0917
+    codes_init: Tensor,
+    labels: Tensor,
+    generator_fn: GeneratorFn,
+    encoder: nn.Module | None,
+    bank: RealEmbeddingBank,
+    config: DistillConfig,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    loss_fn: MatchingLoss | None = None,
+) -> DistillResult:
+    """Optimise synthetic-set codes against cached real embeddings.
+
+    Each step generates ``S = G(Z)``, evaluates ``loss_fn`` on it and updates
+    ``Z``; the cost is independent of the number of real cells. The encoder,
+    and ``generator_fn`` when it is an ``nn.Module``, are frozen in place
+    (eval mode, ``requires_grad=False``); freeze a non-module ``generator_fn``'s
+    parameters yourself. Work happens on ``codes_init``'s device.
+
+    Args:
+        codes_init: ``[n, d]`` initial codes (SPC per class).
+        labels: ``[n]`` int64 class of each code.
+        generator_fn: frozen ``G``; :func:`identity_generator` to optimise the
+            samples directly.
+        encoder: frozen ``F``; ``None`` for feature-level distillation where the
+            generator output is used as the embedding ``F(S)``.
+        bank: cached real embeddings.
+        config: optimisation settings.
+        seed: seeds the explicit generator for DC heads and real batches.
+        progress: show a tqdm bar with the current loss.
+        loss_fn: custom loss on the samples; defaults to
+            :func:`make_matching_loss` of ``encoder``, ``bank`` and ``config``.
+
+    Returns:
+        The optimised codes (detached, CPU) and the loss history.
+    """
+    if codes_init.ndim != 2:
+        raise ValueError(f"codes_init must be [n, d], got {tuple(codes_init.shape)}")
+    device = codes_init.device
+    labels = labels.to(device)
+    validate_labels(labels, bank.num_classes, codes_init.shape[0])
+    bank = bank.to(device)
+    for module in (encoder, generator_fn):
+        if isinstance(module, nn.Module):
+            _freeze(module)
+    if loss_fn is None:
+        loss_fn = make_matching_loss(encoder, bank, config)
+
+    codes = codes_init.detach().clone().requires_grad_()
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam([codes], lr=config.lr)
+    else:
+        optimizer = torch.optim.SGD([codes], lr=config.lr, momentum=config.momentum)
+    generator = make_generator(seed, device)
+    history: list[dict[str, float]] = []
+    parts: dict[str, float] = {}
+
+    def loss_on_samples(samples: Tensor) -> Tensor:
+        total, step_parts = loss_fn(samples, labels, generator)
+        parts.update(step_parts)
+        return total
+
+    logger.info(
+        "Distilling %d codes of width %d (%d classes) for %d steps",
+        codes.shape[0],
+        codes.shape[1],
+        bank.num_classes,
+        config.steps,
+    )
+    start = time.perf_counter()
+    bar = tqdm(range(config.steps), desc="distill", disable=not progress)
+    for step in bar:
+        optimizer.zero_grad(set_to_none=True)
+        loss = backward_through_generator(
+            codes, labels, generator_fn, loss_on_samples, config.chunk_size
+        )
+        optimizer.step()
+        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        if step % config.log_every == 0 or step == config.steps - 1:
+            history.append({"step": step, "loss": loss, **parts})
+            logger.debug("step %d: %s", step, history[-1])
+    logger.info(
+        "Distillation finished in %.1f s (final loss %s)",
+        time.perf_counter() - start,
+        f"{history[-1]['loss']:.4g}" if history else "n/a",
+    )
+    return DistillResult(codes=codes.detach().cpu(), history=history)
