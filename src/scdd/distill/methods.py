@@ -1,0 +1,262 @@
+"""scDD and the paper's baselines behind one name (DESIGN section 7).
+
+Every method starts from the same seeds (SPC real training cells per class)
+and returns synthetic genes and/or features; they differ in what is optimised
+and what maps it to cells:
+
+============================  ================================  ==========
+method                        optimised -> sample               output
+============================  ================================  ==========
+``random_real``               nothing (the seed cells)          genes
+``dm`` / ``dc``               gene values, F frozen             genes
+``featdistill(+dcdm)``        128-d features                    features
+``textdistill(+dcdm)``        features, decoded once by D       genes
+``generator_only``            nothing: SCDG samples from noise  genes
+``scdd_decoder``              latent codes -> D                 genes
+``scdd``                      latent codes -> U -> D            genes
+``full``                      nothing: the whole training split genes
+============================  ================================  ==========
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import sparse
+from torch import Tensor
+
+from scdd.distill.losses import RealEmbeddingBank
+from scdd.distill.optimise import DistillConfig, distill, identity_generator
+from scdd.models.device import make_generator
+from scdd.models.diffusion import LatentDiffusion
+from scdd.models.foundation import FoundationModel
+
+logger = logging.getLogger(__name__)
+
+#: Loss weights each baseline is defined by; ``None`` keeps the configured value.
+_LOSSES: dict[str, tuple[float | None, float | None]] = {
+    "dm": (1.0, 0.0),
+    "dc": (0.0, 1.0),
+    "featdistill": (1.0, 0.0),
+    "featdistill+dcdm": (None, None),
+    "textdistill": (1.0, 0.0),
+    "textdistill+dcdm": (None, None),
+    "scdd_decoder": (None, None),
+    "scdd": (None, None),
+}
+METHODS = (
+    "random_real",
+    "dm",
+    "dc",
+    "featdistill",
+    "featdistill+dcdm",
+    "textdistill",
+    "textdistill+dcdm",
+    "generator_only",
+    "scdd_decoder",
+    "scdd",
+    "full",
+)
+NEEDS_GENERATOR = ("generator_only", "scdd")
+
+
+@dataclass
+class MethodOutput:
+    """What a method produced.
+
+    Attributes:
+        labels: class index of each synthetic sample ``[n]``.
+        genes: synthetic expression ``[n, G]`` before post-processing (``None``
+            for feature-level methods).
+        features: F-space features ``[n, D]`` for feature-level methods.
+        codes: the optimised variables ``[n, d]`` (``None`` when nothing was
+            optimised).
+        history: loss history of the optimisation.
+    """
+
+    labels: np.ndarray
+    genes: np.ndarray | sparse.csr_matrix | None = None
+    features: np.ndarray | None = None
+    codes: np.ndarray | None = None
+    history: list[dict[str, float]] | None = None
+
+
+def select_seeds(
+    labels: np.ndarray, *, spc: int, num_classes: int, seed: int
+) -> np.ndarray:
+    """Indices of ``spc`` random cells per class (all of a smaller class, repeated)."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in range(num_classes):
+        members = np.flatnonzero(labels == c)
+        if len(members) == 0:
+            raise ValueError(f"Class {c} has no training cells to seed from.")
+        picks.append(rng.choice(members, spc, replace=len(members) < spc))
+    return np.concatenate(picks)
+
+
+@dataclass
+class DistillInputs:
+    """Everything a method may read; real cells enter through ``bank`` only
+    during optimisation.
+
+    Attributes:
+        genes: training cells in the foundation gene order ``[N, G]`` (CSR).
+        embeddings: cached ``F(genes)`` ``[N, D]``.
+        labels: class index per training cell ``[N]``.
+        num_classes: ``C``.
+        foundation: frozen E and D.
+        generator: frozen SCDG (needed by ``scdd`` and ``generator_only``).
+        conditions: how class indices become generator conditions.
+    """
+
+    genes: sparse.csr_matrix
+    embeddings: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    foundation: FoundationModel
+    generator: LatentDiffusion | None = None
+    conditions: ConditionSpec | None = None
+
+
+@dataclass
+class ConditionSpec:
+    """Generator conditions for a class index.
+
+    Attributes:
+        null: the all-null condition row, one token per condition column.
+        position: index of the label column among the condition columns.
+        label_map: generator category index of each class index ``[C]``.
+    """
+
+    null: list[int]
+    position: int
+    label_map: list[int]
+
+    def __call__(self, labels: Tensor) -> Tensor:
+        """``[n, n_conditions]``: the mapped label, null tokens elsewhere."""
+        cond = torch.tensor(self.null, dtype=torch.long, device=labels.device)
+        cond = cond.repeat(len(labels), 1)
+        mapping = torch.tensor(self.label_map, dtype=torch.long, device=labels.device)
+        cond[:, self.position] = mapping[labels]
+        return cond
+
+
+def run_method(
+    method: str,
+    inputs: DistillInputs,
+    *,
+    spc: int,
+    config: DistillConfig,
+    t_gen: int = 50,
+    guidance_scale: float = 1.0,
+    sample_steps: int = 50,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> MethodOutput:
+    """Build the synthetic set of ``method`` (see the module table).
+
+    Args:
+        method: one of :data:`METHODS`.
+        inputs: training cells, their cached embeddings, frozen models.
+        spc: synthetic samples per class.
+        config: optimisation settings; baselines override the loss weights
+            that define them (``dm``: DM only, ``dc``: DC only, ...).
+        t_gen: diffusion step of the scdd codes.
+        guidance_scale: classifier-free guidance of the generator.
+        sample_steps: denoising steps of ``generator_only``.
+        seed: seeds, head initialisations and noise.
+        device: where optimisation runs.
+        progress: show progress bars.
+    """
+    if method not in METHODS:
+        raise ValueError(f"distill.method={method!r}; choose one of {list(METHODS)}.")
+    if method in NEEDS_GENERATOR and inputs.generator is None:
+        raise ValueError(
+            f"distill.method={method!r} needs the SCDG generator checkpoint."
+        )
+    device = torch.device(device)
+    if method == "full":
+        return MethodOutput(labels=inputs.labels.copy(), genes=inputs.genes)
+    seeds = select_seeds(
+        inputs.labels, spc=spc, num_classes=inputs.num_classes, seed=seed
+    )
+    labels = inputs.labels[seeds]
+    if method == "random_real":
+        return MethodOutput(labels=labels, genes=inputs.genes[seeds])
+
+    foundation = inputs.foundation.freeze()
+    encoder = foundation.encoder.to(device)
+    decoder = foundation.decoder.to(device)
+    generator = (
+        inputs.generator.to(device).eval() if inputs.generator is not None else None
+    )
+    y = torch.as_tensor(labels, dtype=torch.long, device=device)
+    z_seed = torch.as_tensor(inputs.embeddings[seeds], device=device)
+    noise = make_generator(seed + 1, device)
+
+    if method == "generator_only":
+        latents = generator.sample(
+            inputs.conditions(y),
+            n_steps=sample_steps,
+            guidance_scale=guidance_scale,
+            generator=noise,
+        )
+        with torch.no_grad():
+            genes = decoder(latents)
+        return MethodOutput(labels=labels, genes=genes.cpu().numpy())
+
+    lambda_dm, lambda_dc = _LOSSES[method]
+    config = replace(
+        config,
+        lambda_dm=config.lambda_dm if lambda_dm is None else lambda_dm,
+        lambda_dc=config.lambda_dc if lambda_dc is None else lambda_dc,
+    )
+    fn: Callable[[Tensor, Tensor], Tensor]
+    if method in ("dm", "dc"):
+        codes = torch.as_tensor(inputs.genes[seeds].toarray(), device=device)
+        fn, enc = identity_generator, encoder
+    elif method.startswith(("featdistill", "textdistill")):
+        codes, enc = z_seed.clone(), None
+
+        def fn(c: Tensor, _: Tensor) -> Tensor:
+            return F.normalize(c, dim=1)
+    elif method == "scdd_decoder":
+        codes, enc = z_seed.clone(), encoder
+
+        def fn(c: Tensor, _: Tensor) -> Tensor:
+            return decoder(F.normalize(c, dim=1))
+    else:  # scdd
+        codes, enc = generator.encode_codes(z_seed, t_gen, generator=noise), encoder
+
+        def fn(c: Tensor, lab: Tensor) -> Tensor:
+            return decoder(
+                generator.denoise(c, t_gen, inputs.conditions(lab), guidance_scale)
+            )
+
+    bank = RealEmbeddingBank(
+        torch.as_tensor(inputs.embeddings),
+        torch.as_tensor(inputs.labels, dtype=torch.long),
+        inputs.num_classes,
+    ).to(device)
+    result = distill(codes, y, fn, enc, bank, config, seed=seed, progress=progress)
+    with torch.no_grad():
+        sample = fn(result.codes.to(device), y).cpu().numpy()
+    out = MethodOutput(
+        labels=labels, codes=result.codes.numpy(), history=result.history
+    )
+    if method.startswith("featdistill"):
+        out.features = sample
+    elif method.startswith("textdistill"):
+        with torch.no_grad():
+            out.genes = decoder(torch.as_tensor(sample, device=device)).cpu().numpy()
+        out.features = sample
+    else:
+        out.genes = sample
+    return out

@@ -1,0 +1,53 @@
+"""The ``foundation`` pipeline: model directory, cached embeddings, probe report."""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from scdd.pipelines.foundation.nodes import (
+    build_foundation_model,
+    embed_splits,
+    report_foundation,
+)
+
+_RUN = ["params:seed", "params:device", "params:progress"]
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return pipeline(
+        [
+            node(
+                build_foundation_model,
+                inputs=["train_adata", "params:data", "params:foundation", *_RUN],
+                outputs=["foundation_model", "foundation_history"],
+                name="build_foundation_model_node",
+                tags=["gpu"],
+            ),
+            node(
+                embed_splits,
+                inputs=[
+                    "foundation_model",
+                    "train_adata",
+                    "test_adata",
+                    "params:foundation",
+                    "params:device",
+                    "params:progress",
+                ],
+                outputs=["train_embeddings", "test_embeddings"],
+                name="embed_splits_node",
+                tags=["gpu"],
+            ),
+            node(
+                report_foundation,
+                inputs=[
+                    "train_embeddings",
+                    "test_embeddings",
+                    "train_adata",
+                    "test_adata",
+                    "foundation_history",
+                    "params:data",
+                    "params:seed",
+                ],
+                outputs="foundation_report",
+                name="report_foundation_node",
+            ),
+        ]
+    )

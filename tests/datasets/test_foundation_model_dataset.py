@@ -1,0 +1,44 @@
+from pathlib import Path
+
+import pytest
+from kedro.io import DatasetError
+
+from scdd.datasets import FoundationModelDataset
+from scdd.models.foundation import FoundationModel, build_autoencoder
+
+
+def _model(n_genes: int = 12) -> FoundationModel:
+    enc, dec = build_autoencoder(n_genes, latent_dim=4, hidden_dim=[8])
+    return FoundationModel(
+        enc, dec, [f"g{i}" for i in range(n_genes)], ["a", "b"]
+    ).freeze()
+
+
+def test_save_load_exists(tmp_path: Path) -> None:
+    ds = FoundationModelDataset(path=str(tmp_path / "fm"))
+    assert not ds.exists()
+    ds.save(_model())
+    assert ds.exists()
+    back = ds.load()
+    assert back.gene_order[0] == "g0" and back.latent_dim == 4
+    assert not back.encoder.training
+
+
+def test_failed_save_keeps_previous_model(tmp_path: Path, monkeypatch) -> None:
+    ds = FoundationModelDataset(path=str(tmp_path / "fm"))
+    ds.save(_model())
+
+    def crash(model, path):
+        (path / "encoder.ckpt").write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr("scdd.datasets.foundation_model_dataset.save_model_dir", crash)
+    with pytest.raises(DatasetError, match="disk full"):
+        ds.save(_model(20))
+    assert ds.load().gene_order == [f"g{i}" for i in range(12)]
+    assert [p.name for p in tmp_path.iterdir()] == ["fm"]
+
+
+def test_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="No foundation model directory"):
+        FoundationModelDataset(path=str(tmp_path / "none")).load()

@@ -1,0 +1,163 @@
+"""Tests for the frozen-F + linear-head evaluation protocol."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from scdd.evaluation.linear_head import evaluate_linear_head
+
+DIM = 16
+
+
+def _clusters(
+    n_per_class: int, classes: list[int], seed: int, noise: float = 0.05
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-norm points around one axis per class (linearly separable)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.asarray(classes), n_per_class)
+    x = np.eye(DIM, dtype=np.float32)[labels] + noise * rng.normal(
+        size=(len(labels), DIM)
+    ).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), labels
+
+
+def test_separable_data_is_learned() -> None:
+    x_train, y_train = _clusters(10, [0, 1, 2], seed=0)
+    x_test, y_test = _clusters(50, [0, 1, 2], seed=1)
+    result = evaluate_linear_head(
+        x_train, y_train, x_test, y_test, num_classes=3, n_inits=3, epochs=300
+    )
+    assert result["accuracy_mean"] > 0.98
+    assert result["balanced_accuracy_mean"] > 0.98
+    assert result["macro_f1_mean"] > 0.98
+    assert all(row["train_accuracy"] == 1.0 for row in result["per_init"])
+
+
+def test_mini_batches_learn_separable_data() -> None:
+    x_train, y_train = _clusters(40, [0, 1, 2, 3], seed=2)
+    x_test, y_test = _clusters(20, [0, 1, 2, 3], seed=3)
+    result = evaluate_linear_head(
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        num_classes=4,
+        n_inits=2,
+        epochs=50,
+        batch_size=16,
+    )
+    assert result["accuracy_mean"] > 0.98
+
+
+def test_random_labels_give_chance_accuracy() -> None:
+    rng = np.random.default_rng(0)
+    x_train = rng.normal(size=(200, DIM)).astype(np.float32)
+    x_test = rng.normal(size=(2000, DIM)).astype(np.float32)
+    y_train, y_test = rng.integers(0, 4, 200), rng.integers(0, 4, 2000)
+    result = evaluate_linear_head(
+        x_train, y_train, x_test, y_test, num_classes=4, n_inits=3, epochs=200
+    )
+    assert 0.15 < result["accuracy_mean"] < 0.35
+    assert 0.15 < result["balanced_accuracy_mean"] < 0.35
+
+
+def test_same_seed_same_result_and_seeds_differ_per_init() -> None:
+    rng = np.random.default_rng(1)
+    x_train = rng.normal(size=(30, DIM)).astype(np.float32)
+    x_test = rng.normal(size=(300, DIM)).astype(np.float32)
+    y_train, y_test = rng.integers(0, 3, 30), rng.integers(0, 3, 300)
+
+    def run(seed: int) -> dict:
+        return evaluate_linear_head(
+            x_train,
+            y_train,
+            x_test,
+            y_test,
+            num_classes=3,
+            n_inits=4,
+            epochs=20,
+            seed=seed,
+        )
+
+    first = run(7)
+    assert first == run(7)
+    assert [row["seed"] for row in first["per_init"]] == [7, 8, 9, 10]
+    # Few epochs on random labels: the init still shows in the predictions.
+    assert first["accuracy_std"] > 0
+
+
+def test_keys_and_shapes() -> None:
+    x_train, y_train = _clusters(3, [0, 1], seed=0)
+    x_test, y_test = _clusters(5, [0, 1], seed=1)
+    result = evaluate_linear_head(
+        x_train, y_train, x_test, y_test, num_classes=2, n_inits=2, epochs=5
+    )
+    assert set(result) == {
+        "accuracy_mean",
+        "accuracy_std",
+        "balanced_accuracy_mean",
+        "balanced_accuracy_std",
+        "macro_f1_mean",
+        "macro_f1_std",
+        "per_init",
+        "n_train",
+        "n_test",
+    }
+    assert (result["n_train"], result["n_test"]) == (6, 10)
+    assert len(result["per_init"]) == 2
+    assert set(result["per_init"][0]) == {
+        "init",
+        "seed",
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "train_accuracy",
+    }
+    for key, value in result.items():
+        if key.endswith(("_mean", "_std")):
+            assert isinstance(value, float)
+            assert 0.0 <= value <= 1.0
+
+
+def test_class_absent_from_train_set() -> None:
+    x_train, y_train = _clusters(5, [0, 1, 2], seed=0)
+    x_test, y_test = _clusters(20, [0, 1, 2, 3], seed=1)
+    result = evaluate_linear_head(
+        x_train, y_train, x_test, y_test, num_classes=4, n_inits=2, epochs=300
+    )
+    # Class 3 is never learnt, so at most 3 of 4 test classes are right.
+    assert 0.7 < result["accuracy_mean"] <= 0.75
+    assert result["macro_f1_mean"] <= 0.75 + 1e-9
+
+
+@pytest.mark.parametrize(
+    ("labels", "num_classes", "message"),
+    [
+        (np.array([0, 1, 5]), 3, "must lie in"),
+        (np.array([0, 1]), 3, "must have shape"),
+        (np.array([0.0, 1.0, 2.0]), 3, "must be integers"),
+    ],
+)
+def test_bad_labels_raise(labels: np.ndarray, num_classes: int, message: str) -> None:
+    x = np.ones((3, DIM), dtype=np.float32)
+    with pytest.raises(ValueError, match=message):
+        evaluate_linear_head(
+            x, labels, x, np.array([0, 1, 2]), num_classes=num_classes, epochs=1
+        )
+
+
+def test_feature_width_mismatch_raises() -> None:
+    y = np.array([0, 1])
+    with pytest.raises(ValueError, match="widths differ"):
+        evaluate_linear_head(
+            np.ones((2, 4)), y, np.ones((2, 5)), y, num_classes=2, epochs=1
+        )
+
+
+def test_torch_thread_count_is_restored() -> None:
+    before = torch.get_num_threads()
+    x_train, y_train = _clusters(3, [0, 1], seed=0)
+    evaluate_linear_head(x_train, y_train, x_train, y_train, num_classes=2, epochs=2)
+    assert torch.get_num_threads() == before

@@ -1,0 +1,126 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
+
+from scdd.datasets import FoundationModelDataset, H5ADDataset
+from scdd.models.foundation import save_model_dir
+from scdd.pipelines.foundation import create_pipeline
+from scdd.pipelines.foundation.nodes import build_foundation_model
+from scdd.preprocessing import log_normalise, stratified_split
+from tests.conftest import make_counts_adata, shared_dataset
+from tests.kedro_helpers import run_session
+
+DATA = {"input": "memory", "label_key": "cell_type", "layer": None}
+PARAMS = {
+    "source": "local",
+    "pretrained_path": None,
+    "min_gene_overlap": 10,
+    "model": {
+        "latent_dim": 16,
+        "hidden_dim": [64],
+        "dropout": 0.1,
+        "input_dropout": 0.1,
+    },
+    "train": {"epochs": 15, "batch_size": 32, "lr": 0.003},
+    "embed": {"chunk_size": 16},
+}
+
+
+@pytest.fixture(scope="module")
+def splits():
+    adata = log_normalise(make_counts_adata((60, 50, 40)))
+    return stratified_split(adata, label_key="cell_type", seed=0)
+
+
+def _catalog(train, test, tmp_path: Path, params=PARAMS) -> DataCatalog:
+    catalog = DataCatalog(
+        {
+            "train_adata": MemoryDataset(train),
+            "test_adata": MemoryDataset(test),
+            "foundation_model": FoundationModelDataset(path=str(tmp_path / "fm")),
+            "train_embeddings": H5ADDataset(filepath=str(tmp_path / "train_z.h5ad")),
+            "foundation_report": JSONDataset(filepath=str(tmp_path / "report.json")),
+        }
+    )
+    for key, value in {
+        "data": DATA,
+        "foundation": params,
+        "seed": 0,
+        "device": "auto",
+        "progress": False,
+    }.items():
+        catalog[f"params:{key}"] = value
+    return catalog
+
+
+def test_pipeline_trains_embeds_and_reports(splits, tmp_path: Path) -> None:
+    train, test = splits
+    catalog = _catalog(train, test, tmp_path)
+    SequentialRunner().run(create_pipeline(), catalog)
+    emb = catalog.load("train_embeddings")
+    assert emb.shape == (train.n_obs, 16)
+    assert list(emb.obs["cell_type"]) == list(train.obs["cell_type"])
+    np.testing.assert_allclose(np.linalg.norm(emb.X, axis=1), 1, atol=1e-5)
+    report = catalog.load("foundation_report")
+    json.dumps(report)
+    # marker genes make the toy classes separable: the latent must keep that
+    assert report["linear_probe_latent"]["accuracy"] > 0.9
+    assert (tmp_path / "fm" / "gene_order.tsv").is_file()
+
+
+def test_pretrained_source_loads_directory(splits, tmp_path: Path) -> None:
+    train, _ = splits
+    local, _ = build_foundation_model(train, DATA, PARAMS, 0, "cpu", False)
+    save_model_dir(local, tmp_path)
+    params = {**PARAMS, "source": "pretrained", "pretrained_path": str(tmp_path)}
+    model, history = build_foundation_model(train, DATA, params, 0, "cpu", False)
+    assert model.gene_order == list(train.var_names) and history.empty
+
+
+def test_pretrained_with_other_genes_fails_before_writing(
+    splits, tmp_path: Path
+) -> None:
+    train, test = splits
+    local, _ = build_foundation_model(train, DATA, PARAMS, 0, "cpu", False)
+    local.gene_order = [f"ENSG{i:011d}" for i in range(len(local.gene_order))]
+    (tmp_path / "pretrained").mkdir()
+    save_model_dir(local, tmp_path / "pretrained")
+    params = {
+        **PARAMS,
+        "source": "pretrained",
+        "pretrained_path": str(tmp_path / "pretrained"),
+    }
+    catalog = _catalog(train, test, tmp_path, params)
+    with pytest.raises(ValueError, match="Only 0 of the data's 60 genes"):
+        SequentialRunner().run(create_pipeline(), catalog)
+    assert not (tmp_path / "fm").exists()
+
+
+def test_unknown_source(splits) -> None:
+    with pytest.raises(ValueError, match="'local' or 'pretrained'"):
+        build_foundation_model(
+            splits[0], DATA, {**PARAMS, "source": "hub"}, 0, "cpu", False
+        )
+
+
+@pytest.mark.shared_data
+def test_foundation_carries_the_biology_on_human_kidney(project_copy: Path) -> None:
+    """A linear probe on F keeps >= 85% of the accuracy it has on the genes."""
+    path = shared_dataset("human_kidney.h5ad")
+    params = {
+        "data": {"input": str(path), "label_key": "cell_type"},
+        "progress": False,
+        "foundation": {"train": {"epochs": 8}},
+    }
+    run_session(project_copy, "preprocess", params)
+    run_session(project_copy, "foundation", params)
+    report = json.loads(
+        (project_copy / "data/08_reporting/foundation_report.json").read_text()
+    )
+    assert report["epochs"] == 8
+    assert report["latent_to_gene_ratio"] >= 0.85, report
