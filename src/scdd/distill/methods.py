@@ -31,7 +31,7 @@ from scipy import sparse
 from torch import Tensor
 
 from scdd.distill.losses import RealEmbeddingBank
-from scdd.distill.optimise import DistillConfig, distill, identity_generator
+from scdd.distill.optimise import DistillConfig, distill
 from scdd.models.device import make_generator
 from scdd.models.diffusion import LatentDiffusion
 from scdd.models.foundation import FoundationModel
@@ -177,9 +177,13 @@ def run_method(
     """
     if method not in METHODS:
         raise ValueError(f"distill.method={method!r}; choose one of {list(METHODS)}.")
-    if method in NEEDS_GENERATOR and inputs.generator is None:
+    if method in NEEDS_GENERATOR and (
+        inputs.generator is None or inputs.conditions is None
+    ):
         raise ValueError(
-            f"distill.method={method!r} needs the SCDG generator checkpoint."
+            f"distill.method={method!r} needs the SCDG generator checkpoint and "
+            "its conditions; run the generator pipeline first "
+            "(kedro run --pipeline generator)."
         )
     device = torch.device(device)
     if method == "full":
@@ -220,8 +224,13 @@ def run_method(
     )
     fn: Callable[[Tensor, Tensor], Tensor]
     if method in ("dm", "dc"):
+        # gene values optimised in the valid (non-negative) range they are
+        # written in, so clipping at output time does not undo the matching
         codes = torch.as_tensor(inputs.genes[seeds].toarray(), device=device)
-        fn, enc = identity_generator, encoder
+        enc = encoder
+
+        def fn(c: Tensor, _: Tensor) -> Tensor:
+            return F.relu(c)
     elif method.startswith(("featdistill", "textdistill")):
         codes, enc = z_seed.clone(), None
 

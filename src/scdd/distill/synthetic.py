@@ -1,9 +1,12 @@
 """Turn raw synthetic samples into a valid, real-looking ``.h5ad`` (DESIGN §3).
 
-Decoded genes are non-negative after clipping, then made as sparse as the
-real cells of the same class (values under the class's real zero fraction
-quantile become 0) and log-normalised to the real data's per-cell total, so
-CellTypist, scanpy and SCimilarity read them as they read real data.
+Decoded genes are non-negative after clipping, then sparsified (values at or
+below a cut-off become 0; or, with no cut-off, as sparse as the real cells of
+the same class) and log-normalised to the real data's per-cell total, so
+CellTypist, scanpy and SCimilarity read them as they read real data. The total
+is the real cells' own (1e4 after our normalisation), not a fixed 1e4: an input
+normalised otherwise (the bundled PBMC data: ~2000 over 765 genes) gets
+synthetic cells on its own scale, which is the scale F was trained on.
 """
 
 from __future__ import annotations

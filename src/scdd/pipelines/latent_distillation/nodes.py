@@ -7,47 +7,17 @@ import time
 from typing import Any
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 
-from scdd.distill.methods import (
-    NEEDS_GENERATOR,
-    ConditionSpec,
-    DistillInputs,
-    run_method,
-)
+from scdd.distill.inputs import prepare_inputs
+from scdd.distill.methods import NEEDS_GENERATOR, run_method
 from scdd.distill.optimise import DistillConfig
 from scdd.distill.synthetic import synthetic_adata
-from scdd.generation import embedding_matrix, load_generator
 from scdd.models.device import resolve_device
-from scdd.models.foundation import FoundationModel, align_genes
+from scdd.models.foundation import FoundationModel
 from scdd.provenance import record_provenance
 
 logger = logging.getLogger(__name__)
-
-
-def _condition_spec(
-    checkpoint: dict[str, Any], label_key: str, categories: list[str]
-) -> ConditionSpec:
-    """Map our class indices to the generator's condition tokens."""
-    columns = list(checkpoint["condition_columns"])
-    if label_key not in columns:
-        raise ValueError(
-            f"The generator was trained on conditions {columns}, not on the label "
-            f"'{label_key}'; re-run the generator pipeline with this label."
-        )
-    known = pd.Index(checkpoint["condition_categories"][label_key])
-    label_map = known.get_indexer(categories)
-    if (label_map < 0).any():
-        missing = [c for c, i in zip(categories, label_map, strict=True) if i < 0]
-        raise ValueError(
-            f"Classes {missing} are unknown to the generator; re-run the generator "
-            "pipeline on the current training split."
-        )
-    null = [len(checkpoint["condition_categories"][c]) for c in columns]
-    return ConditionSpec(
-        null=null, position=columns.index(label_key), label_map=list(label_map)
-    )
 
 
 def distill_synthetic_set(
@@ -77,32 +47,14 @@ def distill_synthetic_set(
         codes in ``obsm["X_latent"]``, provenance) and the loss history.
     """
     start = time.perf_counter()
-    key = data["label_key"]
-    if list(train.obs_names) != list(train_embeddings.obs_names):
-        raise ValueError(
-            "train_embeddings do not match train_adata cell for cell; re-run the "
-            "foundation pipeline (kedro run --pipeline foundation)."
-        )
-    categories = list(map(str, train.obs[key].cat.categories))
-    labels = train.obs[key].cat.codes.to_numpy().astype(np.int64)
-    method = params["method"]
-    generator, conditions = None, None
-    if method in NEEDS_GENERATOR:
-        generator, _ = load_generator(generator_checkpoint)
-        conditions = _condition_spec(generator_checkpoint, key, categories)
-    aligned = align_genes(
+    key, method = data["label_key"], params["method"]
+    inputs, categories, aligned = prepare_inputs(
         train,
-        gene_order=foundation.gene_order,
-        min_overlap=foundation_params["min_gene_overlap"],
-    )
-    inputs = DistillInputs(
-        genes=aligned.X.tocsr(),
-        embeddings=embedding_matrix(train_embeddings),
-        labels=labels,
-        num_classes=len(categories),
-        foundation=foundation,
-        generator=generator,
-        conditions=conditions,
+        train_embeddings,
+        foundation,
+        generator_checkpoint if method in NEEDS_GENERATOR else None,
+        label_key=key,
+        min_gene_overlap=foundation_params["min_gene_overlap"],
     )
     logger.info(
         "Distilling %d cells of %d classes with %s, SPC %d",
@@ -129,7 +81,7 @@ def distill_synthetic_set(
         categories=categories,
         var_names=foundation.gene_order,
         real=aligned,
-        real_labels=labels,
+        real_labels=inputs.labels,
         zero_threshold=params["zero_threshold"],
         method=method,
     )

@@ -1,0 +1,77 @@
+"""Assemble :class:`DistillInputs` from the catalog's artefacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from scdd.distill.methods import ConditionSpec, DistillInputs
+from scdd.generation import embedding_matrix, load_generator
+from scdd.models.foundation import FoundationModel, align_genes
+
+
+def condition_spec(
+    checkpoint: dict[str, Any], label_key: str, categories: list[str]
+) -> ConditionSpec:
+    """Map our class indices to the generator's condition tokens."""
+    columns = list(checkpoint["condition_columns"])
+    if label_key not in columns:
+        raise ValueError(
+            f"The generator was trained on conditions {columns}, not on the label "
+            f"'{label_key}'; re-run the generator pipeline with this label."
+        )
+    known = pd.Index(checkpoint["condition_categories"][label_key])
+    label_map = known.get_indexer(categories)
+    if (label_map < 0).any():
+        missing = [c for c, i in zip(categories, label_map, strict=True) if i < 0]
+        raise ValueError(
+            f"Classes {missing} are unknown to the generator; re-run the generator "
+            "pipeline on the current training split."
+        )
+    null = [len(checkpoint["condition_categories"][c]) for c in columns]
+    return ConditionSpec(
+        null=null, position=columns.index(label_key), label_map=list(label_map)
+    )
+
+
+def prepare_inputs(
+    train: ad.AnnData,
+    train_embeddings: ad.AnnData,
+    foundation: FoundationModel,
+    generator_checkpoint: dict[str, Any] | None,
+    *,
+    label_key: str,
+    min_gene_overlap: int,
+) -> tuple[DistillInputs, list[str], ad.AnnData]:
+    """Training cells in F's gene order, their cached embeddings, frozen models.
+
+    Returns:
+        The inputs, the class names (index = class index) and the aligned
+        training AnnData (the real reference for sparsity and normalisation).
+    """
+    if list(train.obs_names) != list(train_embeddings.obs_names):
+        raise ValueError(
+            "train_embeddings do not match train_adata cell for cell; re-run the "
+            "foundation pipeline (kedro run --pipeline foundation)."
+        )
+    categories = list(map(str, train.obs[label_key].cat.categories))
+    generator, conditions = None, None
+    if generator_checkpoint is not None:
+        generator, _ = load_generator(generator_checkpoint)
+        conditions = condition_spec(generator_checkpoint, label_key, categories)
+    aligned = align_genes(
+        train, gene_order=foundation.gene_order, min_overlap=min_gene_overlap
+    )
+    inputs = DistillInputs(
+        genes=aligned.X.tocsr(),
+        embeddings=embedding_matrix(train_embeddings),
+        labels=train.obs[label_key].cat.codes.to_numpy().astype(np.int64),
+        num_classes=len(categories),
+        foundation=foundation,
+        generator=generator,
+        conditions=conditions,
+    )
+    return inputs, categories, aligned

@@ -1,0 +1,300 @@
+"""scDD and the baselines of DESIGN section 7 on tiny data and tiny models."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scdd import generation
+from scdd.distill.methods import (
+    METHODS,
+    ConditionSpec,
+    DistillInputs,
+    run_method,
+    select_seeds,
+)
+from scdd.distill.optimise import DistillConfig
+from scdd.models.device import make_generator
+from scdd.models.foundation import (
+    FoundationModel,
+    TrainConfig,
+    embed_cells,
+    train_foundation,
+)
+from scdd.preprocessing import log_normalise
+from tests.conftest import make_counts_adata
+
+LABEL_KEY = "cell_type"
+LATENT_DIM = 8
+N_PER_CLASS = (40, 30, 20)
+SCDG_MODEL = {
+    "width": 32,
+    "depth": 1,
+    "time_embed_dim": 16,
+    "dropout": 0.0,
+    "timesteps": 100,
+    "beta_min": 1e-4,
+    "beta_max": 0.1,
+    "schedule": "linear",
+    "p_uncond": 0.1,
+}
+SCDG_TRAIN = {"steps": 50, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4}
+CONFIG = DistillConfig(
+    steps=5,
+    lr=0.05,
+    lambda_dm=1.0,
+    lambda_dc=1.0,
+    inner_steps=2,
+    real_batch_size=16,
+    chunk_size=4,
+    log_every=1,
+)
+T_GEN = 20
+SPC = 2
+#: ``output`` column of the module table in ``scdd.distill.methods``.
+FEATURE_METHODS = ("featdistill", "featdistill+dcdm")
+BOTH_METHODS = ("textdistill", "textdistill+dcdm")
+UNOPTIMISED = ("random_real", "generator_only", "full")
+
+
+@dataclass
+class Tiny:
+    """Log-normalised cells, their embeddings and the trained tiny models."""
+
+    train: ad.AnnData
+    embeddings: ad.AnnData
+    foundation: FoundationModel
+    checkpoint: dict[str, Any]
+
+
+def make_tiny(seed: int = 0) -> Tiny:
+    """3 classes x 60 genes; F with one hidden layer of 32 and latent 8; SCDG
+    of width 32 trained for 50 steps on F's embeddings (a few seconds in all)."""
+    train = log_normalise(make_counts_adata(N_PER_CLASS, n_genes=60, seed=seed))
+    foundation, _ = train_foundation(
+        train.X,
+        gene_order=list(train.var_names),
+        architecture={
+            "latent_dim": LATENT_DIM,
+            "hidden_dim": [32],
+            "dropout": 0.1,
+            "input_dropout": 0.1,
+        },
+        config=TrainConfig(epochs=3, batch_size=32, lr=3e-3),
+        seed=seed,
+        progress=False,
+    )
+    z = embed_cells(foundation.encoder, train.X, progress=False)
+    embeddings = ad.AnnData(
+        X=z,
+        obs=train.obs.copy(),
+        var=pd.DataFrame(index=[f"latent_{i}" for i in range(LATENT_DIM)]),
+    )
+    checkpoint, _ = generation.train_generator(
+        embeddings,
+        [LABEL_KEY],
+        model=SCDG_MODEL,
+        train=SCDG_TRAIN,
+        seed=seed,
+        progress=False,
+    )
+    return Tiny(train, embeddings, foundation, checkpoint)
+
+
+def make_inputs(tiny: Tiny, label_map: list[int] | None = None) -> DistillInputs:
+    """DistillInputs as the pipeline node builds them (same gene order)."""
+    generator, categories = generation.load_generator(tiny.checkpoint)
+    n_classes = len(categories[LABEL_KEY])
+    return DistillInputs(
+        genes=tiny.train.X.tocsr(),
+        embeddings=generation.embedding_matrix(tiny.embeddings),
+        labels=tiny.train.obs[LABEL_KEY].cat.codes.to_numpy().astype(np.int64),
+        num_classes=n_classes,
+        foundation=tiny.foundation,
+        generator=generator,
+        conditions=ConditionSpec(
+            null=[n_classes],
+            position=0,
+            label_map=list(range(n_classes)) if label_map is None else label_map,
+        ),
+    )
+
+
+def run(method: str, inputs: DistillInputs, **kwargs: Any):
+    """``run_method`` with the small test settings."""
+    options = {
+        "spc": SPC,
+        "config": CONFIG,
+        "t_gen": T_GEN,
+        "sample_steps": 2,
+        "seed": 0,
+        "progress": False,
+        **kwargs,
+    }
+    return run_method(method, inputs, **options)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny models run ~50x faster on one thread when the
+    other core is busy. (``torch.get_num_threads()`` is not called first: it
+    starts the thread pool, after which ``set_num_threads(1)`` does not help.)"""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(os.cpu_count() or 1)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Tiny:
+    return make_tiny()
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny: Tiny) -> DistillInputs:
+    return make_inputs(tiny)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_with_the_documented_output(
+    method: str, inputs: DistillInputs
+) -> None:
+    out = run(method, inputs)
+    n_genes = inputs.genes.shape[1]
+    if method == "full":
+        n = len(inputs.labels)
+        np.testing.assert_array_equal(out.labels, inputs.labels)
+        np.testing.assert_array_equal(np.bincount(out.labels), N_PER_CLASS)
+    else:
+        n = SPC * inputs.num_classes
+        np.testing.assert_array_equal(
+            np.bincount(out.labels, minlength=inputs.num_classes),
+            [SPC] * inputs.num_classes,
+        )
+    assert out.labels.shape == (n,)
+
+    if method in FEATURE_METHODS:
+        assert out.genes is None
+    else:
+        assert out.genes is not None and out.genes.shape == (n, n_genes)
+        genes = out.genes.toarray() if hasattr(out.genes, "toarray") else out.genes
+        assert np.isfinite(genes).all()
+    if method in FEATURE_METHODS + BOTH_METHODS:
+        assert out.features.shape == (n, LATENT_DIM)
+        np.testing.assert_allclose(np.linalg.norm(out.features, axis=1), 1, rtol=1e-5)
+    else:
+        assert out.features is None
+
+    if method in UNOPTIMISED:
+        assert out.codes is None and out.history is None
+    else:
+        width = n_genes if method in ("dm", "dc") else LATENT_DIM
+        assert out.codes.shape == (n, width)
+        assert np.isfinite(out.codes).all()
+        assert [h["step"] for h in out.history] == list(range(CONFIG.steps))
+        last = out.history[-1]
+        # the baselines are defined by their loss weights
+        assert (last["dm"] == 0.0) == (method == "dc")
+        assert (last["dc"] == 0.0) == (method in ("dm", "featdistill", "textdistill"))
+
+
+def test_random_real_returns_the_seed_cells(inputs: DistillInputs) -> None:
+    out = run("random_real", inputs, seed=3)
+    seeds = select_seeds(inputs.labels, spc=SPC, num_classes=inputs.num_classes, seed=3)
+    np.testing.assert_array_equal(out.labels, inputs.labels[seeds])
+    np.testing.assert_array_equal(out.genes.toarray(), inputs.genes[seeds].toarray())
+
+
+def test_select_seeds_is_seeded_and_per_class() -> None:
+    labels = np.repeat([0, 1, 2], [10, 6, 1])
+    picks = select_seeds(labels, spc=3, num_classes=3, seed=7)
+    np.testing.assert_array_equal(
+        picks, select_seeds(labels, spc=3, num_classes=3, seed=7)
+    )
+    assert not np.array_equal(picks, select_seeds(labels, spc=3, num_classes=3, seed=8))
+    assert picks.shape == (9,)
+    np.testing.assert_array_equal(labels[picks], np.repeat([0, 1, 2], 3))
+    # large enough classes: distinct cells; a one-cell class is repeated
+    assert len(set(picks[:3])) == 3 and len(set(picks[3:6])) == 3
+    np.testing.assert_array_equal(picks[6:], [16, 16, 16])
+    with pytest.raises(ValueError, match="Class 3 has no training cells"):
+        select_seeds(labels, spc=1, num_classes=4, seed=0)
+
+
+def test_condition_spec_maps_labels_into_the_label_column() -> None:
+    spec = ConditionSpec(null=[4, 3], position=1, label_map=[2, 0, 1])
+    cond = spec(torch.tensor([0, 1, 2, 0]))
+    assert cond.dtype == torch.long
+    np.testing.assert_array_equal(cond.numpy(), [[4, 2], [4, 0], [4, 1], [4, 2]])
+
+
+def test_scdd_label_map_changes_the_generated_cells(tiny: Tiny) -> None:
+    config = replace(CONFIG, steps=0)
+    same = run("scdd", make_inputs(tiny), config=config)
+    permuted = run("scdd", make_inputs(tiny, label_map=[1, 2, 0]), config=config)
+    # same seeds and starting codes, other generator conditions -> other cells
+    np.testing.assert_array_equal(same.labels, permuted.labels)
+    np.testing.assert_array_equal(same.codes, permuted.codes)
+    assert not np.allclose(same.genes, permuted.genes, atol=1e-4)
+    # the permuted run is the identity-map generator fed the mapped classes
+    generator = generation.load_generator(tiny.checkpoint)[0]
+    decoder = tiny.foundation.decoder
+    mapped = torch.tensor([[[1, 2, 0][y]] for y in permuted.labels])
+    with torch.no_grad():
+        expected = decoder(
+            generator.denoise(torch.as_tensor(permuted.codes), T_GEN, mapped)
+        )
+    np.testing.assert_allclose(permuted.genes, expected.numpy(), atol=1e-5)
+
+
+def test_unknown_method_and_missing_generator(inputs: DistillInputs) -> None:
+    with pytest.raises(ValueError, match=r"choose one of \['random_real'"):
+        run("scdd_v2", inputs)
+    for method in ("scdd", "generator_only"):
+        with pytest.raises(ValueError, match="generator pipeline"):
+            run(method, replace(inputs, generator=None))
+        with pytest.raises(ValueError, match="generator pipeline"):
+            run(method, replace(inputs, conditions=None))
+    # the methods without a generator do not need one
+    assert run("dm", replace(inputs, generator=None, conditions=None)).genes.shape
+
+
+def test_scdd_optimises_codes_and_stores_g_of_codes(
+    tiny: Tiny, inputs: DistillInputs
+) -> None:
+    seeds = select_seeds(inputs.labels, spc=SPC, num_classes=inputs.num_classes, seed=0)
+    generator = inputs.generator
+    start = generator.encode_codes(
+        torch.as_tensor(inputs.embeddings[seeds]), T_GEN, generator=make_generator(1)
+    ).numpy()
+    untouched = run("scdd", inputs, config=replace(CONFIG, steps=0))
+    np.testing.assert_allclose(untouched.codes, start, atol=1e-6)
+
+    out = run("scdd", inputs)
+    assert np.abs(out.codes - start).max() > 1e-3
+    assert out.history[0]["loss"] != out.history[-1]["loss"]
+    # what is stored is G(codes) = D(U(codes)) of the optimised codes
+    cond = inputs.conditions(torch.as_tensor(out.labels))
+    with torch.no_grad():
+        genes = tiny.foundation.decoder(
+            generator.denoise(torch.as_tensor(out.codes), T_GEN, cond)
+        )
+    np.testing.assert_allclose(out.genes, genes.numpy(), atol=1e-5)
+
+
+def test_scdd_decoder_stores_d_of_normalised_codes(
+    tiny: Tiny, inputs: DistillInputs
+) -> None:
+    out = run("scdd_decoder", inputs)
+    seeds = select_seeds(inputs.labels, spc=SPC, num_classes=inputs.num_classes, seed=0)
+    assert np.abs(out.codes - inputs.embeddings[seeds]).max() > 1e-3
+    with torch.no_grad():
+        genes = tiny.foundation.decoder(F.normalize(torch.as_tensor(out.codes), dim=1))
+    np.testing.assert_allclose(out.genes, genes.numpy(), atol=1e-5)

@@ -1,0 +1,216 @@
+import json
+import os
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from scdd import generation
+from scdd.datasets import H5ADDataset
+from scdd.distill.synthetic import (
+    class_zero_fractions,
+    finalise_genes,
+    real_target_sum,
+)
+from scdd.pipelines.latent_distillation import create_pipeline
+from scdd.pipelines.latent_distillation.nodes import distill_synthetic_set
+from tests.distill.test_methods import LABEL_KEY, SCDG_MODEL, Tiny, make_tiny
+from tests.kedro_helpers import run_session
+
+DATA = {"input": "memory", "label_key": LABEL_KEY, "layer": None}
+FOUNDATION = {"min_gene_overlap": 10}
+OPTIM = {
+    "steps": 5,
+    "lr": 0.05,
+    "optimizer": "adam",
+    "lambda_dm": 1.0,
+    "lambda_dc": 1.0,
+    "inner_steps": 2,
+    "head_lr": 0.01,
+    "real_batch_size": 16,
+    "chunk_size": 4,
+    "log_every": 1,
+}
+PARAMS = {
+    "method": "scdd",
+    "spc": 2,
+    "t_gen": 20,
+    "guidance_scale": 1.0,
+    "sample_steps": 2,
+    "zero_threshold": None,
+    "optim": OPTIM,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread (see tests/distill/test_methods.py)."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(os.cpu_count() or 1)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Tiny:
+    return make_tiny()
+
+
+def _distill(tiny: Tiny, params=PARAMS, **overrides):
+    args = {
+        "train": tiny.train,
+        "train_embeddings": tiny.embeddings,
+        "foundation": tiny.foundation,
+        "generator_checkpoint": tiny.checkpoint,
+        "params": params,
+        "data": DATA,
+        "foundation_params": FOUNDATION,
+        "seed": 0,
+        "device": "cpu",
+        "progress": False,
+        **overrides,
+    }
+    return distill_synthetic_set(**args)
+
+
+@pytest.mark.parametrize("method", ["scdd", "random_real"])
+def test_node_writes_a_valid_synthetic_set(tiny: Tiny, method: str) -> None:
+    # genes in another order than the foundation model's: the node aligns them
+    shuffled = tiny.train[:, np.random.default_rng(0).permutation(60)].copy()
+    synthetic, history = _distill(tiny, {**PARAMS, "method": method}, train=shuffled)
+    assert list(synthetic.var_names) == tiny.foundation.gene_order
+    categories = list(tiny.train.obs[LABEL_KEY].cat.categories)
+    assert list(synthetic.obs[LABEL_KEY].cat.categories) == categories
+    np.testing.assert_array_equal(
+        synthetic.obs[LABEL_KEY].value_counts().sort_index(), [2, 2, 2]
+    )
+    record = synthetic.uns["scdd"]["distill"]
+    assert json.loads(record["params"])["method"] == method
+    assert synthetic.X.min() >= 0 and np.isfinite(synthetic.X.data).all()
+    assert list(history.columns) == ["step", "loss", "dm", "dc"]
+    if method == "scdd":
+        assert synthetic.obsm["X_latent"].shape == (6, 8)
+        assert len(history) == OPTIM["steps"]
+        totals = np.expm1(synthetic.X.toarray().astype(np.float64)).sum(1)
+        np.testing.assert_allclose(totals, 1e4, rtol=1e-4)
+    else:  # real cells, as they are, in the foundation gene order
+        assert history.empty and "X_latent" not in synthetic.obsm
+        real, syn = tiny.train.X.toarray(), synthetic.X.toarray()
+        assert (syn[:, None, :] == real[None]).all(-1).any(1).all()
+
+
+def test_latent_codes_round_trip_through_the_pipeline(
+    tiny: Tiny, tmp_path: Path
+) -> None:
+    catalog = DataCatalog(
+        {
+            "train_adata": MemoryDataset(tiny.train),
+            "train_embeddings": MemoryDataset(tiny.embeddings),
+            "foundation_model": MemoryDataset(tiny.foundation, copy_mode="assign"),
+            "generator_checkpoint": MemoryDataset(tiny.checkpoint, copy_mode="assign"),
+            "synthetic_adata": H5ADDataset(filepath=str(tmp_path / "syn.h5ad")),
+            "distill_history": MemoryDataset(),
+        }
+    )
+    for key, value in {
+        "distill": PARAMS,
+        "data": DATA,
+        "foundation": FOUNDATION,
+        "seed": 0,
+        "device": "cpu",
+        "progress": False,
+    }.items():
+        catalog[f"params:{key}"] = value
+    SequentialRunner().run(create_pipeline(), catalog)
+    synthetic = ad.read_h5ad(tmp_path / "syn.h5ad")
+    # X is finalise(G(codes)) of the stored codes: D(U(X_latent)), sparsified
+    generator, _ = generation.load_generator(tiny.checkpoint)
+    labels = synthetic.obs[LABEL_KEY].cat.codes.to_numpy().astype(np.int64)
+    cond = torch.as_tensor(labels)[:, None]
+    with torch.no_grad():
+        genes = tiny.foundation.decoder(
+            generator.denoise(
+                torch.as_tensor(synthetic.obsm["X_latent"]), PARAMS["t_gen"], cond
+            )
+        ).numpy()
+    real_labels = tiny.train.obs[LABEL_KEY].cat.codes.to_numpy()
+    expected = finalise_genes(
+        genes,
+        labels,
+        zero_fractions=class_zero_fractions(tiny.train, real_labels, 3),
+        target_sum=real_target_sum(tiny.train),
+    )
+    np.testing.assert_allclose(
+        synthetic.X.toarray(), expected.toarray(), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_mismatching_embeddings_are_refused(tiny: Tiny) -> None:
+    other = tiny.embeddings[::-1].copy()
+    with pytest.raises(ValueError, match="re-run the\\s+foundation pipeline"):
+        _distill(tiny, train_embeddings=other)
+
+
+def test_generator_of_another_label_set_is_refused(tiny: Tiny) -> None:
+    renamed = tiny.embeddings.copy()
+    renamed.obs[LABEL_KEY] = renamed.obs[LABEL_KEY].cat.rename_categories(
+        {"type_2": "type_X"}
+    )
+    renamed.obs["tissue"] = pd.Categorical(["kidney"] * renamed.n_obs)
+    train = {"steps": 5, "batch_size": 32}
+    checkpoint, _ = generation.train_generator(
+        renamed, [LABEL_KEY], model=SCDG_MODEL, train=train, progress=False
+    )
+    with pytest.raises(ValueError, match=r"\['type_2'\] are unknown.*re-run the"):
+        _distill(tiny, generator_checkpoint=checkpoint)
+    other_column, _ = generation.train_generator(
+        renamed, ["tissue"], model=SCDG_MODEL, train=train, progress=False
+    )
+    with pytest.raises(ValueError, match="re-run the generator pipeline"):
+        _distill(tiny, generator_checkpoint=other_column)
+    # methods without a generator ignore the checkpoint
+    synthetic, _ = _distill(
+        tiny, {**PARAMS, "method": "dm"}, generator_checkpoint=checkpoint
+    )
+    assert synthetic.n_obs == 6
+
+
+def test_distill_pipeline_end_to_end(project_copy: Path) -> None:
+    params = {
+        "progress": False,
+        "foundation": {"model": {"hidden_dim": [128]}, "train": {"epochs": 3}},
+        "generator": {
+            "model": {"width": 64, "depth": 1},
+            "train": {"steps": 50},
+            "report": {
+                "samples_per_class": 20,
+                "sample_steps": [1],
+                "t_values": [10],
+                "min_cells_frechet": 10_000,  # no per-class sqrtm: fast
+            },
+        },
+        "distill": {"optim": {"steps": 10}},
+    }
+    run_session(project_copy, "distill", params)
+    synthetic = ad.read_h5ad(project_copy / "data/07_model_output/synthetic_cells.h5ad")
+    assert synthetic.n_obs == 10  # SPC 1 x 10 bulk_labels classes
+    assert synthetic.obs["bulk_labels"].value_counts().eq(1).all()
+    assert synthetic.obsm["X_latent"].shape == (10, 128)
+    history = pd.read_csv(project_copy / "data/08_reporting/distill_history.csv")
+    # the runtime override reached distill.optim (default 300 steps -> 30 rows);
+    # the rest of distill.optim kept its defaults (log_every 10)
+    assert history["step"].tolist() == [0, 9]
+    report = json.loads(
+        (project_copy / "data/08_reporting/foundation_report.json").read_text()
+    )
+    assert report["epochs"] == 3
+    generator_history = pd.read_csv(
+        project_copy / "data/08_reporting/generator_history.csv"
+    )
+    assert generator_history["step"].iloc[-1] == 50
+    recorded = json.loads(synthetic.uns["scdd"]["distill"]["params"])
+    assert recorded["optim"]["steps"] == 10 and recorded["optim"]["chunk_size"] == 64
