@@ -9,18 +9,9 @@ import torch
 
 from scdd import generation
 from scdd.models.device import make_generator
+from tests.conftest import TINY_SCDG_MODEL
 
-MODEL = {
-    "width": 32,
-    "depth": 1,
-    "time_embed_dim": 16,
-    "dropout": 0.0,
-    "timesteps": 100,
-    "beta_min": 1e-4,
-    "beta_max": 0.1,
-    "schedule": "linear",
-    "p_uncond": 0.1,
-}
+MODEL = TINY_SCDG_MODEL
 TRAIN = {"steps": 40, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4}
 REPORT = {
     "t_values": [5, 50],

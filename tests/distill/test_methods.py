@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,22 +29,12 @@ from scdd.models.foundation import (
     train_foundation,
 )
 from scdd.preprocessing import log_normalise
-from tests.conftest import make_counts_adata
+from tests.conftest import TINY_SCDG_MODEL, make_counts_adata
 
 LABEL_KEY = "cell_type"
 LATENT_DIM = 8
 N_PER_CLASS = (40, 30, 20)
-SCDG_MODEL = {
-    "width": 32,
-    "depth": 1,
-    "time_embed_dim": 16,
-    "dropout": 0.0,
-    "timesteps": 100,
-    "beta_min": 1e-4,
-    "beta_max": 0.1,
-    "schedule": "linear",
-    "p_uncond": 0.1,
-}
+SCDG_MODEL = TINY_SCDG_MODEL
 SCDG_TRAIN = {"steps": 50, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4}
 CONFIG = DistillConfig(
     steps=5,
@@ -140,16 +129,6 @@ def run(method: str, inputs: DistillInputs, **kwargs: Any):
         **kwargs,
     }
     return run_method(method, inputs, **options)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny models run ~50x faster on one thread when the
-    other core is busy. (``torch.get_num_threads()`` is not called first: it
-    starts the thread pool, after which ``set_num_threads(1)`` does not help.)"""
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(os.cpu_count() or 1)
 
 
 @pytest.fixture(scope="module")

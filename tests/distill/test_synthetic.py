@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy import sparse
 from sklearn.exceptions import ConvergenceWarning
 
@@ -26,14 +24,6 @@ from tests.conftest import make_counts_adata
 from tests.distill.test_methods import LABEL_KEY, Tiny, make_inputs, make_tiny, run
 
 CATEGORIES = ["type_0", "type_1", "type_2"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread (see tests/distill/test_methods.py)."""
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(os.cpu_count() or 1)
 
 
 @pytest.fixture(scope="module")

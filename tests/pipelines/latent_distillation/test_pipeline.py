@@ -1,5 +1,4 @@
 import json
-import os
 from pathlib import Path
 
 import anndata as ad
@@ -45,14 +44,6 @@ PARAMS = {
     "zero_threshold": None,
     "optim": OPTIM,
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread (see tests/distill/test_methods.py)."""
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(os.cpu_count() or 1)
 
 
 @pytest.fixture(scope="module")
