@@ -117,6 +117,7 @@ def _evaluate(artefacts: dict, methods: list[str], spc: int, draws: int) -> list
                 t_gen=dparams["t_gen"],
                 guidance_scale=dparams["guidance_scale"],
                 sample_steps=dparams["sample_steps"],
+                zero_threshold=dparams["zero_threshold"],
                 seed=params["seed"] + draw,
                 device=resolve_device(params["device"]),
                 progress=False,

@@ -227,8 +227,8 @@ def test_scdd_label_map_changes_the_generated_cells(tiny: Tiny) -> None:
     decoder = tiny.foundation.decoder
     mapped = torch.tensor([[[1, 2, 0][y]] for y in permuted.labels])
     with torch.no_grad():
-        expected = decoder(
-            generator.denoise(torch.as_tensor(permuted.codes), T_GEN, mapped)
+        expected = F.relu(
+            decoder(generator.denoise(torch.as_tensor(permuted.codes), T_GEN, mapped))
         )
     np.testing.assert_allclose(permuted.genes, expected.numpy(), atol=1e-5)
 
@@ -259,11 +259,13 @@ def test_scdd_optimises_codes_and_stores_g_of_codes(
     out = run("scdd", inputs)
     assert np.abs(out.codes - start).max() > 1e-3
     assert out.history[0]["loss"] != out.history[-1]["loss"]
-    # what is stored is G(codes) = D(U(codes)) of the optimised codes
+    # what is stored is G(codes) = relu(D(U(codes))) of the optimised codes
     cond = inputs.conditions(torch.as_tensor(out.labels))
     with torch.no_grad():
-        genes = tiny.foundation.decoder(
-            generator.denoise(torch.as_tensor(out.codes), T_GEN, cond)
+        genes = F.relu(
+            tiny.foundation.decoder(
+                generator.denoise(torch.as_tensor(out.codes), T_GEN, cond)
+            )
         )
     np.testing.assert_allclose(out.genes, genes.numpy(), atol=1e-5)
 
@@ -275,5 +277,7 @@ def test_scdd_decoder_stores_d_of_normalised_codes(
     seeds = select_seeds(inputs.labels, spc=SPC, num_classes=inputs.num_classes, seed=0)
     assert np.abs(out.codes - inputs.embeddings[seeds]).max() > 1e-3
     with torch.no_grad():
-        genes = tiny.foundation.decoder(F.normalize(torch.as_tensor(out.codes), dim=1))
+        genes = F.relu(
+            tiny.foundation.decoder(F.normalize(torch.as_tensor(out.codes), dim=1))
+        )
     np.testing.assert_allclose(out.genes, genes.numpy(), atol=1e-5)

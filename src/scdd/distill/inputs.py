@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from scdd.distill.methods import ConditionSpec, DistillInputs
+from scdd.distill.synthetic import real_target_sum
 from scdd.generation import embedding_matrix, load_generator
 from scdd.models.foundation import FoundationModel, align_genes
 
@@ -73,5 +74,6 @@ def prepare_inputs(
         foundation=foundation,
         generator=generator,
         conditions=conditions,
+        target_sum=real_target_sum(aligned),
     )
     return inputs, categories, aligned

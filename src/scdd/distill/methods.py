@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from scipy import sparse
 from torch import Tensor
 
+from scdd.distill.expression import as_log_normalised
 from scdd.distill.losses import RealEmbeddingBank
 from scdd.distill.optimise import DistillConfig, distill
 from scdd.models.device import make_generator
@@ -113,6 +114,9 @@ class DistillInputs:
         foundation: frozen E and D.
         generator: frozen SCDG (needed by ``scdd`` and ``generator_only``).
         conditions: how class indices become generator conditions.
+        target_sum: per-cell ``expm1`` total of the real cells; when set,
+            optimised genes pass through :func:`as_log_normalised` so the
+            optimisation sees cells as they will be written.
     """
 
     genes: sparse.csr_matrix
@@ -122,6 +126,7 @@ class DistillInputs:
     foundation: FoundationModel
     generator: LatentDiffusion | None = None
     conditions: ConditionSpec | None = None
+    target_sum: float | None = None
 
 
 @dataclass
@@ -156,6 +161,7 @@ def run_method(
     t_gen: int = 50,
     guidance_scale: float = 1.0,
     sample_steps: int = 50,
+    zero_threshold: float | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -171,6 +177,8 @@ def run_method(
         t_gen: diffusion step of the scdd codes.
         guidance_scale: classifier-free guidance of the generator.
         sample_steps: denoising steps of ``generator_only``.
+        zero_threshold: sparsity cut-off applied inside the optimisation (see
+            :func:`as_log_normalised`).
         seed: seeds, head initialisations and noise.
         device: where optimisation runs.
         progress: show progress bars.
@@ -223,14 +231,21 @@ def run_method(
         lambda_dc=config.lambda_dc if lambda_dc is None else lambda_dc,
     )
     fn: Callable[[Tensor, Tensor], Tensor]
+
+    def as_cells(genes: Tensor) -> Tensor:
+        """Genes as they will be written: non-negative (and log-normalised)."""
+        if inputs.target_sum is None:
+            return F.relu(genes)
+        return as_log_normalised(
+            genes, target_sum=inputs.target_sum, zero_threshold=zero_threshold
+        )
+
     if method in ("dm", "dc"):
-        # gene values optimised in the valid (non-negative) range they are
-        # written in, so clipping at output time does not undo the matching
         codes = torch.as_tensor(inputs.genes[seeds].toarray(), device=device)
         enc = encoder
 
         def fn(c: Tensor, _: Tensor) -> Tensor:
-            return F.relu(c)
+            return as_cells(c)
     elif method.startswith(("featdistill", "textdistill")):
         codes, enc = z_seed.clone(), None
 
@@ -240,13 +255,15 @@ def run_method(
         codes, enc = z_seed.clone(), encoder
 
         def fn(c: Tensor, _: Tensor) -> Tensor:
-            return decoder(F.normalize(c, dim=1))
+            return as_cells(decoder(F.normalize(c, dim=1)))
     else:  # scdd
         codes, enc = generator.encode_codes(z_seed, t_gen, generator=noise), encoder
 
         def fn(c: Tensor, lab: Tensor) -> Tensor:
-            return decoder(
-                generator.denoise(c, t_gen, inputs.conditions(lab), guidance_scale)
+            return as_cells(
+                decoder(
+                    generator.denoise(c, t_gen, inputs.conditions(lab), guidance_scale)
+                )
             )
 
     bank = RealEmbeddingBank(

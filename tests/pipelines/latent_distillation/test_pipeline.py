@@ -11,6 +11,7 @@ from kedro.runner import SequentialRunner
 
 from scdd import generation
 from scdd.datasets import H5ADDataset
+from scdd.distill.expression import as_log_normalised
 from scdd.distill.synthetic import (
     class_zero_fractions,
     finalise_genes,
@@ -118,15 +119,19 @@ def test_latent_codes_round_trip_through_the_pipeline(
         catalog[f"params:{key}"] = value
     SequentialRunner().run(create_pipeline(), catalog)
     synthetic = ad.read_h5ad(tmp_path / "syn.h5ad")
-    # X is finalise(G(codes)) of the stored codes: D(U(X_latent)), sparsified
+    # X is finalise(G(codes)) of the stored codes: D(U(X_latent)), log-normalised
+    # inside the optimisation, then sparsified
     generator, _ = generation.load_generator(tiny.checkpoint)
     labels = synthetic.obs[LABEL_KEY].cat.codes.to_numpy().astype(np.int64)
     cond = torch.as_tensor(labels)[:, None]
     with torch.no_grad():
-        genes = tiny.foundation.decoder(
-            generator.denoise(
-                torch.as_tensor(synthetic.obsm["X_latent"]), PARAMS["t_gen"], cond
-            )
+        genes = as_log_normalised(
+            tiny.foundation.decoder(
+                generator.denoise(
+                    torch.as_tensor(synthetic.obsm["X_latent"]), PARAMS["t_gen"], cond
+                )
+            ),
+            target_sum=real_target_sum(tiny.train),
         ).numpy()
     real_labels = tiny.train.obs[LABEL_KEY].cat.codes.to_numpy()
     expected = finalise_genes(

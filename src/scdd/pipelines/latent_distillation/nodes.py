@@ -71,6 +71,7 @@ def distill_synthetic_set(
         t_gen=params["t_gen"],
         guidance_scale=params["guidance_scale"],
         sample_steps=params["sample_steps"],
+        zero_threshold=params["zero_threshold"],
         seed=seed,
         device=resolve_device(device),
         progress=progress,

@@ -1,0 +1,132 @@
+"""Cross-architecture evaluation models: gene MLP, CellTypist, retention."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import sparse
+
+from scdd.evaluation.celltypist_eval import evaluate_celltypist
+from scdd.evaluation.gene_mlp import evaluate_gene_mlp
+from scdd.evaluation.suite import check_models, compact, with_retention
+from scdd.preprocessing import log_normalise
+from tests.conftest import make_counts_adata
+
+KEY = "cell_type"
+CATEGORIES = ["type_0", "type_1", "type_2"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op torch thread: much faster on a busy 2-core machine."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(os.cpu_count() or 1)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    train = log_normalise(make_counts_adata((20, 15, 10), n_genes=40, seed=0))
+    test = log_normalise(make_counts_adata((20, 15, 10), n_genes=40, seed=1))
+    test.obs_names = [f"test_{i}" for i in range(test.n_obs)]
+    return train, test
+
+
+def _codes(adata) -> np.ndarray:
+    return adata.obs[KEY].cat.codes.to_numpy().astype(np.int64)
+
+
+def test_gene_mlp_learns_marker_genes(splits) -> None:
+    train, test = splits
+    args = (train.X, _codes(train), test.X, _codes(test))
+    result = evaluate_gene_mlp(
+        *args, num_classes=3, hidden=16, n_inits=2, epochs=30, batch_size=16
+    )
+    assert result["accuracy_mean"] > 0.9 and result["n_train"] == 45
+    assert len(result["per_init"]) == 2
+    # full batch on dense input, same seed: reproducible
+    dense = (train.X.toarray(), _codes(train), test.X.toarray(), _codes(test))
+    first = evaluate_gene_mlp(*dense, num_classes=3, hidden=16, n_inits=1, epochs=30)
+    again = evaluate_gene_mlp(*dense, num_classes=3, hidden=16, n_inits=1, epochs=30)
+    assert first["per_init"] == again["per_init"]
+
+
+def test_gene_mlp_refuses_mismatched_genes(splits) -> None:
+    train, test = splits
+    with pytest.raises(ValueError, match="align_genes"):
+        evaluate_gene_mlp(
+            train.X, _codes(train), test.X[:, :10], _codes(test), num_classes=3
+        )
+    with pytest.raises(ValueError, match="ints in"):
+        evaluate_gene_mlp(
+            train.X, _codes(train) + 5, test.X, _codes(test), num_classes=3
+        )
+
+
+def test_celltypist_on_a_tiny_synthetic_set(splits) -> None:
+    train, test = splits
+    # 2 cells per class, labels as strings in another category order
+    synthetic = train[[0, 1, 20, 21, 35, 36]].copy()
+    synthetic.obs[KEY] = pd.Categorical(
+        synthetic.obs[KEY].astype(str), categories=CATEGORIES[::-1]
+    )
+    result = evaluate_celltypist(
+        synthetic, test, label_key=KEY, categories=CATEGORIES, n_inits=2, seed=0
+    )
+    assert result["n_train"] == 6 and result["n_test"] == 45
+    assert result["accuracy_mean"] > 0.8
+    assert [row["seed"] for row in result["per_init"]] == [0, 1]
+
+
+def test_celltypist_needs_the_same_gene_order(splits) -> None:
+    train, test = splits
+    with pytest.raises(ValueError, match="align_genes"):
+        evaluate_celltypist(
+            train, test[:, ::-1].copy(), label_key=KEY, categories=CATEGORIES
+        )
+
+
+def test_retention_divides_by_the_full_split() -> None:
+    result = {
+        "accuracy_mean": 0.4,
+        "accuracy_std": 0.1,
+        "balanced_accuracy_mean": 0.3,
+        "balanced_accuracy_std": 0.0,
+        "macro_f1_mean": 0.2,
+        "macro_f1_std": 0.0,
+        "per_init": [
+            {
+                "accuracy": 0.4,
+                "balanced_accuracy": 0.3,
+                "macro_f1": 0.2,
+                "train_accuracy": 1.0,
+            }
+        ],
+    }
+    reference = {**result, "accuracy_mean": 0.8, "macro_f1_mean": 0.0}
+    out = with_retention(result, reference)
+    assert out["retention"] == pytest.approx(0.5)
+    assert out["retention_balanced_accuracy"] == pytest.approx(1.0)
+    assert out["retention_macro_f1"] is None  # reference scored 0
+    assert out["full"]["accuracy_mean"] == 0.8
+    assert with_retention(result, None)["retention"] is None
+    assert with_retention(None, reference) is None
+    small = compact(out)
+    assert "per_init" not in small and small["accuracy_per_init"] == [0.4]
+    with pytest.raises(ValueError, match="evaluate.models may list"):
+        check_models(["f_head", "tosica"])
+
+
+def test_sparse_and_dense_mlp_inputs_agree(splits) -> None:
+    train, test = splits
+    y, y_test = _codes(train), _codes(test)
+    kwargs = {"num_classes": 3, "hidden": 8, "n_inits": 1, "epochs": 5}
+    a = evaluate_gene_mlp(train.X, y, test.X, y_test, **kwargs)
+    b = evaluate_gene_mlp(
+        train.X.toarray(), y, sparse.csc_matrix(test.X), y_test, **kwargs
+    )
+    assert a["per_init"] == b["per_init"]

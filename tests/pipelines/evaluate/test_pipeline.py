@@ -1,0 +1,358 @@
+"""The ``evaluate`` pipeline on tiny in-memory data and a tiny foundation model."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
+from scipy import sparse
+
+from scdd.models.foundation import (
+    FoundationModel,
+    TrainConfig,
+    embed_cells,
+    train_foundation,
+)
+from scdd.pipelines.evaluate import create_pipeline
+from scdd.pipelines.evaluate.nodes import (
+    assemble_metrics,
+    embed_synthetic_set,
+    evaluate_full_reference,
+    evaluate_synthetic_models,
+    measure_fidelity,
+    measure_privacy,
+)
+from scdd.preprocessing import log_normalise
+from tests.conftest import make_counts_adata
+
+KEY = "cell_type"
+LATENT = 8
+DATA = {"input": "memory", "label_key": KEY, "layer": None}
+FOUNDATION = {"min_gene_overlap": 10, "embed": {"chunk_size": 16}}
+PARAMS = {
+    "models": ["f_head", "celltypist", "gene_mlp"],
+    "f_head": {
+        "n_inits": 2,
+        "epochs": 100,
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "batch_size": None,
+        "reference_batch_size": 32,
+        "reference_epochs": 20,
+    },
+    "celltypist": {"n_inits": 1, "train_kwargs": {}},
+    "gene_mlp": {
+        "hidden": 16,
+        "n_inits": 1,
+        "epochs": 20,
+        "lr": 0.01,
+        "weight_decay": 0.0,
+        "batch_size": 32,
+    },
+    "fidelity": {"top_k": 5, "marker_method": "mean_difference", "mmd_max_cells": 50},
+    "privacy": {"threshold": 0.5, "chunk_size": 16},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op torch thread: much faster on a busy 2-core machine."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(os.cpu_count() or 1)
+
+
+@dataclass
+class Tiny:
+    train: ad.AnnData
+    test: ad.AnnData
+    train_embeddings: ad.AnnData
+    test_embeddings: ad.AnnData
+    foundation: FoundationModel
+
+
+def _embeddings(foundation: FoundationModel, adata: ad.AnnData) -> ad.AnnData:
+    z = embed_cells(foundation.encoder, adata.X, progress=False)
+    return ad.AnnData(
+        X=z,
+        obs=adata.obs.copy(),
+        var=pd.DataFrame(index=[f"latent_{i}" for i in range(LATENT)]),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Tiny:
+    """3 classes x 40 genes; F with one hidden layer of 32, latent 8, 3 epochs."""
+    train = log_normalise(make_counts_adata((30, 20, 15), n_genes=40, seed=0))
+    # as large as train: nearest-neighbour distances to both are comparable
+    test = log_normalise(make_counts_adata((30, 20, 15), n_genes=40, seed=1))
+    test.obs_names = [f"test_{i}" for i in range(test.n_obs)]
+    foundation, _ = train_foundation(
+        train.X,
+        gene_order=list(train.var_names),
+        architecture={
+            "latent_dim": LATENT,
+            "hidden_dim": [32],
+            "dropout": 0.1,
+            "input_dropout": 0.1,
+        },
+        config=TrainConfig(epochs=3, batch_size=32, lr=3e-3),
+        progress=False,
+    )
+    return Tiny(
+        train,
+        test,
+        _embeddings(foundation, train),
+        _embeddings(foundation, test),
+        foundation,
+    )
+
+
+def _class_means(tiny: Tiny, spc: int = 2) -> ad.AnnData:
+    """A gene-level synthetic set: ``spc`` jittered class means per class of
+    fresh cells (same distribution, not the training cells), genes in the
+    foundation order but stored reversed (evaluation aligns them)."""
+    rng = np.random.default_rng(0)
+    fresh = log_normalise(make_counts_adata((30, 20, 15), n_genes=40, seed=2))
+    x = fresh.X.toarray()
+    labels = fresh.obs[KEY].cat.codes.to_numpy()
+    rows, names = [], []
+    for c, name in enumerate(tiny.train.obs[KEY].cat.categories):
+        for _ in range(spc):
+            rows.append(x[labels == c].mean(0) * rng.uniform(0.9, 1.1, x.shape[1]))
+            names.append(name)
+    synthetic = ad.AnnData(
+        X=sparse.csr_matrix(np.asarray(rows, dtype=np.float32)),
+        obs=pd.DataFrame(
+            {
+                KEY: pd.Categorical(names, categories=["type_2", "type_1", "type_0"]),
+                "scdd_method": "test_means",
+            },
+            index=[f"syn_{i}" for i in range(len(rows))],
+        ),
+        var=pd.DataFrame(index=tiny.train.var_names),
+    )
+    synthetic.uns["scdd"] = {"distill": {"params": json.dumps({"spc": spc})}}
+    return synthetic[:, ::-1].copy()
+
+
+def _feature_only(tiny: Tiny) -> ad.AnnData:
+    """A feature-level set: the class-mean embeddings, no genes."""
+    z = np.asarray(tiny.train_embeddings.X)
+    labels = tiny.train.obs[KEY]
+    features = np.stack(
+        [z[(labels == c).to_numpy()].mean(0) for c in labels.cat.categories]
+    )
+    synthetic = ad.AnnData(
+        X=sparse.csr_matrix((3, 0), dtype=np.float32),
+        obs=pd.DataFrame(
+            {
+                KEY: pd.Categorical(list(labels.cat.categories)),
+                "scdd_method": "featdistill",
+            },
+            index=["f0", "f1", "f2"],
+        ),
+    )
+    synthetic.obsm["X_features"] = features.astype(np.float32)
+    return synthetic
+
+
+@pytest.fixture(scope="module")
+def reference(tiny: Tiny) -> dict:
+    return evaluate_full_reference(
+        tiny.train,
+        tiny.test,
+        tiny.train_embeddings,
+        tiny.test_embeddings,
+        PARAMS,
+        DATA,
+        FOUNDATION,
+        0,
+        "cpu",
+        False,
+    )
+
+
+def _evaluate(tiny: Tiny, synthetic: ad.AnnData, reference: dict) -> dict:
+    """Every node in order, as the pipeline wires them."""
+    z = embed_synthetic_set(
+        synthetic,
+        tiny.train_embeddings,
+        tiny.foundation,
+        DATA,
+        FOUNDATION,
+        "cpu",
+        False,
+    )
+    models = evaluate_synthetic_models(
+        synthetic,
+        z,
+        tiny.test,
+        tiny.test_embeddings,
+        reference,
+        PARAMS,
+        DATA,
+        FOUNDATION,
+        0,
+        "cpu",
+        False,
+    )
+    fidelity = measure_fidelity(
+        synthetic, z, tiny.train, tiny.train_embeddings, PARAMS, DATA, FOUNDATION, 0
+    )
+    privacy = measure_privacy(z, tiny.train_embeddings, tiny.test_embeddings, PARAMS)
+    return assemble_metrics(synthetic, models, fidelity, privacy, DATA)
+
+
+def test_reference_covers_every_model(reference: dict) -> None:
+    assert set(reference["models"]) == {"f_head", "celltypist", "gene_mlp"}
+    assert reference["n_train"] == 65 and reference["n_test"] == 65
+    assert reference["categories"] == ["type_0", "type_1", "type_2"]
+    assert reference["models"]["gene_mlp"]["accuracy_mean"] > 0.8
+    json.dumps(reference)  # JSON-serialisable as it is
+
+
+def test_gene_level_set(tiny: Tiny, reference: dict) -> None:
+    metrics = _evaluate(tiny, _class_means(tiny), reference)
+    assert (metrics["method"], metrics["spc"], metrics["n_synthetic"]) == (
+        "test_means",
+        2,
+        6,
+    )
+    assert metrics["skipped"] == {} and metrics["feature_only"] is False
+    for name in ("f_head", "celltypist", "gene_mlp"):
+        result = metrics["models"][name]
+        assert 0.0 <= result["accuracy_mean"] <= 1.0
+        ref = reference["models"][name]["accuracy_mean"]
+        assert result["retention"] == pytest.approx(result["accuracy_mean"] / ref)
+        assert result["full"]["accuracy_mean"] == ref
+    assert metrics["models"]["gene_mlp"]["accuracy_mean"] > 0.8
+    fidelity = metrics["fidelity"]
+    assert fidelity["mean_correlation"]["mean"] > 0.8
+    assert fidelity["markers"]["overlap"]["mean"] > 0.5
+    assert fidelity["zero_fraction"]["synthetic"] < fidelity["zero_fraction"]["real"]
+    # a handful of prototypes gives a noisy median ratio; but nothing is a copy
+    assert metrics["privacy"]["copy_fraction"] == 0.0
+    assert metrics["privacy"]["median_ratio"] > 0.1
+    json.dumps(metrics)
+
+
+def test_feature_only_set_skips_gene_models(tiny: Tiny, reference: dict) -> None:
+    metrics = _evaluate(tiny, _feature_only(tiny), reference)
+    assert metrics["feature_only"] is True
+    assert metrics["models"]["celltypist"] is None
+    assert metrics["models"]["gene_mlp"] is None
+    assert "feature-only" in metrics["skipped"]["celltypist"]
+    assert metrics["models"]["f_head"]["n_train"] == 3
+    assert metrics["spc"] == 1  # inferred from the class counts
+    assert metrics["fidelity"]["mean_correlation"] is None
+    assert metrics["fidelity"]["mmd"]["mmd"] >= 0.0
+
+
+def test_copied_training_cells_are_flagged(tiny: Tiny, reference: dict) -> None:
+    copies = tiny.train[[0, 1, 30, 31, 50, 51]].copy()  # random_real
+    metrics = _evaluate(tiny, copies, reference)
+    assert metrics["privacy"]["median_ratio"] < 1e-3
+    assert metrics["privacy"]["memorised"] is True
+
+
+def test_missing_label_column_is_a_clear_error(tiny: Tiny) -> None:
+    synthetic = _class_means(tiny)
+    del synthetic.obs[KEY]
+    with pytest.raises(
+        ValueError, match=r"'cell_type' is not in the synthetic set.*scdd_method"
+    ):
+        embed_synthetic_set(
+            synthetic,
+            tiny.train_embeddings,
+            tiny.foundation,
+            DATA,
+            FOUNDATION,
+            "cpu",
+            False,
+        )
+
+
+def test_unknown_class_is_refused(tiny: Tiny, reference: dict) -> None:
+    synthetic = _class_means(tiny)
+    synthetic.obs[KEY] = synthetic.obs[KEY].cat.rename_categories({"type_0": "type_X"})
+    with pytest.raises(ValueError, match=r"\['type_X'\].*re-run the distill"):
+        embed_synthetic_set(
+            synthetic,
+            tiny.train_embeddings,
+            tiny.foundation,
+            DATA,
+            FOUNDATION,
+            "cpu",
+            False,
+        )
+
+
+def _catalog(tiny: Tiny, synthetic: ad.AnnData, tmp_path: Path) -> DataCatalog:
+    catalog = DataCatalog(
+        {
+            "synthetic_adata": MemoryDataset(synthetic),
+            "train_adata": MemoryDataset(tiny.train),
+            "test_adata": MemoryDataset(tiny.test),
+            "train_embeddings": MemoryDataset(tiny.train_embeddings),
+            "test_embeddings": MemoryDataset(tiny.test_embeddings),
+            "foundation_model": MemoryDataset(tiny.foundation, copy_mode="assign"),
+            "full_reference_metrics": JSONDataset(
+                filepath=str(tmp_path / "reference.json")
+            ),
+            "evaluation_metrics": JSONDataset(filepath=str(tmp_path / "metrics.json")),
+        }
+    )
+    for key, value in {
+        "evaluate": PARAMS,
+        "data": DATA,
+        "foundation": FOUNDATION,
+        "seed": 0,
+        "device": "cpu",
+        "progress": False,
+    }.items():
+        catalog[f"params:{key}"] = value
+    return catalog
+
+
+def test_pipeline_runs_and_reuses_the_cached_reference(
+    tiny: Tiny, tmp_path: Path
+) -> None:
+    catalog = _catalog(tiny, _class_means(tiny), tmp_path)
+    SequentialRunner().run(create_pipeline(), catalog)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(metrics) == [
+        "method",
+        "spc",
+        "label_key",
+        "n_synthetic",
+        "feature_only",
+        "models",
+        "skipped",
+        "fidelity",
+        "privacy",
+    ]
+    assert metrics["models"]["f_head"]["n_inits"] == 2
+    reference = json.loads((tmp_path / "reference.json").read_text())
+    assert reference["models"]["f_head"]["n_train"] == 65
+
+    # Sliced run: the cached reference is read back, not recomputed.
+    (tmp_path / "metrics.json").unlink()
+    sliced = create_pipeline().from_inputs("full_reference_metrics", "synthetic_adata")
+    sliced = sliced - create_pipeline().only_nodes("evaluate_full_reference_node")
+    assert "evaluate_full_reference_node" not in {n.name for n in sliced.nodes}
+    SequentialRunner().run(sliced, _catalog(tiny, _feature_only(tiny), tmp_path))
+    again = json.loads((tmp_path / "metrics.json").read_text())
+    assert again["feature_only"] is True
+    assert again["models"]["f_head"]["full"] == metrics["models"]["f_head"]["full"]
