@@ -1,0 +1,124 @@
+"""Nodes of the ``report`` pipeline: thin wrappers over :mod:`scdd.plots`.
+
+Each node returns a matplotlib Figure; the catalog's ``MatplotlibDataset``
+writes it as a versioned PNG under ``data/08_reporting`` (and closes it).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anndata as ad
+import pandas as pd
+from matplotlib.figure import Figure
+
+from scdd.plots import correlation_figure, hvg_figure, loss_figure, umap_figure
+
+logger = logging.getLogger(__name__)
+
+
+def _figsize(report: dict[str, Any], name: str) -> tuple[float, float]:
+    width, height = report["figsize"][name]
+    return float(width), float(height)
+
+
+def plot_umap(
+    train_embeddings: ad.AnnData,
+    synthetic_embeddings: ad.AnnData,
+    data: dict[str, Any],
+    report: dict[str, Any],
+    seed: int,
+) -> Figure:
+    """UMAP of F(synthetic) (stars) over F(train), coloured by class.
+
+    Args:
+        train_embeddings: cached F(train), ``X`` = latents.
+        synthetic_embeddings: F(synthetic) from the evaluate pipeline (or the
+            stored features of a feature-only set).
+        data: ``params:data`` (``label_key``).
+        report: ``params:report`` (``umap``, ``figsize``).
+        seed: UMAP random state.
+
+    Returns:
+        The UMAP figure.
+    """
+    umap = report["umap"]
+    logger.info(
+        "UMAP of %d synthetic over %d real cells",
+        synthetic_embeddings.n_obs,
+        train_embeddings.n_obs,
+    )
+    return umap_figure(
+        train_embeddings,
+        synthetic_embeddings,
+        data["label_key"],
+        n_neighbors=umap["n_neighbors"],
+        min_dist=umap["min_dist"],
+        seed=seed,
+        figsize=_figsize(report, "umap"),
+    )
+
+
+def plot_correlation(
+    train: ad.AnnData,
+    synthetic: ad.AnnData,
+    data: dict[str, Any],
+    report: dict[str, Any],
+) -> Figure:
+    """Correlation matrix of synthetic cells vs real class-mean profiles.
+
+    Args:
+        train: log-normalised training cells.
+        synthetic: the synthetic set (a text panel if it has no genes).
+        data: ``params:data`` (``label_key``).
+        report: ``params:report`` (``figsize``).
+
+    Returns:
+        The correlation heatmap.
+    """
+    return correlation_figure(
+        train,
+        synthetic,
+        data["label_key"],
+        figsize=_figsize(report, "correlation"),
+    )
+
+
+def plot_hvg(
+    train: ad.AnnData,
+    synthetic: ad.AnnData,
+    data: dict[str, Any],
+    report: dict[str, Any],
+) -> Figure:
+    """Per-class mean expression of the top real HVGs, real vs synthetic.
+
+    Args:
+        train: log-normalised training cells.
+        synthetic: the synthetic set (a text panel if it has no genes).
+        data: ``params:data`` (``label_key``).
+        report: ``params:report`` (``hvg.n_genes``, ``figsize``).
+
+    Returns:
+        The side-by-side heatmaps.
+    """
+    return hvg_figure(
+        train,
+        synthetic,
+        data["label_key"],
+        n_genes=report["hvg"]["n_genes"],
+        figsize=_figsize(report, "hvg"),
+    )
+
+
+def plot_loss(history: pd.DataFrame, report: dict[str, Any]) -> Figure:
+    """Distillation loss curve from ``distill_history``.
+
+    Args:
+        history: steps and loss terms logged by the latent-code optimiser.
+        report: ``params:report`` (``figsize``).
+
+    Returns:
+        The loss figure (a text panel for methods without optimisation).
+    """
+    return loss_figure(history, figsize=_figsize(report, "loss"))

@@ -1,0 +1,89 @@
+"""The ``report`` pipeline on tiny in-memory data, PNGs written to tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from kedro_datasets.matplotlib import MatplotlibDataset
+
+from scdd.pipelines.report import create_pipeline
+from scdd.pipelines.report.nodes import plot_loss
+from tests.conftest import make_counts_adata
+
+KEY = "cell_type"
+PLOTS = ("umap_plot", "correlation_plot", "hvg_plot", "loss_plot")
+REPORT = {
+    "umap": {"n_neighbors": 5, "min_dist": 0.5},
+    "hvg": {"n_genes": 6},
+    "figsize": {"umap": [4, 3], "correlation": [4, 3], "hvg": [6, 3], "loss": [4, 3]},
+}
+
+
+def _inputs() -> dict[str, object]:
+    train = make_counts_adata(n_per_class=(20, 15, 10), n_genes=30)
+    train.X = np.log1p(train.X.toarray()).astype(np.float32)
+    picks = [0, 20, 35]
+    synthetic = train[picks].copy()
+    synthetic.obs["scdd_method"] = "scdd"
+    codes = train.obs[KEY].cat.codes.to_numpy()
+    rng = np.random.default_rng(0)
+    z = (rng.normal(size=(train.n_obs, 8)) * 0.1 + np.eye(8)[codes]).astype(np.float32)
+    return {
+        "train_adata": train,
+        "synthetic_adata": synthetic,
+        "train_embeddings": ad.AnnData(X=z, obs=train.obs.copy()),
+        "synthetic_embeddings": ad.AnnData(X=z[picks], obs=synthetic.obs.copy()),
+        "distill_history": pd.DataFrame(
+            {"step": [0, 10], "loss": [2.0, 1.0], "dm": [2.0, 1.0], "dc": [0.0, 0.0]}
+        ),
+        "params:data": {"input": "memory", "label_key": KEY, "layer": None},
+        "params:report": REPORT,
+        "params:seed": 0,
+    }
+
+
+def _catalog(tmp_path: Path, inputs: dict[str, object]) -> DataCatalog:
+    catalog = DataCatalog(
+        {
+            name: MatplotlibDataset(
+                filepath=str(tmp_path / f"{name}.png"),
+                save_args={"dpi": 60, "bbox_inches": "tight"},
+            )
+            for name in PLOTS
+        }
+    )
+    for name, value in inputs.items():
+        catalog[name] = MemoryDataset(value)
+    return catalog
+
+
+def test_report_pipeline_writes_pngs(tmp_path: Path) -> None:
+    catalog = _catalog(tmp_path, _inputs())
+    SequentialRunner().run(create_pipeline(), catalog)
+    for name in PLOTS:
+        png = tmp_path / f"{name}.png"
+        assert png.is_file(), name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.stat().st_size > 1000, name
+
+
+def test_sliced_run_handles_feature_only_set(tmp_path: Path) -> None:
+    inputs = _inputs()
+    inputs["synthetic_adata"] = ad.AnnData(obs=inputs["synthetic_adata"].obs.copy())
+    catalog = _catalog(tmp_path, inputs)
+    pipe = create_pipeline().only_nodes("plot_correlation_node", "plot_hvg_node")
+    SequentialRunner().run(pipe, catalog)
+    assert (tmp_path / "correlation_plot.png").stat().st_size > 0
+    assert (tmp_path / "hvg_plot.png").stat().st_size > 0
+    assert not (tmp_path / "umap_plot.png").exists()
+
+
+def test_plot_loss_needs_figsize() -> None:
+    with pytest.raises(KeyError):
+        plot_loss(pd.DataFrame({"step": [0], "loss": [1.0]}), {"umap": {}})
