@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -90,7 +91,7 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
         super().__init__(
             filepath=PurePosixPath(path),
             version=version,
-            exists_function=lambda p: Path(p).is_file(),
+            exists_function=os.path.isfile,
             glob_function=glob.glob,
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import pickle
 import re
 from pathlib import Path, PurePosixPath
@@ -59,7 +60,7 @@ class TorchCheckpointDataset(AbstractVersionedDataset[dict, dict]):
         super().__init__(
             filepath=PurePosixPath(path),
             version=version,
-            exists_function=lambda p: Path(p).is_file(),
+            exists_function=os.path.isfile,
             glob_function=glob.glob,
         )
 
