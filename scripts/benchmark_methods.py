@@ -83,10 +83,7 @@ def _prepare(dataset: str, project: Path, overrides: dict) -> dict:
 
 
 def _evaluate(artefacts: dict, methods: list[str], spc: int, draws: int) -> list[dict]:
-    from scdd.distill.inputs import prepare_inputs
-    from scdd.distill.methods import run_method
-    from scdd.distill.optimise import DistillConfig
-    from scdd.distill.synthetic import synthetic_adata
+    from scdd.distill.inputs import distill_synthetic, prepare_inputs
     from scdd.evaluation.linear_head import evaluate_linear_head
     from scdd.models.device import resolve_device
     from scdd.models.foundation import embed_cells
@@ -109,15 +106,13 @@ def _evaluate(artefacts: dict, methods: list[str], spc: int, draws: int) -> list
     for method in methods:
         for draw in range(1 if method == "full" else draws):
             start = time.perf_counter()
-            out = run_method(
-                method,
+            syn, out = distill_synthetic(
                 inputs,
-                spc=spc,
-                config=DistillConfig(**dparams["optim"]),
-                t_gen=dparams["t_gen"],
-                guidance_scale=dparams["guidance_scale"],
-                sample_steps=dparams["sample_steps"],
-                zero_threshold=dparams["zero_threshold"],
+                categories,
+                aligned,
+                method=method,
+                params={**dparams, "spc": spc},
+                label_key=key,
                 seed=params["seed"] + draw,
                 device=resolve_device(params["device"]),
                 progress=False,
@@ -125,22 +120,10 @@ def _evaluate(artefacts: dict, methods: list[str], spc: int, draws: int) -> list
             seconds = time.perf_counter() - start
             if method == "full":
                 features = inputs.embeddings
+            elif syn.n_vars == 0:
+                features = syn.obsm["X_features"]
             else:
-                syn = synthetic_adata(
-                    out,
-                    label_key=key,
-                    categories=categories,
-                    var_names=inputs.foundation.gene_order,
-                    real=aligned,
-                    real_labels=inputs.labels,
-                    zero_threshold=dparams["zero_threshold"],
-                    method=method,
-                )
-                features = (
-                    syn.obsm["X_features"]
-                    if syn.n_vars == 0
-                    else embed_cells(inputs.foundation.encoder, syn.X, progress=False)
-                )
+                features = embed_cells(inputs.foundation.encoder, syn.X, progress=False)
             scores = evaluate_linear_head(
                 features,
                 out.labels,

@@ -112,6 +112,17 @@ def condition_codes(
     return codes, known
 
 
+def check_embeddings_match(
+    adata: ad.AnnData, embeddings: ad.AnnData, split: str
+) -> None:
+    """Fail unless the cached embeddings are of ``adata``'s cells, in order."""
+    if list(adata.obs_names) != list(embeddings.obs_names):
+        raise ValueError(
+            f"{split}_embeddings do not match {split}_adata cell for cell; re-run "
+            "the foundation pipeline (kedro run --pipeline foundation)."
+        )
+
+
 def embedding_matrix(adata: ad.AnnData) -> np.ndarray:
     """Finite float32 latents ``[n_cells, d]`` from ``adata.X``."""
     x = adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X

@@ -1,4 +1,4 @@
-"""Assemble :class:`DistillInputs` from the catalog's artefacts."""
+"""Assemble :class:`DistillInputs` from the catalog's artefacts and run a method."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import pandas as pd
+import torch
 
-from scdd.distill.methods import ConditionSpec, DistillInputs
-from scdd.distill.synthetic import real_target_sum
-from scdd.generation import embedding_matrix, load_generator
+from scdd.distill.methods import ConditionSpec, DistillInputs, MethodOutput, run_method
+from scdd.distill.optimise import DistillConfig
+from scdd.distill.synthetic import real_target_sum, synthetic_adata
+from scdd.generation import check_embeddings_match, embedding_matrix, load_generator
 from scdd.models.foundation import FoundationModel, align_genes
 
 
@@ -53,11 +55,7 @@ def prepare_inputs(
         The inputs, the class names (index = class index) and the aligned
         training AnnData (the real reference for sparsity and normalisation).
     """
-    if list(train.obs_names) != list(train_embeddings.obs_names):
-        raise ValueError(
-            "train_embeddings do not match train_adata cell for cell; re-run the "
-            "foundation pipeline (kedro run --pipeline foundation)."
-        )
+    check_embeddings_match(train, train_embeddings, "train")
     categories = list(map(str, train.obs[label_key].cat.categories))
     generator, conditions = None, None
     if generator_checkpoint is not None:
@@ -77,3 +75,50 @@ def prepare_inputs(
         target_sum=real_target_sum(aligned),
     )
     return inputs, categories, aligned
+
+
+def distill_synthetic(
+    inputs: DistillInputs,
+    categories: list[str],
+    aligned: ad.AnnData,
+    *,
+    method: str,
+    params: dict[str, Any],
+    label_key: str,
+    seed: int,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> tuple[ad.AnnData, MethodOutput]:
+    """One synthetic set of ``method`` with the ``distill`` parameter group.
+
+    The one place that turns ``params:distill`` into :func:`run_method` and
+    :func:`synthetic_adata` calls, shared by the pipeline node, the benchmark
+    pipeline and the benchmark script.
+
+    Returns:
+        The synthetic AnnData and the raw method output (codes, history).
+    """
+    output = run_method(
+        method,
+        inputs,
+        spc=params["spc"],
+        config=DistillConfig(**params["optim"]),
+        t_gen=params["t_gen"],
+        guidance_scale=params["guidance_scale"],
+        sample_steps=params["sample_steps"],
+        zero_threshold=params["zero_threshold"],
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
+    synthetic = synthetic_adata(
+        output,
+        label_key=label_key,
+        categories=categories,
+        var_names=inputs.foundation.gene_order,
+        real=aligned,
+        real_labels=inputs.labels,
+        zero_threshold=params["zero_threshold"],
+        method=method,
+    )
+    return synthetic, output

@@ -23,10 +23,8 @@ from typing import Any
 import anndata as ad
 import pandas as pd
 
-from scdd.distill.inputs import prepare_inputs
-from scdd.distill.methods import METHODS, NEEDS_GENERATOR, run_method
-from scdd.distill.optimise import DistillConfig
-from scdd.distill.synthetic import synthetic_adata
+from scdd.distill.inputs import distill_synthetic, prepare_inputs
+from scdd.distill.methods import METHODS, NEEDS_GENERATOR
 from scdd.evaluation.benchmark_table import benchmark_markdown, benchmark_table
 from scdd.models.device import resolve_device
 from scdd.models.foundation import FoundationModel
@@ -138,28 +136,16 @@ def benchmark_cell(
     for draw in range(int(params["draws"])):
         draw_seed = int(seed) + draw
         start = time.perf_counter()
-        output = run_method(
-            method,
+        synthetic, _ = distill_synthetic(
             inputs,
-            spc=spc,
-            config=DistillConfig(**dparams["optim"]),
-            t_gen=dparams["t_gen"],
-            guidance_scale=dparams["guidance_scale"],
-            sample_steps=dparams["sample_steps"],
-            zero_threshold=dparams["zero_threshold"],
+            categories,
+            aligned,
+            method=method,
+            params={**dparams, "spc": spc},
+            label_key=key,
             seed=draw_seed,
             device=resolve_device(device),
             progress=progress,
-        )
-        synthetic = synthetic_adata(
-            output,
-            label_key=key,
-            categories=categories,
-            var_names=foundation.gene_order,
-            real=aligned,
-            real_labels=inputs.labels,
-            zero_threshold=dparams["zero_threshold"],
-            method=method,
         )
         seconds = time.perf_counter() - start
         embedded = embed_synthetic_set(

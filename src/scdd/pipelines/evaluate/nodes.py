@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from scdd.evaluation.suite import check_models, compact, run_models, with_retention
-from scdd.generation import embedding_matrix
+from scdd.generation import check_embeddings_match, embedding_matrix
 from scdd.metrics.fidelity import fidelity_report
 from scdd.metrics.privacy import memorisation_report
 from scdd.models.device import resolve_device
@@ -56,14 +56,6 @@ def _codes(adata: ad.AnnData, key: str, categories: list[str], what: str) -> np.
             "pipeline on the current training split."
         )
     return codes.astype(np.int64)
-
-
-def _check_cached(adata: ad.AnnData, embeddings: ad.AnnData, split: str) -> None:
-    if list(adata.obs_names) != list(embeddings.obs_names):
-        raise ValueError(
-            f"{split}_embeddings do not match {split}_adata cell for cell; re-run "
-            "the foundation pipeline (kedro run --pipeline foundation)."
-        )
 
 
 def _is_feature_only(synthetic: ad.AnnData) -> bool:
@@ -196,8 +188,8 @@ def evaluate_full_reference(
     start = time.perf_counter()
     key = data["label_key"]
     categories = _categories(train, key, "training split")
-    _check_cached(train, train_embeddings, "train")
-    _check_cached(test, test_embeddings, "test")
+    check_embeddings_match(train, train_embeddings, "train")
+    check_embeddings_match(test, test_embeddings, "test")
     logger.info(
         "Reference: %s trained on the full training split (%d cells)",
         params["models"],
@@ -262,7 +254,7 @@ def evaluate_synthetic_models(
         each result has ``retention`` and the reference's scores (``full``).
     """
     key = data["label_key"]
-    _check_cached(test, test_embeddings, "test")
+    check_embeddings_match(test, test_embeddings, "test")
     # The reference's classes, so both sides score the same C labels.
     categories = full_reference.get("categories") or _categories(
         test, key, "test split"
@@ -321,7 +313,7 @@ def measure_fidelity(
     start = time.perf_counter()
     key = data["label_key"]
     categories = _categories(train, key, "training split")
-    _check_cached(train, train_embeddings, "train")
+    check_embeddings_match(train, train_embeddings, "train")
     feature_only = _is_feature_only(synthetic)
     real = (
         train

@@ -9,10 +9,8 @@ from typing import Any
 import anndata as ad
 import pandas as pd
 
-from scdd.distill.inputs import prepare_inputs
-from scdd.distill.methods import NEEDS_GENERATOR, run_method
-from scdd.distill.optimise import DistillConfig
-from scdd.distill.synthetic import synthetic_adata
+from scdd.distill.inputs import distill_synthetic, prepare_inputs
+from scdd.distill.methods import NEEDS_GENERATOR
 from scdd.models.device import resolve_device
 from scdd.models.foundation import FoundationModel
 from scdd.provenance import record_provenance
@@ -63,28 +61,16 @@ def distill_synthetic_set(
         method,
         params["spc"],
     )
-    output = run_method(
-        method,
+    synthetic, output = distill_synthetic(
         inputs,
-        spc=params["spc"],
-        config=DistillConfig(**params["optim"]),
-        t_gen=params["t_gen"],
-        guidance_scale=params["guidance_scale"],
-        sample_steps=params["sample_steps"],
-        zero_threshold=params["zero_threshold"],
+        categories,
+        aligned,
+        method=method,
+        params=params,
+        label_key=key,
         seed=seed,
         device=resolve_device(device),
         progress=progress,
-    )
-    synthetic = synthetic_adata(
-        output,
-        label_key=key,
-        categories=categories,
-        var_names=foundation.gene_order,
-        real=aligned,
-        real_labels=inputs.labels,
-        zero_threshold=params["zero_threshold"],
-        method=method,
     )
     record_provenance(
         synthetic,
