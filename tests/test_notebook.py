@@ -33,6 +33,8 @@ TINY = {
         "f_head": {"n_inits": 1, "epochs": 50},
         "celltypist": {"n_inits": 1},
         "gene_mlp": {"n_inits": 1, "epochs": 5},
+        "gene_transformer": {"n_inits": 1, "epochs": 5, "reference_epochs": 1},
+        "deepinsight_cnn": {"n_inits": 1, "epochs": 5, "reference_epochs": 1},
     },
 }
 

@@ -9,7 +9,11 @@ One training set is either a synthetic set or the full real training split
 - ``celltypist``: CellTypist on genes
   (:func:`scdd.evaluation.celltypist_eval.evaluate_celltypist`);
 - ``gene_mlp``: an MLP on genes without F
-  (:func:`scdd.evaluation.gene_mlp.evaluate_gene_mlp`).
+  (:func:`scdd.evaluation.gene_mlp.evaluate_gene_mlp`);
+- ``gene_transformer``: a TOSICA-like transformer over gene-group tokens
+  (:func:`scdd.evaluation.gene_transformer.evaluate_gene_transformer`);
+- ``deepinsight_cnn``: a CNN on DeepInsight images of the genes
+  (:func:`scdd.evaluation.deepinsight_cnn.evaluate_deepinsight_cnn`).
 
 Gene-level models are skipped, with a reason, for a feature-only set.
 """
@@ -25,14 +29,22 @@ import numpy as np
 import torch
 
 from scdd.evaluation.celltypist_eval import evaluate_celltypist
+from scdd.evaluation.deepinsight_cnn import evaluate_deepinsight_cnn
 from scdd.evaluation.gene_mlp import evaluate_gene_mlp
+from scdd.evaluation.gene_transformer import evaluate_gene_transformer
 from scdd.evaluation.linear_head import evaluate_linear_head
 from scdd.evaluation.summary import METRICS
 
 logger = logging.getLogger(__name__)
 
-MODELS = ("f_head", "celltypist", "gene_mlp")
-GENE_MODELS = ("celltypist", "gene_mlp")
+#: Torch models on genes: ``evaluate.<name>`` holds their keyword arguments.
+TORCH_GENE_MODELS = {
+    "gene_mlp": evaluate_gene_mlp,
+    "gene_transformer": evaluate_gene_transformer,
+    "deepinsight_cnn": evaluate_deepinsight_cnn,
+}
+MODELS = ("f_head", "celltypist", *TORCH_GENE_MODELS)
+GENE_MODELS = ("celltypist", *TORCH_GENE_MODELS)
 
 
 def check_models(models: list[str]) -> list[str]:
@@ -78,8 +90,9 @@ def run_models(
         test_genes: test cells in ``train_genes``' gene order.
         label_key: label column.
         categories: class names, index = int class.
-        params: ``params:evaluate`` (sub-groups ``f_head``, ``celltypist``,
-            ``gene_mlp``); ``f_head.batch_size`` ``None`` trains full batch.
+        params: ``params:evaluate`` (one sub-group per model, its keyword
+            arguments; ``reference_epochs`` is read by the caller only);
+            ``f_head.batch_size`` ``None`` trains full batch.
         seed: base seed of every model.
         device: torch device of the linear head and the MLP.
         progress: progress bars.
@@ -128,13 +141,15 @@ def run_models(
                 train_kwargs=params["celltypist"].get("train_kwargs"),
             )
         else:
-            results[name] = evaluate_gene_mlp(
+            settings = dict(params[name])
+            settings.pop("reference_epochs", None)
+            results[name] = TORCH_GENE_MODELS[name](
                 train_genes.X,
                 train_labels,
                 test_genes.X,
                 test_labels,
                 num_classes=num_classes,
-                **params["gene_mlp"],
+                **settings,
                 seed=seed,
                 device=device,
                 progress=progress,

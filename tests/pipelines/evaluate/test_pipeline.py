@@ -40,7 +40,13 @@ LATENT = 8
 DATA = {"input": "memory", "label_key": KEY, "layer": None}
 FOUNDATION = {"min_gene_overlap": 10, "embed": {"chunk_size": 16}}
 PARAMS = {
-    "models": ["f_head", "celltypist", "gene_mlp"],
+    "models": [
+        "f_head",
+        "celltypist",
+        "gene_mlp",
+        "gene_transformer",
+        "deepinsight_cnn",
+    ],
     "f_head": {
         "n_inits": 2,
         "epochs": 100,
@@ -59,6 +65,26 @@ PARAMS = {
         "lr": 0.01,
         "weight_decay": 0.0,
         "batch_size": 32,
+    },
+    "gene_transformer": {
+        "genes_per_token": 8,
+        "d_model": 16,
+        "heads": 2,
+        "n_inits": 1,
+        "epochs": 30,
+        "lr": 3e-3,
+        "batch_size": 16,
+        "reference_epochs": 20,
+    },
+    "deepinsight_cnn": {
+        "pixels": 8,
+        "layout": "pca",
+        "width": 4,
+        "n_inits": 1,
+        "epochs": 30,
+        "lr": 3e-3,
+        "batch_size": 16,
+        "reference_epochs": 20,
     },
     "fidelity": {"top_k": 5, "marker_method": "mean_difference", "mmd_max_cells": 50},
     "privacy": {"threshold": 0.5, "chunk_size": 16},
@@ -216,10 +242,11 @@ def _evaluate(tiny: Tiny, synthetic: ad.AnnData, reference: dict) -> dict:
 
 
 def test_reference_covers_every_model(reference: dict) -> None:
-    assert set(reference["models"]) == {"f_head", "celltypist", "gene_mlp"}
+    assert set(reference["models"]) == set(PARAMS["models"])
     assert reference["n_train"] == 65 and reference["n_test"] == 65
     assert reference["categories"] == ["type_0", "type_1", "type_2"]
-    assert reference["models"]["gene_mlp"]["accuracy_mean"] > 0.8
+    for name in ("gene_mlp", "gene_transformer", "deepinsight_cnn"):
+        assert reference["models"][name]["accuracy_mean"] > 0.8, name
     json.dumps(reference)  # JSON-serialisable as it is
 
 
@@ -231,7 +258,7 @@ def test_gene_level_set(tiny: Tiny, reference: dict) -> None:
         6,
     )
     assert metrics["skipped"] == {} and metrics["feature_only"] is False
-    for name in ("f_head", "celltypist", "gene_mlp"):
+    for name in PARAMS["models"]:
         result = metrics["models"][name]
         assert 0.0 <= result["accuracy_mean"] <= 1.0
         ref = reference["models"][name]["accuracy_mean"]
@@ -251,8 +278,8 @@ def test_gene_level_set(tiny: Tiny, reference: dict) -> None:
 def test_feature_only_set_skips_gene_models(tiny: Tiny, reference: dict) -> None:
     metrics = _evaluate(tiny, _feature_only(tiny), reference)
     assert metrics["feature_only"] is True
-    assert metrics["models"]["celltypist"] is None
-    assert metrics["models"]["gene_mlp"] is None
+    for name in ("celltypist", "gene_mlp", "gene_transformer", "deepinsight_cnn"):
+        assert metrics["models"][name] is None
     assert "feature-only" in metrics["skipped"]["celltypist"]
     assert metrics["models"]["f_head"]["n_train"] == 3
     assert metrics["spc"] == 1  # inferred from the class counts

@@ -1,0 +1,186 @@
+"""A CNN on DeepInsight images (scDeepInsight-like cross-architecture model).
+
+DeepInsight (Sharma et al. 2019; scDeepInsight, Jia et al. 2023) places the
+genes on a 2-D grid so that genes with similar profiles across the training
+cells are neighbours, then reads each cell as an image. The layout follows
+DeepInsight: a t-SNE (or PCA) of the genes, rotated into the minimum-area
+bounding rectangle of their convex hull, then binned into pixels. It is
+fitted on the training set the CNN learns from, never on test cells.
+(pyDeepInsight 0.2.3 cannot be used: importing it imports OpenCV and
+grad-cam, and grad-cam pulls a CUDA build of torch and torchvision.)
+
+The image map is a fixed first layer of the network (genes averaged into
+their pixel, scaled to [0, 1] by the training maximum), so training reads
+genes like the other gene-level models.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import torch
+from scipy.spatial import ConvexHull
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
+from torch import nn
+
+from scdd.evaluation.gene_classifier import (
+    Matrix,
+    check_gene_split,
+    dense_rows,
+    evaluate_gene_classifier,
+)
+
+LAYOUTS = ("tsne", "pca")
+
+
+def fit_pixel_layout(
+    x: Matrix,
+    *,
+    pixels: int = 32,
+    layout: str = "tsne",
+    max_cells: int = 5000,
+    seed: int = 0,
+) -> np.ndarray:
+    """Pixel ``[G, 2]`` (row, column) of every gene, fitted on training cells.
+
+    Args:
+        x: ``[n, G]`` training genes (at most ``max_cells`` random cells are
+            read: the genes are the points, the cells their coordinates).
+        pixels: the image is ``pixels x pixels``.
+        layout: ``"tsne"`` (DeepInsight's default) or ``"pca"`` of the genes.
+        max_cells: cells read for the layout.
+        seed: seed of the cell sample and of t-SNE.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(
+            f"deepinsight_cnn.layout must be one of {LAYOUTS}, got {layout!r}"
+        )
+    if pixels < 4:
+        raise ValueError(f"deepinsight_cnn.pixels must be >= 4, got {pixels}")
+    n, n_genes = x.shape
+    if n_genes < 3:
+        raise ValueError(f"DeepInsight needs at least 3 genes, got {n_genes}")
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, size=min(n, max_cells), replace=False))
+    cells = dense_rows(x, rows).astype(np.float64)
+    if cells.shape[0] < 2:  # a 1-cell set: genes still need 2 coordinates
+        cells = np.vstack([cells, np.zeros_like(cells)])
+    # Tiny jitter: genes with identical profiles (e.g. all zero in a synthetic
+    # set) would otherwise collapse to one point and break the convex hull.
+    cells = cells + rng.normal(scale=1e-6, size=cells.shape)
+    if layout == "tsne":
+        reducer = TSNE(
+            n_components=2,
+            perplexity=min(30.0, (n_genes - 1) / 3),
+            init="pca",
+            random_state=seed,
+        )
+    else:
+        reducer = PCA(n_components=2, random_state=seed)
+    points = _rotate_to_bounding_rectangle(reducer.fit_transform(cells.T))
+    low, high = points.min(axis=0), points.max(axis=0)
+    scaled = (points - low) / np.where(high > low, high - low, 1.0) * pixels
+    return np.clip(np.floor(scaled), 0, pixels - 1).astype(np.int64)
+
+
+def _rotate_to_bounding_rectangle(points: np.ndarray) -> np.ndarray:
+    """``points [G, 2]`` rotated so their minimum-area bounding rectangle is
+    axis-aligned (one rectangle side lies on a convex hull edge)."""
+    hull = points[ConvexHull(points).vertices]
+    edges = np.roll(hull, -1, axis=0) - hull
+    angles = np.unique(np.mod(np.arctan2(edges[:, 1], edges[:, 0]), np.pi / 2))
+    cos, sin = np.cos(angles), np.sin(angles)
+    rotations = np.stack([np.stack([cos, sin], 1), np.stack([-sin, cos], 1)], 1)
+    rotated = np.einsum("aij,hj->ahi", rotations, hull)  # [angles, hull, 2]
+    extent = rotated.max(axis=1) - rotated.min(axis=1)
+    best = rotations[np.argmin(extent.prod(axis=1))]
+    return points @ best.T
+
+
+class GeneImage(nn.Module):
+    """Fixed map ``[b, G]`` genes -> ``[b, 1, H, W]`` images in [0, 1].
+
+    Each pixel holds the mean of its genes (0 where no gene lands), divided
+    by ``scale`` (the training set's largest value) and clipped to [0, 1],
+    DeepInsight's norm-2 on already log-normalised data.
+    """
+
+    def __init__(self, coords: np.ndarray, pixels: int, scale: float) -> None:
+        super().__init__()
+        index = torch.from_numpy(coords[:, 0] * pixels + coords[:, 1]).long()
+        counts = torch.bincount(index, minlength=pixels * pixels).float()
+        self.pixels = pixels
+        self.register_buffer("index", index)
+        self.register_buffer("inverse_count", 1.0 / counts.clamp(min=1.0))
+        self.scale = float(scale) if scale > 0 else 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = x.new_zeros(x.shape[0], self.pixels * self.pixels)
+        image.index_add_(1, self.index, x)
+        image = (image * self.inverse_count / self.scale).clamp(0.0, 1.0)
+        return image.view(-1, 1, self.pixels, self.pixels)
+
+
+def build_deepinsight_cnn(
+    coords: np.ndarray, pixels: int, scale: float, num_classes: int, width: int = 16
+) -> nn.Module:
+    """GeneImage, two conv-BN-ReLU-maxpool blocks, then a linear layer on the
+    flattened maps: a pixel is a gene, so where it lies must reach the
+    classifier (global pooling would discard it)."""
+
+    def block(c_in: int, c_out: int) -> list[nn.Module]:
+        return [
+            nn.Conv2d(c_in, c_out, 3, padding=1),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        ]
+
+    return nn.Sequential(
+        GeneImage(coords, pixels, scale),
+        *block(1, width),
+        *block(width, 2 * width),
+        nn.Flatten(),
+        nn.Linear(2 * width * (pixels // 4) ** 2, num_classes),
+    )
+
+
+def evaluate_deepinsight_cnn(
+    train_x: Matrix,
+    train_labels: np.ndarray,
+    test_x: Matrix,
+    test_labels: np.ndarray,
+    *,
+    num_classes: int,
+    pixels: int = 32,
+    layout: str = "tsne",
+    layout_max_cells: int = 5000,
+    width: int = 16,
+    seed: int = 0,
+    **train_kwargs,
+) -> dict:
+    """Fit the gene layout on the training set, then train and score the CNN.
+
+    ``train_kwargs`` and the result are those of
+    :func:`scdd.evaluation.gene_classifier.evaluate_gene_classifier`.
+    """
+    if width < 1:
+        raise ValueError("deepinsight_cnn.width must be >= 1")
+    check_gene_split(train_x, train_labels, num_classes, "train_x")
+    coords = fit_pixel_layout(
+        train_x, pixels=pixels, layout=layout, max_cells=layout_max_cells, seed=seed
+    )
+    scale = float(train_x.max())
+    return evaluate_gene_classifier(
+        partial(build_deepinsight_cnn, coords, pixels, scale, num_classes, width),
+        train_x,
+        train_labels,
+        test_x,
+        test_labels,
+        num_classes=num_classes,
+        seed=seed,
+        name="DeepInsight CNN",
+        **train_kwargs,
+    )

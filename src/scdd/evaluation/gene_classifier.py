@@ -1,0 +1,169 @@
+"""Train a torch classifier on genes several times and score it on the test split.
+
+The gene-level evaluation models (the MLP, the gene-group transformer and the
+DeepInsight CNN, DESIGN §8) differ only in the network; this module holds
+what they share: input checks, seeded runs, mini-batches densified one at a
+time (so a sparse training split of 100k+ cells fits in memory), Adam on the
+mean cross-entropy, and the scores of :mod:`scdd.evaluation.summary`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy import sparse
+from torch import nn
+from tqdm.auto import tqdm
+
+from scdd.evaluation.linear_head import _torch_threads
+from scdd.evaluation.summary import score_predictions, summarise_inits
+
+Matrix = np.ndarray | sparse.spmatrix
+
+
+def dense_rows(x: Matrix, rows: np.ndarray | slice) -> np.ndarray:
+    """``x[rows]`` as a C-contiguous float32 array."""
+    block = x[rows]
+    block = block.toarray() if sparse.issparse(block) else np.asarray(block)
+    return np.ascontiguousarray(block, dtype=np.float32)
+
+
+def check_gene_split(
+    x: Matrix, y: np.ndarray, num_classes: int, name: str
+) -> np.ndarray:
+    """Validate one ``[n, G]`` split and its labels; return int64 labels."""
+    y = np.asarray(y)
+    if x.ndim != 2 or x.shape[0] == 0 or y.shape != (x.shape[0],):
+        raise ValueError(
+            f"{name} must be a non-empty [n, G] matrix with [n] labels, got "
+            f"{x.shape} and {y.shape}"
+        )
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(f"{name} labels must be ints in [0, {num_classes})")
+    values = x.data if sparse.issparse(x) else np.asarray(x)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return y.astype(np.int64)
+
+
+def _predict(
+    model: nn.Module, x: Matrix, device: torch.device, chunk_size: int
+) -> np.ndarray:
+    out = []
+    with torch.inference_mode():
+        for start in range(0, x.shape[0], chunk_size):
+            block = torch.from_numpy(dense_rows(x, slice(start, start + chunk_size)))
+            out.append(model(block.to(device)).argmax(1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def evaluate_gene_classifier(
+    make_model: Callable[[], nn.Module],
+    train_x: Matrix,
+    train_labels: np.ndarray,
+    test_x: Matrix,
+    test_labels: np.ndarray,
+    *,
+    num_classes: int,
+    n_inits: int = 3,
+    epochs: int = 200,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    batch_size: int = 256,
+    chunk_size: int = 4096,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+    name: str = "gene model",
+) -> dict:
+    """Train ``make_model()`` ``n_inits`` times on train genes; score each on test.
+
+    Run ``i`` builds its network and orders its batches with seed ``seed + i``
+    (the global RNG is restored afterwards). A set of at most ``batch_size``
+    cells (any synthetic set) is trained full batch: ``epochs`` Adam steps.
+
+    Args:
+        make_model: builds a fresh network ``[b, G] -> [b, num_classes]``.
+        train_x: ``[n, G]`` log-normalised training genes (dense or sparse).
+        train_labels: ``[n]`` ints in ``[0, num_classes)``.
+        test_x: ``[m, G]`` test genes in the same gene order.
+        test_labels: ``[m]`` ints.
+        num_classes: ``C``.
+        n_inits: training runs from different seeds.
+        epochs: passes over the training set per run.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        batch_size: rows per optimiser step.
+        chunk_size: rows per prediction forward pass.
+        seed: base seed.
+        device: torch device.
+        progress: show a progress bar over runs.
+        name: the model's name in the progress bar.
+
+    Returns:
+        The layout of ``evaluate_linear_head``: ``<metric>_mean/_std``,
+        ``per_init`` (each with ``train_accuracy``), ``n_train``, ``n_test``.
+    """
+    if n_inits < 1 or epochs < 1 or batch_size < 1:
+        raise ValueError("n_inits, epochs and batch_size must be >= 1")
+    if train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(
+            f"train and test gene counts differ: {train_x.shape[1]} vs "
+            f"{test_x.shape[1]}; align the test cells with align_genes first"
+        )
+    y_train = check_gene_split(train_x, train_labels, num_classes, "train_x")
+    y_test = check_gene_split(test_x, test_labels, num_classes, "test_x")
+    if sparse.issparse(train_x):
+        train_x = sparse.csr_matrix(train_x)
+    if sparse.issparse(test_x):
+        test_x = sparse.csr_matrix(test_x)
+    device = torch.device(device)
+    n = train_x.shape[0]
+    full = n <= batch_size
+    x_full = (
+        torch.from_numpy(dense_rows(train_x, slice(None))).to(device) if full else None
+    )
+    y_all = torch.from_numpy(y_train).to(device)
+
+    def batches(rng: np.random.Generator):
+        if full:
+            yield x_full, y_all
+            return
+        for split in np.array_split(rng.permutation(n), -(-n // batch_size)):
+            rows = np.sort(split)
+            yield (
+                torch.from_numpy(dense_rows(train_x, rows)).to(device),
+                y_all[torch.from_numpy(rows).to(device)],
+            )
+
+    per_init = []
+    with _torch_threads(device):
+        for init in tqdm(range(n_inits), desc=name, disable=not progress):
+            run_seed = seed + init
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(run_seed)
+                model = make_model().to(device).train()
+                optimiser = torch.optim.Adam(
+                    model.parameters(), lr=lr, weight_decay=weight_decay
+                )
+                rng = np.random.default_rng(run_seed)
+                for _ in range(epochs):
+                    for xb, yb in batches(rng):
+                        loss = nn.functional.cross_entropy(model(xb), yb)
+                        optimiser.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimiser.step()
+            model.eval()
+            pred = _predict(model, test_x, device, chunk_size)
+            train_pred = _predict(model, train_x, device, chunk_size)
+            per_init.append(
+                {
+                    "init": init,
+                    "seed": run_seed,
+                    **score_predictions(y_test, pred, num_classes=num_classes),
+                    "train_accuracy": float((train_pred == y_train).mean()),
+                }
+            )
+    return summarise_inits(per_init, n_train=n, n_test=test_x.shape[0])
