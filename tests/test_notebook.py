@@ -32,9 +32,9 @@ TINY = {
     "evaluate": {
         "f_head": {"n_inits": 1, "epochs": 50},
         "celltypist": {"n_inits": 1},
-        "gene_mlp": {"n_inits": 1, "epochs": 5},
-        "gene_transformer": {"n_inits": 1, "epochs": 5, "reference_epochs": 1},
-        "deepinsight_cnn": {"n_inits": 1, "epochs": 5, "reference_epochs": 1},
+        "gene_mlp": {"n_inits": 1, "steps": 5},
+        "gene_transformer": {"n_inits": 1, "steps": 5},
+        "deepinsight_cnn": {"n_inits": 1, "steps": 5},
     },
 }
 

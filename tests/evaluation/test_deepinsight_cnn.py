@@ -68,7 +68,7 @@ def test_cnn_learns_marker_genes() -> None:
         pixels=8,
         width=4,
         n_inits=2,
-        epochs=30,
+        steps=90,
         lr=3e-3,
         batch_size=16,
     )

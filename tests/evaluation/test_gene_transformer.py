@@ -42,7 +42,7 @@ def test_transformer_learns_marker_genes_reproducibly() -> None:
         "d_model": 16,
         "heads": 2,
         "n_inits": 1,
-        "epochs": 30,
+        "steps": 90,
         "lr": 3e-3,
         "batch_size": 16,
     }

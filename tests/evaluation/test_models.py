@@ -44,14 +44,14 @@ def test_gene_mlp_learns_marker_genes(splits) -> None:
     train, test = splits
     args = (train.X, _codes(train), test.X, _codes(test))
     result = evaluate_gene_mlp(
-        *args, num_classes=3, hidden=16, n_inits=2, epochs=30, batch_size=16
+        *args, num_classes=3, hidden=16, n_inits=2, steps=90, batch_size=16
     )
     assert result["accuracy_mean"] > 0.9 and result["n_train"] == 45
     assert len(result["per_init"]) == 2
     # full batch on dense input, same seed: reproducible
     dense = (train.X.toarray(), _codes(train), test.X.toarray(), _codes(test))
-    first = evaluate_gene_mlp(*dense, num_classes=3, hidden=16, n_inits=1, epochs=30)
-    again = evaluate_gene_mlp(*dense, num_classes=3, hidden=16, n_inits=1, epochs=30)
+    first = evaluate_gene_mlp(*dense, num_classes=3, hidden=16, n_inits=1, steps=30)
+    again = evaluate_gene_mlp(*dense, num_classes=3, hidden=16, n_inits=1, steps=30)
     assert first["per_init"] == again["per_init"]
 
 
@@ -124,7 +124,7 @@ def test_retention_divides_by_the_full_split() -> None:
 def test_sparse_and_dense_mlp_inputs_agree(splits) -> None:
     train, test = splits
     y, y_test = _codes(train), _codes(test)
-    kwargs = {"num_classes": 3, "hidden": 8, "n_inits": 1, "epochs": 5}
+    kwargs = {"num_classes": 3, "hidden": 8, "n_inits": 1, "steps": 5}
     a = evaluate_gene_mlp(train.X, y, test.X, y_test, **kwargs)
     b = evaluate_gene_mlp(
         train.X.toarray(), y, sparse.csc_matrix(test.X), y_test, **kwargs

@@ -35,7 +35,7 @@ def evaluate_gene_mlp(
 ) -> dict:
     """Train and score the gene MLP (``hidden`` units) several times.
 
-    ``train_kwargs`` (``n_inits``, ``epochs``, ``lr``, ``weight_decay``,
+    ``train_kwargs`` (``n_inits``, ``steps``, ``lr``, ``weight_decay``,
     ``batch_size``, ``seed``, ``device``...) and the result are those of
     :func:`scdd.evaluation.gene_classifier.evaluate_gene_classifier`.
     """

@@ -90,8 +90,8 @@ def run_models(
         test_genes: test cells in ``train_genes``' gene order.
         label_key: label column.
         categories: class names, index = int class.
-        params: ``params:evaluate`` (one sub-group per model, its keyword
-            arguments; ``reference_epochs`` is read by the caller only);
+        params: ``params:evaluate`` (one sub-group per model: the keyword
+            arguments of a torch gene model's function);
             ``f_head.batch_size`` ``None`` trains full batch.
         seed: base seed of every model.
         device: torch device of the linear head and the MLP.
@@ -141,15 +141,13 @@ def run_models(
                 train_kwargs=params["celltypist"].get("train_kwargs"),
             )
         else:
-            settings = dict(params[name])
-            settings.pop("reference_epochs", None)
             results[name] = TORCH_GENE_MODELS[name](
                 train_genes.X,
                 train_labels,
                 test_genes.X,
                 test_labels,
                 num_classes=num_classes,
-                **settings,
+                **params[name],
                 seed=seed,
                 device=device,
                 progress=progress,
