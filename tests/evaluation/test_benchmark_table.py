@@ -34,6 +34,7 @@ def _runs() -> pd.DataFrame:
         for draw, acc in enumerate(accs):
             rows.append(
                 {
+                    "label_key": "cell_type",
                     "model": "f_head",
                     "method": method,
                     "spc": spc,
@@ -69,25 +70,38 @@ def test_summary_has_mean_and_population_std_over_draws() -> None:
 
 
 def test_table_puts_the_full_row_first_and_renders_markdown() -> None:
-    table = benchmark_table(_runs(), REFERENCE, ["f_head"])
+    table = benchmark_table(_runs(), {"cell_type": REFERENCE}, ["f_head"])
     assert table.method.tolist() == ["full", "random_real", "random_real", "scdd"]
     full = table.iloc[0]
     assert pd.isna(full.spc) and full.accuracy_mean == 0.8
     assert full.retention_mean == 1.0
-    md = benchmark_markdown(table, label_key="cell_type", draws=2)
+    md = benchmark_markdown(table, draws=2)
+    assert "## Label `cell_type`" in md
     assert "| Method | SPC 1 | SPC 10 |" in md
     assert "| full | 80.0 ± 0.0 | 80.0 ± 0.0 |" in md
     assert "| random_real | 50.0 ± 10.0 | 70.0 ± 0.0 |" in md  # accuracy
     assert "| random_real | 62.5 ± 12.5 | 87.5 ± 0.0 |" in md  # retention
     assert "| scdd | 70.0 ± 10.0 | – |" in md  # SPC 10 not run
-    assert md.count("## f_head") == 2
+    assert md.count("### f_head") == 2
     # one row per method in each of the two tables
     for method in ("full", "random_real", "scdd"):
         assert md.count(f"| {method} |") == 2
 
 
 def test_no_runs_gives_the_full_rows_only() -> None:
-    table = benchmark_table(pd.DataFrame(), REFERENCE, ["f_head", "gene_mlp"])
+    table = benchmark_table(pd.DataFrame(), {"x": REFERENCE}, ["f_head", "gene_mlp"])
     assert table.method.tolist() == ["full"]
     assert summarise_runs(pd.DataFrame()).empty
-    assert "full" in benchmark_markdown(table, label_key="x")
+    assert "full" in benchmark_markdown(table)
+
+
+def test_label_columns_get_their_own_sections() -> None:
+    runs = pd.concat([_runs(), _runs().assign(label_key="donor", accuracy_mean=0.9)])
+    references = {"cell_type": REFERENCE, "donor": REFERENCE}
+    table = benchmark_table(runs, references, ["f_head"])
+    assert table.label_key.tolist() == ["cell_type"] * 4 + ["donor"] * 4
+    donor = table[(table.label_key == "donor") & (table.method == "scdd")]
+    assert donor.accuracy_mean.item() == pytest.approx(0.9)
+    md = benchmark_markdown(table)
+    assert md.index("## Label `cell_type`") < md.index("## Label `donor`")
+    assert "| scdd | 90.0 ± 0.0 | – |" in md

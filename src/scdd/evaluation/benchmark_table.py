@@ -1,7 +1,7 @@
 """The benchmark table: per-draw runs -> mean ± std per method and SPC, markdown.
 
-Pure pandas. One *run* is one (model, method, SPC, draw) with the evaluation
-model's scores (``accuracy_mean`` is the mean over the model's random
+Pure pandas. One *run* is one (label column, model, method, SPC, draw) with
+the evaluation model's scores (``accuracy_mean`` is the mean over the model's random
 initialisations, ``accuracy_std`` their spread) and ``retention`` (accuracy /
 the same model trained on the whole training split). The table aggregates
 runs over draws: ``<metric>_mean`` / ``<metric>_std`` are the mean and the
@@ -24,6 +24,7 @@ SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "retention")
 FULL = "full"
 #: Columns of the benchmark table, in order.
 COLUMNS = (
+    "label_key",
     "model",
     "method",
     "spc",
@@ -35,15 +36,16 @@ COLUMNS = (
 
 
 def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over draws per (model, method, SPC), in first-seen order.
+    """Mean ± std over draws per (label, model, method, SPC), in first-seen order.
 
     Args:
-        runs: one row per run with ``model``, ``method``, ``spc``, ``draw``,
+        runs: one row per run with ``label_key``, ``model``, ``method``,
+            ``spc``, ``draw``,
             ``accuracy_mean``, ``accuracy_std``, ``balanced_accuracy_mean``,
             ``macro_f1_mean``, ``retention`` and ``seconds``.
 
     Returns:
-        One row per (model, method, SPC) with :data:`COLUMNS`.
+        One row per (label, model, method, SPC) with :data:`COLUMNS`.
     """
     if runs.empty:
         return pd.DataFrame(columns=list(COLUMNS))
@@ -53,7 +55,7 @@ def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
         macro_f1=runs["macro_f1_mean"],
         retention=pd.to_numeric(runs["retention"], errors="coerce"),
     )
-    groups = values.groupby(["model", "method", "spc"], sort=False)
+    groups = values.groupby(["label_key", "model", "method", "spc"], sort=False)
     out = groups.size().rename("n_draws").to_frame()
     for score in SCORES:
         out[f"{score}_mean"] = groups[score].mean()
@@ -63,20 +65,29 @@ def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()[list(COLUMNS)]
 
 
-def full_rows(reference: Mapping[str, Any], models: Iterable[str]) -> pd.DataFrame:
+def full_rows(
+    reference: Mapping[str, Any], models: Iterable[str], label_key: str
+) -> pd.DataFrame:
     """The whole-training-split row of each model (retention 1; SPC missing).
 
     Args:
         reference: ``full_reference_metrics`` (``{"models": {name: result}}``).
         models: evaluation models of the benchmark; a model the reference
             lacks gets no row.
+        label_key: the label column the reference was trained on.
     """
     rows = []
     for model in models:
         result = (reference.get("models") or {}).get(model)
         if result is None:
             continue
-        row = {"model": model, "method": FULL, "spc": np.nan, "n_draws": 1}
+        row = {
+            "label_key": label_key,
+            "model": model,
+            "method": FULL,
+            "spc": np.nan,
+            "n_draws": 1,
+        }
         for score in ("accuracy", "balanced_accuracy", "macro_f1"):
             row[f"{score}_mean"] = result[f"{score}_mean"]
             row[f"{score}_std"] = 0.0
@@ -91,20 +102,38 @@ def full_rows(reference: Mapping[str, Any], models: Iterable[str]) -> pd.DataFra
 
 
 def benchmark_table(
-    runs: pd.DataFrame, reference: Mapping[str, Any], models: Iterable[str]
+    runs: pd.DataFrame,
+    references: Mapping[str, Mapping[str, Any]],
+    models: Iterable[str],
 ) -> pd.DataFrame:
-    """Full rows first, then :func:`summarise_runs`, SPC as a nullable int."""
+    """Per label column (in ``references``' order): full rows first, then
+    :func:`summarise_runs`, rows grouped by model; SPC as a nullable int.
+
+    Args:
+        runs: the runs of every label column (column ``label_key``).
+        references: ``{label column: full_reference_metrics}``.
+        models: evaluation models, in table order.
+    """
     models = list(models)
-    parts = [full_rows(reference, models), summarise_runs(runs)]
-    table = pd.concat([p for p in parts if not p.empty], ignore_index=True)
-    if table.empty:
-        return pd.DataFrame(columns=list(COLUMNS))
-    table["spc"] = pd.array(table["spc"], dtype="Int64")
     order = {m: i for i, m in enumerate(models)}
-    table = table.sort_values(
-        "model", key=lambda s: s.map(order).fillna(len(order)), kind="stable"
-    )
-    return table.reset_index(drop=True)
+    parts = []
+    for label_key, reference in references.items():
+        mine = runs[runs["label_key"] == label_key] if not runs.empty else runs
+        pieces = [full_rows(reference, models, label_key), summarise_runs(mine)]
+        pieces = [p for p in pieces if not p.empty]
+        if not pieces:
+            continue
+        label = pd.concat(pieces, ignore_index=True)
+        parts.append(
+            label.sort_values(
+                "model", key=lambda s: s.map(order).fillna(len(order)), kind="stable"
+            )
+        )
+    if not parts:
+        return pd.DataFrame(columns=list(COLUMNS))
+    table = pd.concat(parts, ignore_index=True)
+    table["spc"] = pd.array(table["spc"], dtype="Int64")
+    return table
 
 
 def _cell(mean: float, std: float, scale: float, digits: int) -> str:
@@ -124,9 +153,8 @@ def _pipe_table(header: list[str], rows: list[list[str]]) -> str:
 def score_grid(
     table: pd.DataFrame, model: str, score: str = "accuracy", digits: int = 1
 ) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (method × SPC, "mean ± std" in percent) of one model.
-
-    The full row repeats its single value under every SPC.
+    """Header and rows (method × SPC, "mean ± std" in percent) of one model
+    in a one-label ``table``. The full row repeats its value under every SPC.
     """
     rows = table[table["model"] == model]
     spcs = sorted(int(s) for s in rows["spc"].dropna().unique())
@@ -152,15 +180,12 @@ def score_grid(
 
 
 def benchmark_markdown(
-    table: pd.DataFrame,
-    *,
-    label_key: str,
-    draws: int | None = None,
-    digits: int = 1,
+    table: pd.DataFrame, *, draws: int | None = None, digits: int = 1
 ) -> str:
-    """The benchmark as markdown: per model, an accuracy and a retention table
-    (rows: methods, columns: SPC; cells "mean ± std" in percent over draws)."""
-    lines = [f"# Benchmark: label `{label_key}`", ""]
+    """The benchmark as markdown: per label column and model, an accuracy and
+    a retention table (rows: methods, columns: SPC; cells "mean ± std" in
+    percent over draws)."""
+    lines = ["# Benchmark", ""]
     if draws is not None:
         lines += [
             f"Mean ± std over {draws} draw(s) of the seed cells (percent); "
@@ -170,8 +195,16 @@ def benchmark_markdown(
         ]
     if table.empty:
         return "\n".join([*lines, "No benchmark runs.", ""])
-    for model in dict.fromkeys(table["model"]):
-        for score, title in (("accuracy", "accuracy"), ("retention", "retention")):
-            header, body = score_grid(table, model, score, digits)
-            lines += [f"## {model}: {title} (%)", "", _pipe_table(header, body), ""]
+    for label_key in dict.fromkeys(table["label_key"]):
+        mine = table[table["label_key"] == label_key]
+        lines += [f"## Label `{label_key}`", ""]
+        for model in dict.fromkeys(mine["model"]):
+            for score in ("accuracy", "retention"):
+                header, body = score_grid(mine, model, score, digits)
+                lines += [
+                    f"### {model}: {score} (%)",
+                    "",
+                    _pipe_table(header, body),
+                    "",
+                ]
     return "\n".join(lines)

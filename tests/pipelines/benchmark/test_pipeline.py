@@ -5,20 +5,27 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import CSVDataset
 from kedro_datasets.text import TextDataset
 
+from scdd import generation
+from scdd.datasets import TorchCheckpointDataset
 from scdd.pipelines.benchmark import create_pipeline
 from scdd.pipelines.benchmark.nodes import (
     BENCHMARK_METHODS,
     BENCHMARK_SPCS,
+    benchmark_label_keys,
     check_benchmark_params,
+    label_view,
 )
 from scdd.pipelines.evaluate.nodes import evaluate_full_reference
+from tests.conftest import TINY_SCDG_MODEL
 from tests.pipelines.evaluate.test_pipeline import (  # noqa: F401  (fixture)
     DATA,
     FOUNDATION,
@@ -35,15 +42,27 @@ BENCHMARK = {
     "models": ["f_head"],
     "steps": 3,
 }
+GENERATOR = {
+    "model": TINY_SCDG_MODEL,
+    "train": {
+        "steps": 5,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "ema_decay": 0.9,
+    },
+}
+PREPROCESS = {"min_cells_per_class": 3}
 
 
 def test_one_node_per_method_and_spc() -> None:
     nodes = {n.name: n for n in create_pipeline().nodes}
-    assert len(nodes) == len(BENCHMARK_METHODS) * len(BENCHMARK_SPCS) + 1
+    # + label generators, label references and the table
+    assert len(nodes) == len(BENCHMARK_METHODS) * len(BENCHMARK_SPCS) + 3
     assert "full" not in BENCHMARK_METHODS
     cell = nodes["benchmark_featdistill_plus_dcdm_spc5_node"]
     assert cell.outputs == ["benchmark_row_featdistill_plus_dcdm_spc5"]
-    assert "full_reference_metrics" in cell.inputs
+    assert {"benchmark_references", "benchmark_label_generators"} <= set(cell.inputs)
     pickle.dumps(cell.func)  # ParallelRunner ships nodes to workers
 
 
@@ -54,12 +73,51 @@ def test_unknown_method_or_spc_is_refused() -> None:
         check_benchmark_params({**BENCHMARK, "spcs": [3]})
 
 
-def test_pipeline_writes_a_row_per_method(tiny: Tiny, tmp_path: Path) -> None:  # noqa: F811
+def _with_coarse_label(tiny: Tiny) -> list:  # noqa: F811
+    """The four splits with a second label column ``coarse``: a / b, the
+    first cell unlabelled and the last in a class ``rare`` (both left out)."""
+    views = []
+    for adata in (tiny.train, tiny.test, tiny.train_embeddings, tiny.test_embeddings):
+        out = adata.copy()
+        coarse = np.where(out.obs["cell_type"] == "type_0", "a", "b").astype(object)
+        coarse[0], coarse[-1] = None, "rare"
+        out.obs["coarse"] = coarse
+        views.append(out)
+    return views
+
+
+def test_label_view_cleans_another_label_column(tiny: Tiny) -> None:  # noqa: F811
+    splits = _with_coarse_label(tiny)
+    same = label_view(*splits, key="cell_type", primary="cell_type", min_cells=3)
+    assert all(a is b for a, b in zip(same, splits, strict=True))
+    train, test, train_z, test_z = label_view(
+        *splits, key="coarse", primary="cell_type", min_cells=3
+    )
+    assert list(train.obs["coarse"].cat.categories) == ["a", "b"]
+    assert train.n_obs == tiny.train.n_obs - 2  # unlabelled + rare
+    assert test.n_obs == tiny.test.n_obs - 2  # unlabelled + rare
+    assert list(train_z.obs_names) == list(train.obs_names)
+    assert (train_z.obs["coarse"].to_numpy() == train.obs["coarse"].to_numpy()).all()
+    assert list(test.obs["coarse"].cat.categories) == ["a", "b"]
+    with pytest.raises(ValueError, match="column 'tissue' is not in the training"):
+        label_view(*splits, key="tissue", primary="cell_type", min_cells=3)
+    with pytest.raises(ValueError, match="'batch'.*1 class"):
+        label_view(*splits, key="batch", primary="cell_type", min_cells=3)
+    assert benchmark_label_keys({"label_keys": None}, DATA) == ["cell_type"]
+    with pytest.raises(ValueError, match="twice"):
+        benchmark_label_keys({"label_keys": ["a", "a"]}, DATA)
+
+
+def test_pipeline_writes_a_row_per_label_and_method(
+    tiny: Tiny,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    train, test, train_z, test_z = _with_coarse_label(tiny)
     reference = evaluate_full_reference(
-        tiny.train,
-        tiny.test,
-        tiny.train_embeddings,
-        tiny.test_embeddings,
+        train,
+        test,
+        train_z,
+        test_z,
         {**EVALUATE, "models": ["f_head"]},
         DATA,
         FOUNDATION,
@@ -67,28 +125,43 @@ def test_pipeline_writes_a_row_per_method(tiny: Tiny, tmp_path: Path) -> None:  
         "cpu",
         False,
     )
+    main_generator, _ = generation.train_generator(
+        train_z, ["cell_type"], **GENERATOR, seed=0, progress=False
+    )
     catalog = DataCatalog(
         {
-            "train_adata": MemoryDataset(tiny.train),
-            "test_adata": MemoryDataset(tiny.test),
-            "train_embeddings": MemoryDataset(tiny.train_embeddings),
-            "test_embeddings": MemoryDataset(tiny.test_embeddings),
+            "train_adata": MemoryDataset(train),
+            "test_adata": MemoryDataset(test),
+            "train_embeddings": MemoryDataset(train_z),
+            "test_embeddings": MemoryDataset(test_z),
             "foundation_model": MemoryDataset(tiny.foundation, copy_mode="assign"),
-            # read only by scdd / generator_only, which are not selected
-            "generator_checkpoint": MemoryDataset({}, copy_mode="assign"),
+            "generator_checkpoint": MemoryDataset(main_generator, copy_mode="assign"),
             "full_reference_metrics": MemoryDataset(reference),
+            # as in conf/base/catalog.yml
+            "benchmark_label_generators": TorchCheckpointDataset(
+                filepath=str(tmp_path / "generators.pt")
+            ),
+            "benchmark_references": JSONDataset(filepath=str(tmp_path / "refs.json")),
             "benchmark_table": CSVDataset(
                 filepath=str(tmp_path / "benchmark.csv"), save_args={"index": False}
             ),
             "benchmark_markdown": TextDataset(filepath=str(tmp_path / "benchmark.md")),
         }
     )
+    bench = {
+        **BENCHMARK,
+        "methods": ["random_real", "scdd"],
+        "label_keys": ["cell_type", "coarse"],
+        "draws": 1,
+    }
     for key, value in {
-        "benchmark": BENCHMARK,
+        "benchmark": bench,
         "distill": DISTILL,
         "evaluate": EVALUATE,
+        "generator": GENERATOR,
         "data": DATA,
         "foundation": FOUNDATION,
+        "preprocess": PREPROCESS,
         "seed": 0,
         "device": "cpu",
         "progress": False,
@@ -99,17 +172,27 @@ def test_pipeline_writes_a_row_per_method(tiny: Tiny, tmp_path: Path) -> None:  
     sliced = create_pipeline().to_outputs("benchmark_table")
     SequentialRunner().run(sliced, catalog)
 
+    # only the label the main generator lacks gets its own SCDG
+    generators = catalog.load("benchmark_label_generators")
+    assert list(generators) == ["coarse"]
+    assert generators["coarse"]["condition_categories"]["coarse"] == ["a", "b"]
+    references = catalog.load("benchmark_references")
+    assert references["cell_type"] == reference  # reused, not retrained
+    assert references["coarse"]["categories"] == ["a", "b"]
+
     table = pd.read_csv(tmp_path / "benchmark.csv")
-    assert table.method.tolist() == ["full", "random_real", "dm"]
-    assert table.spc.fillna(-1).tolist() == [-1, 2, 2]
-    assert (table.n_draws.tolist()) == [1, 2, 2]
+    assert table.label_key.tolist() == ["cell_type"] * 3 + ["coarse"] * 3
+    assert table.method.tolist() == ["full", "random_real", "scdd"] * 2
+    assert table.spc.fillna(-1).tolist() == [-1, 2, 2] * 2
     assert (table.model == "f_head").all()
     assert table.accuracy_mean.between(0, 1).all()
-    full = reference["models"]["f_head"]["accuracy_mean"]
-    assert table.retention_mean.tolist() == pytest.approx(
-        (table.accuracy_mean / full).tolist()
-    )
+    for key in ("cell_type", "coarse"):
+        rows = table[table.label_key == key]
+        full = references[key]["models"]["f_head"]["accuracy_mean"]
+        assert rows.retention_mean.tolist() == pytest.approx(
+            (rows.accuracy_mean / full).tolist()
+        )
     md = (tmp_path / "benchmark.md").read_text()
-    assert "| Method | SPC 2 |" in md
-    for method in ("full", "random_real", "dm"):
-        assert md.count(f"| {method} |") == 2
+    assert "## Label `coarse`" in md and "| Method | SPC 2 |" in md
+    for method in ("full", "random_real", "scdd"):
+        assert md.count(f"| {method} |") == 4  # 2 labels x (accuracy, retention)

@@ -1,15 +1,15 @@
-"""The ``benchmark`` pipeline: methods × SPC × draws -> ``benchmark.csv/.md``.
+"""The ``benchmark`` pipeline: labels × methods × SPC × draws -> ``benchmark.csv/.md``.
 
 ``create_pipeline`` cannot read parameters, so the node set is fixed: one
 node per (method, SPC) in :data:`BENCHMARK_METHODS` × :data:`BENCHMARK_SPCS`
 (named ``benchmark_<method>_spc<k>_node``, output ``benchmark_row_<method>_spc<k>``,
 ``+`` spelled ``_plus_``). ``benchmark.methods`` / ``benchmark.spcs`` choose
-which of them compute; the others return a "skipped" marker at once. The
-cells are independent and picklable (top-level functions bound with
-``functools.partial``), so a parallel runner can run them side by side:
-``--runner ThreadRunner`` works; ``ParallelRunner`` also needs picklable
-catalog datasets, which ``scdd.datasets.H5ADDataset`` (a lambda in its
-``__init__``) and ``TorchCheckpointDataset`` are not yet.
+which of them compute; the others return a "skipped" marker at once. Each
+cell covers every label column of ``benchmark.label_keys``; the
+label-dependent generators and full-split references are made first, by
+two nodes of their own. The cells are independent and picklable (top-level
+functions bound with ``functools.partial``; the catalog's datasets pickle
+too), so ``--runner ParallelRunner`` runs them side by side.
 """
 
 from functools import partial, update_wrapper
@@ -21,25 +21,26 @@ from scdd.pipelines.benchmark.nodes import (
     BENCHMARK_SPCS,
     assemble_benchmark,
     benchmark_cell,
+    label_references,
     node_suffix,
+    train_label_generators,
 )
 
+_SPLITS = ["train_adata", "test_adata", "train_embeddings", "test_embeddings"]
+_RUN = ["params:seed", "params:device", "params:progress"]
 _INPUTS = [
-    "train_adata",
-    "test_adata",
-    "train_embeddings",
-    "test_embeddings",
+    *_SPLITS,
     "foundation_model",
     "generator_checkpoint",
-    "full_reference_metrics",
+    "benchmark_label_generators",
+    "benchmark_references",
     "params:benchmark",
     "params:distill",
     "params:evaluate",
     "params:data",
     "params:foundation",
-    "params:seed",
-    "params:device",
-    "params:progress",
+    "params:preprocess",
+    *_RUN,
 ]
 
 
@@ -50,6 +51,37 @@ def _cell(method: str, spc: int) -> partial:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    generators = node(
+        train_label_generators,
+        inputs=[
+            "generator_checkpoint",
+            *_SPLITS,
+            "params:benchmark",
+            "params:generator",
+            "params:data",
+            "params:preprocess",
+            *_RUN,
+        ],
+        outputs="benchmark_label_generators",
+        name="train_label_generators_node",
+        tags=["gpu"],
+    )
+    references = node(
+        label_references,
+        inputs=[
+            "full_reference_metrics",
+            *_SPLITS,
+            "params:benchmark",
+            "params:evaluate",
+            "params:data",
+            "params:foundation",
+            "params:preprocess",
+            *_RUN,
+        ],
+        outputs="benchmark_references",
+        name="label_references_node",
+        tags=["gpu"],
+    )
     cells = [
         node(
             _cell(method, spc),
@@ -64,12 +96,11 @@ def create_pipeline(**kwargs) -> Pipeline:
     assemble = node(
         assemble_benchmark,
         inputs=[
-            "full_reference_metrics",
+            "benchmark_references",
             "params:benchmark",
-            "params:data",
             *(cell.outputs[0] for cell in cells),
         ],
         outputs=["benchmark_table", "benchmark_markdown"],
         name="assemble_benchmark_node",
     )
-    return pipeline([*cells, assemble])
+    return pipeline([generators, references, *cells, assemble])

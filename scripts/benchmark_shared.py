@@ -1,0 +1,125 @@
+"""The ``benchmark`` pipeline on the labelled datasets in ``../shared/data``.
+
+For each dataset a throw-away copy of the project (current ``conf/``) is made
+under ``--workdir/<dataset>``, then three Kedro runs happen there, exactly as
+a user would type them with ``--params data.input=...``:
+
+1. ``distill`` and ``evaluate`` (only missing outputs: trained models and the
+   full-split reference are reused by a second call);
+2. ``benchmark`` with the methods, SPCs, draws and models given here.
+
+Each dataset's ``benchmark.md`` is printed and all are joined into
+``--out`` (default ``<workdir>/benchmark_shared.md``).
+
+    python scripts/benchmark_shared.py --workdir /tmp/bench_shared \\
+        [--datasets pbmc_10x human_kidney] [--spcs 1 10] [--draws 3] \\
+        [--models f_head celltypist ...] [--stage prepare|all]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+DATASETS = ["pbmc_10x", "human_kidney", "cbmc_citeseq", "paul15"]
+METHODS = [
+    "random_real",
+    "dm",
+    "featdistill",
+    "generator_only",
+    "scdd_decoder",
+    "scdd",
+]
+
+
+def project_copy(where: Path) -> Path:
+    """A minimal copy of the project (current conf, data kept between calls)."""
+    where.mkdir(parents=True, exist_ok=True)
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(ROOT / name, where / name)
+    shutil.rmtree(where / "conf", ignore_errors=True)
+    shutil.copytree(
+        ROOT / "conf", where / "conf", ignore=shutil.ignore_patterns("local")
+    )
+    (where / "conf" / "local").mkdir(exist_ok=True)
+    (where / "src").mkdir(exist_ok=True)
+    return where
+
+
+def run(project: Path, pipelines: list[str], params: dict[str, Any], **kwargs) -> None:
+    """One ``kedro run`` in ``project``."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.run(pipeline_names=pipelines, **kwargs)
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--datasets", nargs="+", default=DATASETS)
+    parser.add_argument("--label-key", default="cell_type")
+    parser.add_argument("--methods", nargs="+", default=METHODS)
+    parser.add_argument("--spcs", nargs="+", type=int, default=[1, 10])
+    parser.add_argument("--draws", type=int, default=3)
+    parser.add_argument("--models", nargs="+", help="default: evaluate.models")
+    parser.add_argument(
+        "--stage",
+        choices=["prepare", "all"],
+        default="all",
+        help="prepare: distill + evaluate only",
+    )
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    sections = []
+    for dataset in args.datasets:
+        source = SHARED / f"{dataset}.h5ad"
+        if not source.exists():
+            sys.exit(f"{source} does not exist; see ../shared/data/README.md")
+        project = project_copy(args.workdir / dataset)
+        params: dict[str, Any] = {
+            "data": {"input": str(source), "label_key": args.label_key},
+            "progress": False,
+        }
+        start = time.perf_counter()
+        run(project, ["distill", "evaluate"], params, only_missing_outputs=True)
+        prepared = time.perf_counter() - start
+        if args.stage == "prepare":
+            _say(f"{dataset}: prepared in {prepared:.0f} s")
+            continue
+        bench = {"methods": args.methods, "spcs": args.spcs, "draws": args.draws}
+        if args.models:
+            bench["models"] = args.models
+        start = time.perf_counter()
+        run(project, ["benchmark"], {**params, "benchmark": bench})
+        seconds = time.perf_counter() - start
+        table = (project / "data" / "08_reporting" / "benchmark.md").read_text()
+        section = (
+            f"## {dataset}\n\n{table.strip()}\n\n"
+            f"_prepare {prepared:.0f} s, benchmark {seconds:.0f} s_\n"
+        )
+        _say(section)
+        sections.append(section)
+    if sections:
+        out = args.out or args.workdir / "benchmark_shared.md"
+        out.write_text("\n".join(sections))
+        _say(f"Written to {out}")
+
+
+if __name__ == "__main__":
+    main()
