@@ -8,12 +8,14 @@ a user would type them with ``--params data.input=...``:
    full-split reference are reused by a second call);
 2. ``benchmark`` with the methods, SPCs, draws and models given here.
 
-Each dataset's ``benchmark.md`` is printed and all are joined into
-``--out`` (default ``<workdir>/benchmark_shared.md``).
+Each dataset's ``benchmark.md`` is printed; all tables are joined into
+``<workdir>/benchmark_shared.csv`` (a ``dataset`` column added) and
+``benchmark_shared.md``: per model and SPC, datasets × methods, mean accuracy
+(%) over the draws, ± the std over draws.
 
     python scripts/benchmark_shared.py --workdir /tmp/bench_shared \\
         [--datasets pbmc_10x human_kidney] [--spcs 1 10] [--draws 3] \\
-        [--models f_head celltypist ...] [--stage prepare|all]
+        [--models f_head celltypist ...] [--stage prepare|all] [--threads 1]
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -63,6 +67,42 @@ def run(project: Path, pipelines: list[str], params: dict[str, Any], **kwargs) -
         session.run(pipeline_names=pipelines, **kwargs)
 
 
+def summary_markdown(table: pd.DataFrame) -> str:
+    """Per (label, model, SPC): datasets × methods, "mean ± std" accuracy (%)."""
+    full = table[table["method"] == "full"]
+    runs = table[table["method"] != "full"]
+    lines = []
+    for (label, model, spc), rows in runs.groupby(
+        ["label_key", "model", "spc"], sort=False
+    ):
+        methods = ["full", *dict.fromkeys(rows["method"])]
+        lines += [
+            f"### {model}, label `{label}`, SPC {int(spc)}: accuracy (%)",
+            "",
+            "| dataset | " + " | ".join(methods) + " |",
+            "|---|" + "---:|" * len(methods),
+        ]
+        for dataset in dict.fromkeys(rows["dataset"]):
+            cells = []
+            for method in methods:
+                source = full if method == "full" else rows
+                hit = source[
+                    (source["dataset"] == dataset)
+                    & (source["method"] == method)
+                    & (source["model"] == model)
+                    & (source["label_key"] == label)
+                ]
+                cells.append(
+                    "–"
+                    if hit.empty
+                    else f"{100 * hit['accuracy_mean'].iloc[0]:.1f} ± "
+                    f"{100 * hit['accuracy_std'].iloc[0]:.1f}"
+                )
+            lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _say(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
@@ -83,10 +123,16 @@ def main() -> None:
         default="all",
         help="prepare: distill + evaluate only",
     )
-    parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (1 when sharing the CPU)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    sections = []
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    tables = []
     for dataset in args.datasets:
         source = SHARED / f"{dataset}.h5ad"
         if not source.exists():
@@ -108,17 +154,17 @@ def main() -> None:
         start = time.perf_counter()
         run(project, ["benchmark"], {**params, "benchmark": bench})
         seconds = time.perf_counter() - start
-        table = (project / "data" / "08_reporting" / "benchmark.md").read_text()
-        section = (
-            f"## {dataset}\n\n{table.strip()}\n\n"
-            f"_prepare {prepared:.0f} s, benchmark {seconds:.0f} s_\n"
-        )
-        _say(section)
-        sections.append(section)
-    if sections:
-        out = args.out or args.workdir / "benchmark_shared.md"
-        out.write_text("\n".join(sections))
-        _say(f"Written to {out}")
+        reporting = project / "data" / "08_reporting"
+        _say(f"## {dataset} (prepare {prepared:.0f} s, benchmark {seconds:.0f} s)\n")
+        _say((reporting / "benchmark.md").read_text())
+        tables.append(pd.read_csv(reporting / "benchmark.csv").assign(dataset=dataset))
+    if tables:
+        table = pd.concat(tables, ignore_index=True)
+        table.to_csv(args.workdir / "benchmark_shared.csv", index=False)
+        summary = summary_markdown(table)
+        (args.workdir / "benchmark_shared.md").write_text(summary)
+        _say(summary)
+        _say(f"Written to {args.workdir}/benchmark_shared.{{csv,md}}")
 
 
 if __name__ == "__main__":

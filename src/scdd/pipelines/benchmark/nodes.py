@@ -147,6 +147,18 @@ def label_view(
     return view, test_view, views[0], views[1]
 
 
+def _view(
+    key: str, data: dict[str, Any], preprocess: dict[str, Any], *splits: ad.AnnData
+) -> tuple[ad.AnnData, ad.AnnData, ad.AnnData, ad.AnnData]:
+    """:func:`label_view` of the four splits with the run's parameters."""
+    return label_view(
+        *splits,
+        key=key,
+        primary=data["label_key"],
+        min_cells=preprocess["min_cells_per_class"],
+    )
+
+
 def train_label_generators(
     generator_checkpoint: dict[str, Any],
     train: ad.AnnData,
@@ -178,14 +190,8 @@ def train_label_generators(
     for key in benchmark_label_keys(params, data):
         if key in known:
             continue
-        _, _, embeddings, _ = label_view(
-            train,
-            test,
-            train_embeddings,
-            test_embeddings,
-            key=key,
-            primary=data["label_key"],
-            min_cells=preprocess["min_cells_per_class"],
+        _, _, embeddings, _ = _view(
+            key, data, preprocess, train, test, train_embeddings, test_embeddings
         )
         logger.info("Training SCDG for label '%s' (%d cells)", key, embeddings.n_obs)
         out[key], _ = generation.train_generator(
@@ -232,14 +238,8 @@ def label_references(
             out[key] = full_reference
             continue
         out[key] = evaluate_full_reference(
-            *label_view(
-                train,
-                test,
-                train_embeddings,
-                test_embeddings,
-                key=key,
-                primary=data["label_key"],
-                min_cells=preprocess["min_cells_per_class"],
+            *_view(
+                key, data, preprocess, train, test, train_embeddings, test_embeddings
             ),
             {**evaluate, "models": models},
             {**data, "label_key": key},
@@ -317,14 +317,8 @@ def benchmark_cell(
                 "benchmark_references; re-run the benchmark pipeline without "
                 "--only-missing-outputs."
             )
-        views = label_view(
-            train,
-            test,
-            train_embeddings,
-            test_embeddings,
-            key=key,
-            primary=data["label_key"],
-            min_cells=preprocess["min_cells_per_class"],
+        views = _view(
+            key, data, preprocess, train, test, train_embeddings, test_embeddings
         )
         checkpoint = label_generators.get(key, generator_checkpoint)
         out["runs"] += _label_runs(
