@@ -8,19 +8,22 @@ a user would type them with ``--params data.input=...``:
    full-split reference are reused by a second call);
 2. ``benchmark`` with the methods, SPCs, draws and models given here.
 
-Each dataset's ``benchmark.md`` is printed; all tables are joined into
-``<workdir>/benchmark_shared.csv`` (a ``dataset`` column added) and
-``benchmark_shared.md``: per model and SPC, datasets × methods, mean accuracy
-(%) over the draws, ± the std over draws.
+Each dataset's ``benchmark.md`` is printed and kept as
+``<workdir>/<dataset>/<name>.md`` (and ``.csv``); all tables are joined into
+``<workdir>/<name>.csv`` (a ``dataset`` column added) and ``<name>.md``: per
+model and SPC, datasets × methods, mean accuracy (%) over the draws, ± the
+std over draws.
 
     python scripts/benchmark_shared.py --workdir /tmp/bench_shared \\
         [--datasets pbmc_10x human_kidney] [--spcs 1 10] [--draws 3] \\
-        [--models f_head celltypist ...] [--stage prepare|all] [--threads 1]
+        [--models f_head celltypist ...] [--stage prepare|all] [--threads 1] \\
+        [--name benchmark_shared] [--evaluate '{"gene_transformer": {"n_inits": 1}}']
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -119,12 +122,20 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", help="default: evaluate.models")
     parser.add_argument(
         "--stage",
-        choices=["prepare", "all"],
+        choices=["prepare", "all", "summary"],
         default="all",
-        help="prepare: distill + evaluate only",
+        help="prepare: distill + evaluate only; summary: join the tables "
+        "already written under this --name",
     )
     parser.add_argument(
         "--threads", type=int, help="torch CPU threads (1 when sharing the CPU)"
+    )
+    parser.add_argument("--name", default="benchmark_shared", help="output name")
+    parser.add_argument(
+        "--evaluate",
+        type=json.loads,
+        default={},
+        help="JSON overrides of params:evaluate for the benchmark run",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -134,6 +145,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     tables = []
     for dataset in args.datasets:
+        kept = args.workdir / dataset / f"{args.name}.csv"
+        if args.stage == "summary":
+            if kept.exists():
+                tables.append(pd.read_csv(kept))
+            continue
         source = SHARED / f"{dataset}.h5ad"
         if not source.exists():
             sys.exit(f"{source} does not exist; see ../shared/data/README.md")
@@ -152,19 +168,27 @@ def main() -> None:
         if args.models:
             bench["models"] = args.models
         start = time.perf_counter()
-        run(project, ["benchmark"], {**params, "benchmark": bench})
+        run(
+            project,
+            ["benchmark"],
+            {**params, "benchmark": bench, "evaluate": args.evaluate},
+        )
         seconds = time.perf_counter() - start
         reporting = project / "data" / "08_reporting"
         _say(f"## {dataset} (prepare {prepared:.0f} s, benchmark {seconds:.0f} s)\n")
-        _say((reporting / "benchmark.md").read_text())
-        tables.append(pd.read_csv(reporting / "benchmark.csv").assign(dataset=dataset))
+        markdown = (reporting / "benchmark.md").read_text()
+        _say(markdown)
+        (project / f"{args.name}.md").write_text(markdown)
+        table = pd.read_csv(reporting / "benchmark.csv").assign(dataset=dataset)
+        table.to_csv(kept, index=False)
+        tables.append(table)
     if tables:
         table = pd.concat(tables, ignore_index=True)
-        table.to_csv(args.workdir / "benchmark_shared.csv", index=False)
+        table.to_csv(args.workdir / f"{args.name}.csv", index=False)
         summary = summary_markdown(table)
-        (args.workdir / "benchmark_shared.md").write_text(summary)
+        (args.workdir / f"{args.name}.md").write_text(summary)
         _say(summary)
-        _say(f"Written to {args.workdir}/benchmark_shared.{{csv,md}}")
+        _say(f"Written to {args.workdir}/{args.name}.{{csv,md}}")
 
 
 if __name__ == "__main__":
