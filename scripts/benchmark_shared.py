@@ -11,13 +11,13 @@ a user would type them with ``--params data.input=...``:
 Each dataset's ``benchmark.md`` is printed and kept as
 ``<workdir>/<dataset>/<name>.md`` (and ``.csv``); all tables are joined into
 ``<workdir>/<name>.csv`` (a ``dataset`` column added) and ``<name>.md``: per
-model and SPC, datasets × methods, mean accuracy (%) over the draws, ± the
+SPC, (model, dataset) × methods, mean accuracy (%) over the draws, ± the
 std over draws.
 
     python scripts/benchmark_shared.py --workdir /tmp/bench_shared \\
         [--datasets pbmc_10x human_kidney] [--spcs 1 10] [--draws 3] \\
         [--models f_head celltypist ...] [--stage prepare|all] [--threads 1] \\
-        [--name benchmark_shared] [--evaluate '{"gene_transformer": {"n_inits": 1}}']
+        [--name NAME] [--params '{"distill": {"zero_threshold": 0.0}}']
 """
 
 from __future__ import annotations
@@ -71,21 +71,21 @@ def run(project: Path, pipelines: list[str], params: dict[str, Any], **kwargs) -
 
 
 def summary_markdown(table: pd.DataFrame) -> str:
-    """Per (label, model, SPC): datasets × methods, "mean ± std" accuracy (%)."""
+    """Per (label, SPC): rows model × dataset, columns methods, accuracy (%):
+    "mean ± std over draws", or the mean alone for one draw and ``full``."""
     full = table[table["method"] == "full"]
     runs = table[table["method"] != "full"]
     lines = []
-    for (label, model, spc), rows in runs.groupby(
-        ["label_key", "model", "spc"], sort=False
-    ):
+    for (label, spc), rows in runs.groupby(["label_key", "spc"], sort=False):
         methods = ["full", *dict.fromkeys(rows["method"])]
         lines += [
-            f"### {model}, label `{label}`, SPC {int(spc)}: accuracy (%)",
+            f"#### Label `{label}`, SPC {int(spc)}: accuracy (%)",
             "",
-            "| dataset | " + " | ".join(methods) + " |",
-            "|---|" + "---:|" * len(methods),
+            "| model | dataset | " + " | ".join(methods) + " |",
+            "|---|---|" + "---:|" * len(methods),
         ]
-        for dataset in dict.fromkeys(rows["dataset"]):
+        pairs = zip(rows["model"], rows["dataset"], strict=True)
+        for model, dataset in dict.fromkeys(pairs):
             cells = []
             for method in methods:
                 source = full if method == "full" else rows
@@ -95,13 +95,14 @@ def summary_markdown(table: pd.DataFrame) -> str:
                     & (source["model"] == model)
                     & (source["label_key"] == label)
                 ]
-                cells.append(
-                    "–"
-                    if hit.empty
-                    else f"{100 * hit['accuracy_mean'].iloc[0]:.1f} ± "
-                    f"{100 * hit['accuracy_std'].iloc[0]:.1f}"
-                )
-            lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+                if hit.empty:
+                    cells.append("–")
+                    continue
+                cell = f"{100 * hit['accuracy_mean'].iloc[0]:.1f}"
+                if hit["n_draws"].iloc[0] > 1 and method != "full":
+                    cell += f" ± {100 * hit['accuracy_std'].iloc[0]:.1f}"
+                cells.append(cell)
+            lines.append(f"| {model} | {dataset} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -132,10 +133,10 @@ def main() -> None:
     )
     parser.add_argument("--name", default="benchmark_shared", help="output name")
     parser.add_argument(
-        "--evaluate",
+        "--params",
         type=json.loads,
         default={},
-        help="JSON overrides of params:evaluate for the benchmark run",
+        help="JSON parameter overrides for the benchmark run (nested dicts)",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -171,7 +172,7 @@ def main() -> None:
         run(
             project,
             ["benchmark"],
-            {**params, "benchmark": bench, "evaluate": args.evaluate},
+            {**args.params, **params, "benchmark": bench},
         )
         seconds = time.perf_counter() - start
         reporting = project / "data" / "08_reporting"
