@@ -120,31 +120,30 @@ def label_view(
                 "benchmark.label_keys."
             )
     try:
-        view, dropped = filter_small_classes(
+        cleaned, dropped = filter_small_classes(
             check_labels(train, label_key=key), label_key=key, min_cells=min_cells
         )
     except ValueError as err:
         raise ValueError(f"benchmark.label_keys: column '{key}': {err}") from err
     if dropped:
         logger.warning("Label '%s': classes %s left out of the benchmark", key, dropped)
-    classes = view.obs[key].cat.categories
-    labels = test.obs[key]
-    keep = labels.notna().to_numpy() & labels.astype(str).isin(classes).to_numpy()
-    if not keep.any():
-        raise ValueError(
-            f"benchmark.label_keys: column '{key}': no test cell has one of the "
-            f"training classes {list(classes)}."
-        )
-    test_view = test[keep].copy()
-    test_view.obs[key] = pd.Categorical(
-        test_view.obs[key].astype(str), categories=classes
-    )
+    classes = cleaned.obs[key].cat.categories
     views = []
-    for cells, embeddings in ((view, train_embeddings), (test_view, test_embeddings)):
-        sub = embeddings[cells.obs_names].copy()
-        sub.obs[key] = cells.obs[key].to_numpy()
-        views.append(sub)
-    return view, test_view, views[0], views[1]
+    # Boolean masks, not obs names: merged datasets may repeat cell names.
+    for cells, embeddings in ((train, train_embeddings), (test, test_embeddings)):
+        labels = cells.obs[key]
+        keep = labels.notna().to_numpy() & labels.astype(str).isin(classes).to_numpy()
+        if not keep.any():
+            raise ValueError(
+                f"benchmark.label_keys: column '{key}': no test cell has one of "
+                f"the training classes {list(classes)}."
+            )
+        codes = pd.Categorical(labels[keep].astype(str), categories=classes)
+        for adata in (cells, embeddings):
+            sub = adata[keep].copy()
+            sub.obs[key] = codes
+            views.append(sub)
+    return views[0], views[2], views[1], views[3]
 
 
 def _view(
