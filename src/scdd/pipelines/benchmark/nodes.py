@@ -128,22 +128,27 @@ def label_view(
     if dropped:
         logger.warning("Label '%s': classes %s left out of the benchmark", key, dropped)
     classes = cleaned.obs[key].cat.categories
-    views = []
-    # Boolean masks, not obs names: merged datasets may repeat cell names.
-    for cells, embeddings in ((train, train_embeddings), (test, test_embeddings)):
+
+    def select(
+        cells: ad.AnnData, embeddings: ad.AnnData, what: str
+    ) -> tuple[ad.AnnData, ad.AnnData]:
+        # Boolean masks, not obs names: merged datasets may repeat cell names.
         labels = cells.obs[key]
         keep = labels.notna().to_numpy() & labels.astype(str).isin(classes).to_numpy()
         if not keep.any():
             raise ValueError(
-                f"benchmark.label_keys: column '{key}': no test cell has one of "
-                f"the training classes {list(classes)}."
+                f"benchmark.label_keys: column '{key}': no cell of the {what} has "
+                f"one of the training classes {list(classes)}."
             )
         codes = pd.Categorical(labels[keep].astype(str), categories=classes)
-        for adata in (cells, embeddings):
-            sub = adata[keep].copy()
-            sub.obs[key] = codes
-            views.append(sub)
-    return views[0], views[2], views[1], views[3]
+        out = cells[keep].copy(), embeddings[keep].copy()
+        for adata in out:
+            adata.obs[key] = codes
+        return out
+
+    train_view, train_z = select(train, train_embeddings, "training split")
+    test_view, test_z = select(test, test_embeddings, "test split")
+    return train_view, test_view, train_z, test_z
 
 
 def _view(
@@ -230,9 +235,9 @@ def label_references(
     """
     check_benchmark_params(params)
     models = list(params["models"])
+    known = full_reference.get("models") or {}
     out = {}
     for key in benchmark_label_keys(params, data):
-        known = full_reference.get("models") or {}
         if key == data["label_key"] and all(known.get(m) for m in models):
             out[key] = full_reference
             continue
