@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(KEDRO) run --pipeline distill
+	$(KEDRO) run --pipelines distill
 
 test: install
 	$(VENV)/bin/ruff check src tests

@@ -129,7 +129,10 @@ def main() -> None:
         "already written under this --name",
     )
     parser.add_argument(
-        "--threads", type=int, help="torch CPU threads (1 when sharing the CPU)"
+        "--threads",
+        type=int,
+        help="CPU threads of every run (the `threads` parameter; default: the "
+        "cores not busy when each run starts)",
     )
     parser.add_argument("--name", default="benchmark_shared", help="output name")
     parser.add_argument(
@@ -140,10 +143,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     tables = []
     for dataset in args.datasets:
         kept = args.workdir / dataset / f"{args.name}.csv"
@@ -158,6 +157,7 @@ def main() -> None:
         params: dict[str, Any] = {
             "data": {"input": str(source), "label_key": args.label_key},
             "progress": False,
+            "threads": args.threads,
         }
         start = time.perf_counter()
         run(project, ["distill", "evaluate"], params, only_missing_outputs=True)

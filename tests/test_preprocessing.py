@@ -158,3 +158,32 @@ def test_public_functions_follow_scverse_signature() -> None:
         assert params[0].name == "adata", name
         positional = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
         assert len(positional) == 1, name
+
+
+def test_log_normalised_input_is_rescaled_to_the_target_total(lognorm_adata) -> None:
+    x = lognorm_adata.X.toarray()
+    other = lognorm_adata.copy()
+    other.X = sparse.csr_matrix(np.log1p(np.expm1(x) * 0.2).astype(np.float32))
+    out, median = pp.rescale_log_normalised(other, target_sum=1e4)
+    assert median == pytest.approx(2000, rel=1e-3)
+    totals = np.expm1(out.X.toarray().astype(np.float64)).sum(1)
+    np.testing.assert_allclose(totals, 1e4, rtol=1e-4)
+    np.testing.assert_allclose(out.X.toarray(), x, atol=1e-4)  # ratios kept
+
+
+def test_input_already_on_target_is_left_alone(lognorm_adata) -> None:
+    out, median = pp.rescale_log_normalised(lognorm_adata, target_sum=1e4)
+    assert out is lognorm_adata
+    assert median == pytest.approx(1e4, rel=1e-3)
+
+
+def test_empty_input_is_named(counts_adata) -> None:
+    with pytest.raises(ValueError, match="0 cells x 60 genes"):
+        pp.select_matrix(counts_adata[:0].copy())
+
+
+def test_integer_labels_are_named_in_the_log(counts_adata, caplog) -> None:
+    counts_adata.obs["cluster"] = np.arange(counts_adata.n_obs) % 3
+    out = pp.check_labels(counts_adata, label_key="cluster")
+    assert list(out.obs["cluster"].cat.categories) == ["0", "1", "2"]
+    assert "holds numbers" in caplog.text

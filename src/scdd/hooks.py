@@ -1,40 +1,109 @@
-"""Run-wide hooks: library seeds and per-node timings."""
+"""Run-wide hooks: parameters and threads before anything runs, artefact lineage."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from kedro.framework.hooks import hook_impl
-from kedro.pipeline import Node
+from kedro.io import AbstractDataset, MemoryDataset
+from kedro.pipeline import Node, Pipeline
+
+from scdd.lineage import (
+    LineageStore,
+    Recipe,
+    plain_params,
+    plan_recipes,
+    producers,
+    source_fingerprint,
+    stale_reason,
+)
+from scdd.logs import tidy_console
+from scdd.params import GROUPS, check_run_params
+from scdd.threads import apply_threads, resolve_threads
 
 logger = logging.getLogger(__name__)
 
+#: Pipelines that each make one stage's artefacts (named in refresh commands).
+STAGES = (
+    "preprocess",
+    "foundation",
+    "generator",
+    "latent_distillation",
+    "evaluate",
+    "report",
+    "benchmark",
+)
 
-class ReproducibilityHooks:
-    """Seed the global RNGs once per run and log how long each node took.
+
+def _stage_pipelines() -> dict[str, Pipeline]:
+    """Every stage pipeline, whichever ones this run asked Kedro to load."""
+    return {
+        stage: importlib.import_module(f"scdd.pipelines.{stage}").create_pipeline()
+        for stage in STAGES
+    }
+
+
+def _param_value(catalog: Any, name: str) -> Any:
+    """``params:<name>`` as its typed group, whether or not Kedro validated it
+    in this run (it validates only the groups the requested pipelines use),
+    so the same values always hash the same."""
+    value = catalog.get(name).load()
+    group = GROUPS.get(name.removeprefix("params:"))
+    if group is not None and not isinstance(value, group):
+        value = group.model_validate(value)
+    return value
+
+
+def _parameters(catalog: Any) -> dict[str, Any]:
+    """All parameters of the run as plain values (typed groups dumped)."""
+    return plain_params(catalog.get("parameters").load())
+
+
+class RunSetupHooks:
+    """Tidy the console, check the parameters, seed the global RNGs, pin
+    threads, time nodes.
 
     Nodes draw their randomness from explicit generators seeded by the
     ``seed`` parameter; the global seeds only guard library code that does not
-    take a generator.
+    take a generator. The thread count is re-applied before every node, since
+    libraries (numba's OpenMP layer, BLAS) may reset it.
     """
 
     def __init__(self) -> None:
+        self._threads = 0
         self._started: dict[str, float] = {}
 
     @hook_impl
+    def after_context_created(self) -> None:
+        tidy_console()
+
+    @hook_impl(tryfirst=True)
     def before_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
-        seed = int(catalog.load("params:seed")) if "params:seed" in catalog else 0
+        params = _parameters(catalog)
+        check_run_params(params)
+        seed = int(params.get("seed", 0))
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+        self._threads, why = resolve_threads(params.get("threads"))
+        apply_threads(self._threads)
+        logger.info(
+            "Using %d CPU thread(s) (%s; pin with --params threads=N)",
+            self._threads,
+            why,
+        )
 
     @hook_impl
     def before_node_run(self, node: Node) -> None:
+        if self._threads:
+            torch.set_num_threads(self._threads)
         self._started[node.name] = time.perf_counter()
 
     @hook_impl
@@ -43,3 +112,127 @@ class ReproducibilityHooks:
             node.name, time.perf_counter()
         )
         logger.info("Node %s finished in %.1f s", node.name, elapsed)
+
+
+class _Stale(AbstractDataset):
+    """A persisted artefact that counts as missing, so Kedro rebuilds it."""
+
+    def __init__(self, dataset: AbstractDataset) -> None:
+        self._dataset = dataset
+
+    def load(self) -> Any:
+        return self._dataset.load()
+
+    def save(self, data: Any) -> None:
+        self._dataset.save(data)
+
+    def _exists(self) -> bool:
+        return False
+
+    def _describe(self) -> dict[str, Any]:
+        return {"stale": self._dataset._describe()}
+
+
+def _where(dataset: AbstractDataset) -> str:
+    described = dataset._describe()
+    return str(described.get("filepath") or described.get("path") or dataset)
+
+
+class LineageHooks:
+    """Never let a run read an artefact made from other inputs or parameters.
+
+    Before a run: every artefact it reads but does not write must exist (else
+    the message names the pipeline that makes it) and match the recipe this
+    run's input and parameters call for (else the message names the stale
+    artefact and the command that refreshes it). With
+    ``--only-missing-outputs`` a stale artefact counts as missing and is
+    rebuilt. After each save the artefact's recipe is recorded.
+    """
+
+    def __init__(self) -> None:
+        self._recipes: dict[str, Recipe] = {}
+        self._store: LineageStore | None = None
+        self._context: dict[str, Any] = {}
+        self._persisted_names: set[str] = set()
+
+    @hook_impl
+    def before_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Pipeline, catalog: Any
+    ) -> None:
+        pipelines = _stage_pipelines()
+        params = _parameters(catalog)
+        data = params.get("data", {})
+        self._context = {"input": data.get("input"), "label_key": data.get("label_key")}
+        self._store = LineageStore(
+            Path(run_params["project_path"]) / "data" / ".lineage"
+        )
+        everything = sum((pipelines[s] for s in STAGES), Pipeline([]))
+        raw = {name for name in everything.inputs() if not name.startswith("params:")}
+        sources = {name: source_fingerprint(str(data.get("input"))) for name in raw}
+        self._recipes = plan_recipes(
+            everything, lambda name: _param_value(catalog, name), sources
+        )
+        made_by = producers(pipelines, STAGES)
+        self._persisted_names = {
+            name for name in self._recipes if self._persisted(catalog, name)
+        }
+        missing, stale = [], []
+        for name in sorted(pipeline.inputs() & self._persisted_names):
+            dataset = catalog.get(name)
+            if not dataset.exists():
+                missing.append((name, dataset))
+                continue
+            reason = self._stale(name)
+            if reason:
+                stale.append((name, dataset, reason))
+        if missing:
+            stages = ",".join(dict.fromkeys(made_by[n] for n, _ in missing))
+            raise ValueError(
+                "This run reads artefacts that do not exist yet:\n  - "
+                + "\n  - ".join(
+                    f"{n} ({_where(d)}), made by the `{made_by[n]}` pipeline"
+                    for n, d in missing
+                )
+                + f"\nRun `kedro run --pipelines {stages}` first (or `kedro run` "
+                "for every stage)."
+            )
+        if stale:
+            stages = ",".join(dict.fromkeys(made_by[n] for n, _, _ in stale))
+            raise ValueError(
+                "This run would read artefacts made from other inputs or "
+                "parameters than its own:\n  - "
+                + "\n  - ".join(f"{n} ({_where(d)}): {r}" for n, d, r in stale)
+                + f"\nRefresh them with `kedro run --pipelines {stages} "
+                "--only-missing-outputs` (rebuilds only what is stale or missing)."
+            )
+        if run_params.get("only_missing_outputs"):
+            self._invalidate_stale_outputs(pipeline, catalog)
+
+    def _persisted(self, catalog: Any, name: str) -> AbstractDataset | None:
+        if name.startswith("params:") or name == "parameters":
+            return None
+        dataset = catalog.get(name)
+        if dataset is None or isinstance(dataset, MemoryDataset):
+            return None
+        return dataset
+
+    def _stale(self, name: str) -> str | None:
+        assert self._store is not None
+        return stale_reason(self._recipes[name], self._store.read(name), self._context)
+
+    def _invalidate_stale_outputs(self, pipeline: Pipeline, catalog: Any) -> None:
+        for name in sorted(pipeline.all_outputs() & self._persisted_names):
+            dataset = catalog.get(name)
+            if not dataset.exists():
+                continue
+            reason = self._stale(name)
+            if reason:
+                logger.warning("Rebuilding stale %s (%s)", name, reason)
+                catalog[name] = _Stale(dataset)
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str) -> None:
+        if dataset_name in self._persisted_names and self._store is not None:
+            self._store.write(
+                dataset_name, self._recipes[dataset_name], **self._context
+            )

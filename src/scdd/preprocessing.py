@@ -53,6 +53,11 @@ def select_matrix(adata: ad.AnnData, *, layer: str | None = None) -> ad.AnnData:
     out.X = sparse.csr_matrix(out.X, dtype=np.float32)
     out.raw = None
     out.layers.clear()
+    if out.n_obs == 0 or out.n_vars == 0:
+        raise ValueError(
+            f"The input holds {out.n_obs} cells x {out.n_vars} genes; scDD needs a "
+            "labelled cells x genes matrix. Check data.input (and data.layer)."
+        )
     return out
 
 
@@ -96,6 +101,17 @@ def check_labels(
         adata = adata[~missing].copy()
     else:
         adata = adata.copy()
+    if pd.api.types.is_numeric_dtype(adata.obs[label_key].dtype) or (
+        isinstance(adata.obs[label_key].dtype, pd.CategoricalDtype)
+        and pd.api.types.is_numeric_dtype(adata.obs[label_key].cat.categories.dtype)
+    ):
+        logger.warning(
+            "Label column '%s' holds numbers; they are used as class names "
+            "(e.g. %s -> '%s'), as scanpy does for cluster ids",
+            label_key,
+            adata.obs[label_key].iloc[0],
+            adata.obs[label_key].astype(str).iloc[0],
+        )
     adata.obs[label_key] = pd.Categorical(adata.obs[label_key].astype(str))
     n_classes = adata.obs[label_key].nunique()
     if n_classes < min_classes:
@@ -201,6 +217,37 @@ def log_normalise(adata: ad.AnnData, *, target_sum: float = 1e4) -> ad.AnnData:
     out.uns.pop("log1p", None)
     out.X = sparse.csr_matrix(out.X, dtype=np.float32)
     return out
+
+
+def rescale_log_normalised(
+    adata: ad.AnnData, *, target_sum: float = 1e4, tolerance: float = 1e-3
+) -> tuple[ad.AnnData, float]:
+    """Put log-normalised cells on ``target_sum`` total counts, as CellTypist and
+    SCimilarity expect, without normalising twice.
+
+    Each cell's ``expm1`` profile is scaled to ``target_sum`` (its expression
+    ratios stay as they are). Input already within ``tolerance`` (relative)
+    of the target is returned unchanged.
+
+    Returns:
+        The cells and the median per-cell total the input had.
+    """
+    x = sparse.csr_matrix(adata.X, dtype=np.float64, copy=True)
+    x.data = np.expm1(x.data)
+    totals = np.asarray(x.sum(1)).ravel()
+    median = float(np.median(totals))
+    if np.all(np.abs(totals - target_sum) <= tolerance * target_sum):
+        return adata, median
+    if np.any(totals <= 0):
+        raise ValueError(
+            f"{int(np.sum(totals <= 0))} cells have no expression at all; "
+            "remove them before running scDD."
+        )
+    x = sparse.diags(target_sum / totals) @ x
+    x.data = np.log1p(x.data)
+    out = adata.copy()
+    out.X = sparse.csr_matrix(x, dtype=np.float32)
+    return out, median
 
 
 def filter_small_classes(

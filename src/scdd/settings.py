@@ -1,10 +1,23 @@
 """Project settings: config loader, hooks."""
 
+import os
+import warnings
+
 from kedro.config import OmegaConfigLoader
 
-from scdd.hooks import ReproducibilityHooks
+from scdd.hooks import LineageHooks, RunSetupHooks
 
-HOOKS = (ReproducibilityHooks(),)
+# OmegaConf 2.4 deprecates the resolver registration Kedro's config loader
+# still uses; the warning is Kedro's to fix and says nothing about this project.
+warnings.filterwarnings(
+    "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
+)
+
+# A rejected parameter's message ends with what is allowed, not with a link to
+# Pydantic's error catalogue.
+os.environ.setdefault("PYDANTIC_ERRORS_INCLUDE_URL", "0")
+
+HOOKS = (RunSetupHooks(), LineageHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -13,17 +13,14 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import CSVDataset
 from kedro_datasets.text import TextDataset
+from pydantic import ValidationError
 
 from scdd import generation
 from scdd.datasets import TorchCheckpointDataset
+from scdd.evaluation.benchmark_runs import label_view
+from scdd.params import BenchmarkParams, GeneratorParams, PreprocessParams
 from scdd.pipelines.benchmark import create_pipeline
-from scdd.pipelines.benchmark.nodes import (
-    BENCHMARK_METHODS,
-    BENCHMARK_SPCS,
-    benchmark_label_keys,
-    check_benchmark_params,
-    label_view,
-)
+from scdd.pipelines.benchmark.nodes import BENCHMARK_METHODS, BENCHMARK_SPCS
 from scdd.pipelines.evaluate.nodes import evaluate_full_reference
 from tests.conftest import TINY_SCDG_MODEL
 from tests.pipelines.evaluate.test_pipeline import (  # noqa: F401  (fixture)
@@ -52,7 +49,7 @@ GENERATOR = {
         "ema_decay": 0.9,
     },
 }
-PREPROCESS = {"min_cells_per_class": 3}
+PREPROCESS = PreprocessParams(min_cells_per_class=3)
 
 
 def test_one_node_per_method_and_spc() -> None:
@@ -60,17 +57,24 @@ def test_one_node_per_method_and_spc() -> None:
     # + label generators, label references and the table
     assert len(nodes) == len(BENCHMARK_METHODS) * len(BENCHMARK_SPCS) + 3
     assert "full" not in BENCHMARK_METHODS
-    cell = nodes["benchmark_featdistill_plus_dcdm_spc5_node"]
+    cell = nodes["benchmark.distil_and_score_featdistill_plus_dcdm_spc5"]
+    assert cell.namespace == "benchmark"
     assert cell.outputs == ["benchmark_row_featdistill_plus_dcdm_spc5"]
     assert {"benchmark_references", "benchmark_label_generators"} <= set(cell.inputs)
     pickle.dumps(cell.func)  # ParallelRunner ships nodes to workers
 
 
 def test_unknown_method_or_spc_is_refused() -> None:
-    with pytest.raises(ValueError, match="benchmark.methods lists \\['full'\\]"):
-        check_benchmark_params({**BENCHMARK, "methods": ["full"]})
-    with pytest.raises(ValueError, match="benchmark.spcs lists \\[3\\]"):
-        check_benchmark_params({**BENCHMARK, "spcs": [3]})
+    with pytest.raises(ValidationError, match=r"methods\.0\n.*'scdd' \[.*'full'"):
+        BenchmarkParams(**{**BENCHMARK, "methods": ["full"]})
+    with pytest.raises(ValidationError, match=r"spcs\.0\n.*1, 2, 5 or 10 \[.*=3,"):
+        BenchmarkParams(**{**BENCHMARK, "spcs": [3]})
+    with pytest.raises(ValidationError, match="draws"):
+        BenchmarkParams(**{**BENCHMARK, "draws": 0})
+    with pytest.raises(ValidationError, match="models"):
+        BenchmarkParams(**{**BENCHMARK, "models": []})
+    with pytest.raises(ValidationError, match=r"methods lists \['dm'\] twice"):
+        BenchmarkParams(**{**BENCHMARK, "methods": ["dm", "dm"]})
 
 
 def _with_coarse_label(tiny: Tiny) -> list:  # noqa: F811
@@ -105,9 +109,10 @@ def test_label_view_cleans_another_label_column(tiny: Tiny) -> None:  # noqa: F8
         label_view(*splits, key="tissue", primary="cell_type", min_cells=3)
     with pytest.raises(ValueError, match="'batch'.*1 class"):
         label_view(*splits, key="batch", primary="cell_type", min_cells=3)
-    assert benchmark_label_keys({"label_keys": None}, DATA) == ["cell_type"]
-    with pytest.raises(ValueError, match="twice"):
-        benchmark_label_keys({"label_keys": ["a", "a"]}, DATA)
+    assert BenchmarkParams(label_keys=None).label_columns("cell_type") == ["cell_type"]
+    assert BenchmarkParams(label_keys="coarse").label_columns("x") == ["coarse"]
+    with pytest.raises(ValidationError, match="twice"):
+        BenchmarkParams(label_keys=["a", "a"])
 
 
 def test_pipeline_writes_a_row_per_label_and_method(
@@ -120,7 +125,7 @@ def test_pipeline_writes_a_row_per_label_and_method(
         test,
         train_z,
         test_z,
-        {**EVALUATE, "models": ["f_head"]},
+        EVALUATE.model_copy(update={"models": ["f_head"]}),
         DATA,
         FOUNDATION,
         0,
@@ -150,17 +155,21 @@ def test_pipeline_writes_a_row_per_label_and_method(
             "benchmark_markdown": TextDataset(filepath=str(tmp_path / "benchmark.md")),
         }
     )
-    bench = {
-        **BENCHMARK,
-        "methods": ["random_real", "scdd"],
-        "label_keys": ["cell_type", "coarse"],
-        "draws": 1,
-    }
+    bench = BenchmarkParams(
+        **{
+            **BENCHMARK,
+            "methods": ["random_real", "scdd"],
+            "label_keys": ["cell_type", "coarse"],
+            "draws": 1,
+        }
+    )
     for key, value in {
         "benchmark": bench,
         "distill": DISTILL,
         "evaluate": EVALUATE,
-        "generator": GENERATOR,
+        "generator": GeneratorParams(
+            **GENERATOR, report={"t_values": [10], "sample_steps": [1]}
+        ),
         "data": DATA,
         "foundation": FOUNDATION,
         "preprocess": PREPROCESS,

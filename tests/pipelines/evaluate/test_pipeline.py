@@ -23,6 +23,7 @@ from scdd.models.foundation import (
     embed_cells,
     train_foundation,
 )
+from scdd.params import DataParams, EvaluateParams, FoundationParams
 from scdd.pipelines.evaluate import create_pipeline
 from scdd.pipelines.evaluate.nodes import (
     assemble_metrics,
@@ -37,9 +38,9 @@ from tests.conftest import make_counts_adata
 
 KEY = "cell_type"
 LATENT = 8
-DATA = {"input": "memory", "label_key": KEY, "layer": None}
-FOUNDATION = {"min_gene_overlap": 10, "embed": {"chunk_size": 16}}
-PARAMS = {
+DATA = DataParams(input="scanpy://pbmc68k_reduced", label_key=KEY)
+FOUNDATION = FoundationParams(min_gene_overlap=10, embed={"chunk_size": 16})
+SETTINGS = {
     "models": [
         "f_head",
         "celltypist",
@@ -87,6 +88,7 @@ PARAMS = {
     "fidelity": {"top_k": 5, "marker_method": "mean_difference", "mmd_max_cells": 50},
     "privacy": {"threshold": 0.5, "chunk_size": 16},
 }
+PARAMS = EvaluateParams.model_validate(SETTINGS)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -240,7 +242,7 @@ def _evaluate(tiny: Tiny, synthetic: ad.AnnData, reference: dict) -> dict:
 
 
 def test_reference_covers_every_model(reference: dict) -> None:
-    assert set(reference["models"]) == set(PARAMS["models"])
+    assert set(reference["models"]) == set(PARAMS.models)
     assert reference["n_train"] == 65 and reference["n_test"] == 65
     assert reference["categories"] == ["type_0", "type_1", "type_2"]
     for name in ("gene_mlp", "gene_transformer", "deepinsight_cnn"):
@@ -256,7 +258,7 @@ def test_gene_level_set(tiny: Tiny, reference: dict) -> None:
         6,
     )
     assert metrics["skipped"] == {} and metrics["feature_only"] is False
-    for name in PARAMS["models"]:
+    for name in PARAMS.models:
         result = metrics["models"][name]
         assert 0.0 <= result["accuracy_mean"] <= 1.0
         ref = reference["models"][name]["accuracy_mean"]
@@ -375,8 +377,8 @@ def test_pipeline_runs_and_reuses_the_cached_reference(
     # Sliced run: the cached reference is read back, not recomputed.
     (tmp_path / "metrics.json").unlink()
     sliced = create_pipeline().from_inputs("full_reference_metrics", "synthetic_adata")
-    sliced = sliced - create_pipeline().only_nodes("evaluate_full_reference_node")
-    assert "evaluate_full_reference_node" not in {n.name for n in sliced.nodes}
+    sliced = sliced - create_pipeline().only_nodes("evaluate.train_full_reference")
+    assert "evaluate.train_full_reference" not in {n.name for n in sliced.nodes}
     SequentialRunner().run(sliced, _catalog(tiny, _feature_only(tiny), tmp_path))
     again = json.loads((tmp_path / "metrics.json").read_text())
     assert again["feature_only"] is True

@@ -6,17 +6,19 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
+from pydantic import ValidationError
 
 from scdd.datasets import FoundationModelDataset, H5ADDataset
 from scdd.models.foundation import save_model_dir
+from scdd.params import DataParams, FoundationParams
 from scdd.pipelines.foundation import create_pipeline
 from scdd.pipelines.foundation.nodes import build_foundation_model
 from scdd.preprocessing import log_normalise, stratified_split
 from tests.conftest import make_counts_adata, shared_dataset
 from tests.kedro_helpers import run_session
 
-DATA = {"input": "memory", "label_key": "cell_type", "layer": None}
-PARAMS = {
+DATA = DataParams(input="scanpy://pbmc68k_reduced", label_key="cell_type")
+SETTINGS = {
     "source": "local",
     "pretrained_path": None,
     "min_gene_overlap": 10,
@@ -29,6 +31,13 @@ PARAMS = {
     "train": {"epochs": 15, "batch_size": 32, "lr": 0.003},
     "embed": {"chunk_size": 16},
 }
+PARAMS = FoundationParams.model_validate(SETTINGS)
+
+
+def _pretrained(path: Path) -> FoundationParams:
+    return FoundationParams.model_validate(
+        {**SETTINGS, "source": "pretrained", "pretrained_path": str(path)}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +86,9 @@ def test_pretrained_source_loads_directory(splits, tmp_path: Path) -> None:
     train, _ = splits
     local, _ = build_foundation_model(train, DATA, PARAMS, 0, "cpu", False)
     save_model_dir(local, tmp_path)
-    params = {**PARAMS, "source": "pretrained", "pretrained_path": str(tmp_path)}
-    model, history = build_foundation_model(train, DATA, params, 0, "cpu", False)
+    model, history = build_foundation_model(
+        train, DATA, _pretrained(tmp_path), 0, "cpu", False
+    )
     assert model.gene_order == list(train.var_names) and history.empty
 
 
@@ -90,22 +100,19 @@ def test_pretrained_with_other_genes_fails_before_writing(
     local.gene_order = [f"ENSG{i:011d}" for i in range(len(local.gene_order))]
     (tmp_path / "pretrained").mkdir()
     save_model_dir(local, tmp_path / "pretrained")
-    params = {
-        **PARAMS,
-        "source": "pretrained",
-        "pretrained_path": str(tmp_path / "pretrained"),
-    }
-    catalog = _catalog(train, test, tmp_path, params)
+    catalog = _catalog(train, test, tmp_path, _pretrained(tmp_path / "pretrained"))
     with pytest.raises(ValueError, match="Only 0 of the data's 60 genes"):
         SequentialRunner().run(create_pipeline(), catalog)
     assert not (tmp_path / "fm").exists()
 
 
-def test_unknown_source(splits) -> None:
-    with pytest.raises(ValueError, match="'local' or 'pretrained'"):
-        build_foundation_model(
-            splits[0], DATA, {**PARAMS, "source": "hub"}, 0, "cpu", False
-        )
+def test_unknown_source_or_missing_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="'local' or 'pretrained'"):
+        FoundationParams.model_validate({**SETTINGS, "source": "hub"})
+    with pytest.raises(ValidationError, match="not a directory"):
+        _pretrained(tmp_path / "absent")
+    with pytest.raises(ValidationError, match=r"missing \['encoder.ckpt'"):
+        _pretrained(tmp_path)
 
 
 @pytest.mark.shared_data

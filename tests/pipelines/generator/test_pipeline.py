@@ -9,12 +9,13 @@ from kedro.runner import SequentialRunner
 from scdd import generation
 from scdd.datasets import TorchCheckpointDataset
 from scdd.models.device import make_generator
+from scdd.params import DataParams, GeneratorParams
 from scdd.pipelines.generator import create_pipeline
 from scdd.pipelines.generator.nodes import train_generator
 from tests.test_generation import MODEL, REPORT, TRAIN, make_embeddings_adata
 
-DATA = {"input": "memory", "label_key": "cell_type", "layer": None}
-PARAMS = {"model": MODEL, "train": TRAIN, "conditions": None, "report": REPORT}
+DATA = DataParams(input="scanpy://pbmc68k_reduced", label_key="cell_type")
+PARAMS = GeneratorParams(model=MODEL, train=TRAIN, conditions=None, report=REPORT)
 
 
 def _catalog(tmp_path: Path, train=None) -> DataCatalog:
@@ -51,9 +52,9 @@ def test_train_node_outputs() -> None:
 def test_sliced_runs_round_trip_checkpoint(tmp_path: Path) -> None:
     catalog = _catalog(tmp_path)
     pipe = create_pipeline()
-    SequentialRunner().run(pipe.to_nodes("train_generator_node"), catalog)
+    SequentialRunner().run(pipe.to_nodes("generator.train_scdg"), catalog)
     assert (tmp_path / "generator.pt").is_file()
-    SequentialRunner().run(pipe.from_nodes("report_generator_node"), catalog)
+    SequentialRunner().run(pipe.from_nodes("generator.report_quality"), catalog)
     report = catalog.load("generator_report")
     json.dumps(report, allow_nan=False)
     assert report["condition_columns"] == ["cell_type"]

@@ -17,13 +17,14 @@ from scdd.distill.synthetic import (
     finalise_genes,
     real_target_sum,
 )
+from scdd.params import DataParams, DistillParams, FoundationParams
 from scdd.pipelines.latent_distillation import create_pipeline
 from scdd.pipelines.latent_distillation.nodes import distill_synthetic_set
 from tests.distill.test_methods import LABEL_KEY, SCDG_MODEL, Tiny, make_tiny
 from tests.kedro_helpers import run_session
 
-DATA = {"input": "memory", "label_key": LABEL_KEY, "layer": None}
-FOUNDATION = {"min_gene_overlap": 10}
+DATA = DataParams(input="scanpy://pbmc68k_reduced", label_key=LABEL_KEY)
+FOUNDATION = FoundationParams(min_gene_overlap=10)
 OPTIM = {
     "steps": 5,
     "lr": 0.05,
@@ -36,15 +37,15 @@ OPTIM = {
     "chunk_size": 4,
     "log_every": 1,
 }
-PARAMS = {
-    "method": "scdd",
-    "spc": 2,
-    "t_gen": 20,
-    "guidance_scale": 1.0,
-    "sample_steps": 2,
-    "zero_threshold": None,
-    "optim": OPTIM,
-}
+PARAMS = DistillParams(
+    method="scdd",
+    spc=2,
+    t_gen=20,
+    guidance_scale=1.0,
+    sample_steps=2,
+    zero_threshold=None,
+    optim=OPTIM,
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,9 @@ def _distill(tiny: Tiny, params=PARAMS, **overrides):
 def test_node_writes_a_valid_synthetic_set(tiny: Tiny, method: str) -> None:
     # genes in another order than the foundation model's: the node aligns them
     shuffled = tiny.train[:, np.random.default_rng(0).permutation(60)].copy()
-    synthetic, history = _distill(tiny, {**PARAMS, "method": method}, train=shuffled)
+    synthetic, history = _distill(
+        tiny, PARAMS.model_copy(update={"method": method}), train=shuffled
+    )
     assert list(synthetic.var_names) == tiny.foundation.gene_order
     categories = list(tiny.train.obs[LABEL_KEY].cat.categories)
     assert list(synthetic.obs[LABEL_KEY].cat.categories) == categories
@@ -128,7 +131,7 @@ def test_latent_codes_round_trip_through_the_pipeline(
         genes = as_log_normalised(
             tiny.foundation.decoder(
                 generator.denoise(
-                    torch.as_tensor(synthetic.obsm["X_latent"]), PARAMS["t_gen"], cond
+                    torch.as_tensor(synthetic.obsm["X_latent"]), PARAMS.t_gen, cond
                 )
             ),
             target_sum=real_target_sum(tiny.train),
@@ -170,7 +173,9 @@ def test_generator_of_another_label_set_is_refused(tiny: Tiny) -> None:
         _distill(tiny, generator_checkpoint=other_column)
     # methods without a generator ignore the checkpoint
     synthetic, _ = _distill(
-        tiny, {**PARAMS, "method": "dm"}, generator_checkpoint=checkpoint
+        tiny,
+        PARAMS.model_copy(update={"method": "dm"}),
+        generator_checkpoint=checkpoint,
     )
     assert synthetic.n_obs == 6
 

@@ -7,22 +7,25 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from scdd.datasets import H5ADDataset
+from scdd.params import DataParams, PreprocessParams
 from scdd.pipelines.preprocess import create_pipeline
 from scdd.pipelines.preprocess.nodes import preprocess_adata, split_adata
 from tests.conftest import make_counts_adata, shared_dataset
 from tests.kedro_helpers import run_session
 
-PARAMS = {
-    "min_counts": 10,
-    "min_cells": 3,
-    "target_sum": 10000,
-    "max_log_value": 20,
-    "duplicate_genes": "make_unique",
-    "min_cells_per_class": 5,
-    "small_classes": "drop",
-    "test_size": 0.3,
-}
-DATA = {"input": "memory", "label_key": "cell_type", "layer": None}
+PARAMS = PreprocessParams(
+    **{
+        "min_counts": 10,
+        "min_cells": 3,
+        "target_sum": 10000,
+        "max_log_value": 20,
+        "duplicate_genes": "make_unique",
+        "min_cells_per_class": 5,
+        "small_classes": "drop",
+        "test_size": 0.3,
+    }
+)
+DATA = DataParams(input="scanpy://pbmc68k_reduced", label_key="cell_type")
 
 
 def test_preprocess_node_counts(counts_adata) -> None:

@@ -11,18 +11,20 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.matplotlib import MatplotlibDataset
+from pydantic import ValidationError
 
+from scdd.params import DataParams, ReportParams
 from scdd.pipelines.report import create_pipeline
-from scdd.pipelines.report.nodes import plot_loss
 from tests.conftest import make_counts_adata
 
 KEY = "cell_type"
 PLOTS = ("umap_plot", "correlation_plot", "hvg_plot", "loss_plot")
-REPORT = {
+SETTINGS = {
     "umap": {"n_neighbors": 5, "min_dist": 0.5},
     "hvg": {"n_genes": 6},
     "figsize": {"umap": [4, 3], "correlation": [4, 3], "hvg": [6, 3], "loss": [4, 3]},
 }
+REPORT = ReportParams.model_validate(SETTINGS)
 
 
 def _inputs() -> dict[str, object]:
@@ -42,7 +44,7 @@ def _inputs() -> dict[str, object]:
         "distill_history": pd.DataFrame(
             {"step": [0, 10], "loss": [2.0, 1.0], "dm": [2.0, 1.0], "dc": [0.0, 0.0]}
         ),
-        "params:data": {"input": "memory", "label_key": KEY, "layer": None},
+        "params:data": DataParams(input="scanpy://pbmc68k_reduced", label_key=KEY),
         "params:report": REPORT,
         "params:seed": 0,
     }
@@ -77,13 +79,17 @@ def test_sliced_run_handles_feature_only_set(tmp_path: Path) -> None:
     inputs = _inputs()
     inputs["synthetic_adata"] = ad.AnnData(obs=inputs["synthetic_adata"].obs.copy())
     catalog = _catalog(tmp_path, inputs)
-    pipe = create_pipeline().only_nodes("plot_correlation_node", "plot_hvg_node")
+    pipe = create_pipeline().only_nodes("report.plot_correlation", "report.plot_hvg")
     SequentialRunner().run(pipe, catalog)
     assert (tmp_path / "correlation_plot.png").stat().st_size > 0
     assert (tmp_path / "hvg_plot.png").stat().st_size > 0
     assert not (tmp_path / "umap_plot.png").exists()
 
 
-def test_plot_loss_needs_figsize() -> None:
-    with pytest.raises(KeyError):
-        plot_loss(pd.DataFrame({"step": [0], "loss": [1.0]}), {"umap": {}})
+def test_figure_sizes_are_two_positive_numbers() -> None:
+    figsize = {**SETTINGS["figsize"], "loss": [4]}
+    with pytest.raises(ValidationError, match="figsize.loss"):
+        ReportParams.model_validate({**SETTINGS, "figsize": figsize})
+    figsize = {**SETTINGS["figsize"], "hvg": [0, 3]}
+    with pytest.raises(ValidationError, match="figsize.hvg.0"):
+        ReportParams.model_validate({**SETTINGS, "figsize": figsize})

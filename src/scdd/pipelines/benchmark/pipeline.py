@@ -2,8 +2,10 @@
 
 ``create_pipeline`` cannot read parameters, so the node set is fixed: one
 node per (method, SPC) in :data:`BENCHMARK_METHODS` × :data:`BENCHMARK_SPCS`
-(named ``benchmark_<method>_spc<k>_node``, output ``benchmark_row_<method>_spc<k>``,
-``+`` spelled ``_plus_``). ``benchmark.methods`` / ``benchmark.spcs`` choose
+(named ``benchmark.distil_and_score_<method>_spc<k>``, output
+``benchmark_row_<method>_spc<k>``, ``+`` spelled ``_plus_``); the nodes sit in
+the ``benchmark`` namespace (one collapsible group in kedro-viz), dataset and
+parameter names stay unprefixed. ``benchmark.methods`` / ``benchmark.spcs`` choose
 which of them compute; the others return a "skipped" marker at once. Each
 cell covers every label column of ``benchmark.label_keys``; the
 label-dependent generators and full-split references are made first, by
@@ -22,9 +24,10 @@ from scdd.pipelines.benchmark.nodes import (
     assemble_benchmark,
     benchmark_cell,
     label_references,
-    node_suffix,
     train_label_generators,
 )
+
+NAMESPACE = "benchmark"
 
 _SPLITS = ["train_adata", "test_adata", "train_embeddings", "test_embeddings"]
 _RUN = ["params:seed", "params:device", "params:progress"]
@@ -42,6 +45,11 @@ _INPUTS = [
     "params:preprocess",
     *_RUN,
 ]
+
+
+def node_suffix(method: str, spc: int) -> str:
+    """``<method>_spc<k>`` with characters Kedro names dislike replaced."""
+    return f"{method.replace('+', '_plus_')}_spc{spc}"
 
 
 def _cell(method: str, spc: int) -> partial:
@@ -63,7 +71,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             *_RUN,
         ],
         outputs="benchmark_label_generators",
-        name="train_label_generators_node",
+        name="train_label_generators",
         tags=["gpu"],
     )
     references = node(
@@ -79,7 +87,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             *_RUN,
         ],
         outputs="benchmark_references",
-        name="label_references_node",
+        name="train_label_references",
         tags=["gpu"],
     )
     cells = [
@@ -87,7 +95,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             _cell(method, spc),
             inputs=_INPUTS,
             outputs=f"benchmark_row_{node_suffix(method, spc)}",
-            name=f"benchmark_{node_suffix(method, spc)}_node",
+            name=f"distil_and_score_{node_suffix(method, spc)}",
             tags=["gpu", "benchmark_cell"],
         )
         for method in BENCHMARK_METHODS
@@ -101,6 +109,10 @@ def create_pipeline(**kwargs) -> Pipeline:
             *(cell.outputs[0] for cell in cells),
         ],
         outputs=["benchmark_table", "benchmark_markdown"],
-        name="assemble_benchmark_node",
+        name="assemble_table",
     )
-    return pipeline([generators, references, *cells, assemble])
+    return pipeline(
+        [generators, references, *cells, assemble],
+        namespace=NAMESPACE,
+        prefix_datasets_with_namespace=False,
+    )

@@ -2,6 +2,9 @@
 
 It has no nodes of its own, so each stage stays runnable (and visible in
 kedro-viz) by itself, and ``--only-missing-outputs`` reuses trained models.
+Each stage's nodes keep their namespace (``preprocess``, ``foundation``,
+``generator``, ``distillation``), so kedro-viz draws the chain as collapsible
+groups; dataset and parameter names are not prefixed.
 """
 
 from kedro.pipeline import Pipeline

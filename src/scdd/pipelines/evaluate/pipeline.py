@@ -11,6 +11,8 @@ from scdd.pipelines.evaluate.nodes import (
     measure_privacy,
 )
 
+NAMESPACE = "evaluate"
+
 _RUN = ["params:seed", "params:device", "params:progress"]
 
 
@@ -29,7 +31,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:progress",
                 ],
                 outputs="synthetic_embeddings",
-                name="embed_synthetic_set_node",
+                name="embed_synthetic_set",
                 tags=["gpu"],
             ),
             node(
@@ -45,7 +47,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     *_RUN,
                 ],
                 outputs="full_reference_metrics",
-                name="evaluate_full_reference_node",
+                name="train_full_reference",
                 tags=["gpu"],
             ),
             node(
@@ -62,7 +64,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     *_RUN,
                 ],
                 outputs="synthetic_model_metrics",
-                name="evaluate_synthetic_models_node",
+                name="score_synthetic_models",
                 tags=["gpu"],
             ),
             node(
@@ -78,7 +80,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:seed",
                 ],
                 outputs="fidelity_metrics",
-                name="measure_fidelity_node",
+                name="measure_fidelity",
             ),
             node(
                 measure_privacy,
@@ -89,7 +91,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:evaluate",
                 ],
                 outputs="privacy_metrics",
-                name="measure_privacy_node",
+                name="measure_privacy",
             ),
             node(
                 assemble_metrics,
@@ -101,7 +103,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:data",
                 ],
                 outputs="evaluation_metrics",
-                name="assemble_metrics_node",
+                name="assemble_metrics",
             ),
-        ]
+        ],
+        namespace=NAMESPACE,
+        prefix_datasets_with_namespace=False,
     )

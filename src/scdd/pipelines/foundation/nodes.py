@@ -21,6 +21,7 @@ from scdd.models.foundation import (
     load_model_dir,
     train_foundation,
 )
+from scdd.params import DataParams, FoundationParams
 from scdd.provenance import record_provenance
 
 logger = logging.getLogger(__name__)
@@ -28,8 +29,8 @@ logger = logging.getLogger(__name__)
 
 def build_foundation_model(
     train: ad.AnnData,
-    data: dict[str, Any],
-    params: dict[str, Any],
+    data: DataParams,
+    params: FoundationParams,
     seed: int,
     device: str,
     progress: bool,
@@ -45,32 +46,24 @@ def build_foundation_model(
     Returns:
         The frozen model and its training history (empty when pretrained).
     """
-    source = params["source"]
-    if source == "pretrained":
-        path = params.get("pretrained_path")
-        if not path:
-            raise ValueError(
-                "foundation.source=pretrained needs foundation.pretrained_path "
-                "(a SCimilarity model directory)."
-            )
-        model = load_model_dir(Path(path))
+    if params.source == "pretrained":  # pretrained_path checked by FoundationParams
+        path = Path(params.pretrained_path)
+        model = load_model_dir(path)
         align_genes(  # fail now, before anything is written, if genes do not match
             train[:1],
             gene_order=model.gene_order,
-            min_overlap=params["min_gene_overlap"],
+            min_overlap=params.min_gene_overlap,
         )
         logger.info("Loaded pretrained foundation model from %s", path)
         return model, pd.DataFrame(columns=["epoch", "train_loss", "val_loss"])
-    if source != "local":
-        raise ValueError(f"foundation.source={source!r}; use 'local' or 'pretrained'.")
-    labels = train.obs[data["label_key"]]
+    labels = train.obs[data.label_key]
     model, history = train_foundation(
         train.X,
         gene_order=list(train.var_names),
         labels=labels.cat.codes.to_numpy(),
         label_names=list(map(str, labels.cat.categories)),
-        architecture=params["model"],
-        config=TrainConfig(**params["train"]),
+        architecture=params.model.model_dump(),
+        config=TrainConfig(**params.train.model_dump()),
         seed=seed,
         device=resolve_device(device),
         progress=progress,
@@ -81,19 +74,19 @@ def build_foundation_model(
 def _embed(
     model: FoundationModel,
     adata: ad.AnnData,
-    params: dict[str, Any],
+    params: FoundationParams,
     device: str,
     progress: bool,
 ) -> ad.AnnData:
     """Embeddings of ``adata`` as AnnData: X = latents, obs = the cells' obs."""
     aligned = align_genes(
-        adata, gene_order=model.gene_order, min_overlap=params["min_gene_overlap"]
+        adata, gene_order=model.gene_order, min_overlap=params.min_gene_overlap
     )
     start = time.perf_counter()
     z = embed_cells(
         model.encoder,
         aligned.X,
-        chunk_size=params["embed"]["chunk_size"],
+        chunk_size=params.embed.chunk_size,
         device=resolve_device(device),
         progress=progress,
     )
@@ -109,7 +102,7 @@ def _embed(
         var=pd.DataFrame(index=[f"latent_{i}" for i in range(z.shape[1])]),
     )
     out.uns["scdd"] = dict(adata.uns.get("scdd", {}))
-    record_provenance(out, stage="foundation", params=params)
+    record_provenance(out, stage="foundation", params=params.model_dump())
     return out
 
 
@@ -117,7 +110,7 @@ def embed_splits(
     model: FoundationModel,
     train: ad.AnnData,
     test: ad.AnnData,
-    params: dict[str, Any],
+    params: FoundationParams,
     device: str,
     progress: bool,
 ) -> tuple[ad.AnnData, ad.AnnData]:
@@ -134,7 +127,7 @@ def report_foundation(
     train: ad.AnnData,
     test: ad.AnnData,
     history: pd.DataFrame,
-    data: dict[str, Any],
+    data: DataParams,
     seed: int,
 ) -> dict[str, Any]:
     """Does F carry the biology? Linear probes on latents vs on genes.
@@ -143,7 +136,7 @@ def report_foundation(
     split, once on the cached embeddings and once on the log-normalised genes;
     ``latent_to_gene_ratio`` near 1 means little label information was lost.
     """
-    key = data["label_key"]
+    key = data.label_key
     y_train = train.obs[key].astype(str).to_numpy()
     y_test = test.obs[key].astype(str).to_numpy()
     latent = linear_probe(

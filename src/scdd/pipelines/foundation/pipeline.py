@@ -8,6 +8,8 @@ from scdd.pipelines.foundation.nodes import (
     report_foundation,
 )
 
+NAMESPACE = "foundation"
+
 _RUN = ["params:seed", "params:device", "params:progress"]
 
 
@@ -18,7 +20,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 build_foundation_model,
                 inputs=["train_adata", "params:data", "params:foundation", *_RUN],
                 outputs=["foundation_model", "foundation_history"],
-                name="build_foundation_model_node",
+                name="build_model",
                 tags=["gpu"],
             ),
             node(
@@ -32,7 +34,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:progress",
                 ],
                 outputs=["train_embeddings", "test_embeddings"],
-                name="embed_splits_node",
+                name="embed_splits",
                 tags=["gpu"],
             ),
             node(
@@ -47,7 +49,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:seed",
                 ],
                 outputs="foundation_report",
-                name="report_foundation_node",
+                name="probe_embeddings",
             ),
-        ]
+        ],
+        namespace=NAMESPACE,
+        prefix_datasets_with_namespace=False,
     )

@@ -10,14 +10,15 @@ import pandas as pd
 
 from scdd import generation
 from scdd.models.device import resolve_device
+from scdd.params import DataParams, GeneratorParams
 
 logger = logging.getLogger(__name__)
 
 
 def train_generator(
     train_embeddings: ad.AnnData,
-    generator: dict[str, Any],
-    data: dict[str, Any],
+    generator: GeneratorParams,
+    data: DataParams,
     seed: int,
     device: str,
     progress: bool,
@@ -36,7 +37,7 @@ def train_generator(
         The checkpoint dict (weights, config, condition categories) and the
         loss history.
     """
-    columns = generation.condition_columns(generator["conditions"], data["label_key"])
+    columns = generation.condition_columns(generator.conditions, data.label_key)
     logger.info(
         "Generator input: %d cells x %d latents, conditioned on %s",
         *train_embeddings.shape,
@@ -45,8 +46,8 @@ def train_generator(
     return generation.train_generator(
         train_embeddings,
         columns,
-        model=generator["model"],
-        train=generator["train"],
+        model=generator.model.model_dump(),
+        train=generator.train.model_dump(),
         seed=seed,
         device=resolve_device(device),
         progress=progress,
@@ -57,8 +58,8 @@ def report_generator(
     generator_checkpoint: dict[str, Any],
     train_embeddings: ad.AnnData,
     test_embeddings: ad.AnnData,
-    generator: dict[str, Any],
-    data: dict[str, Any],
+    generator: GeneratorParams,
+    data: DataParams,
     seed: int,
 ) -> dict[str, Any]:
     """Latent-space quality of the trained generator, per class and overall.
@@ -80,7 +81,7 @@ def report_generator(
         categories,
         train_embeddings,
         test_embeddings,
-        label_key=data["label_key"],
+        label_key=data.label_key,
         seed=seed,
-        **generator["report"],
+        **generator.report.model_dump(),
     )

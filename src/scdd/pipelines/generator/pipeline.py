@@ -4,6 +4,8 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from scdd.pipelines.generator.nodes import report_generator, train_generator
 
+NAMESPACE = "generator"
+
 
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
@@ -19,7 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:progress",
                 ],
                 outputs=["generator_checkpoint", "generator_history"],
-                name="train_generator_node",
+                name="train_scdg",
                 tags=["gpu"],
             ),
             node(
@@ -33,7 +35,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:seed",
                 ],
                 outputs="generator_report",
-                name="report_generator_node",
+                name="report_quality",
             ),
-        ]
+        ],
+        namespace=NAMESPACE,
+        prefix_datasets_with_namespace=False,
     )

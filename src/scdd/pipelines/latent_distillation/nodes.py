@@ -13,7 +13,8 @@ from scdd.distill.inputs import distill_synthetic, prepare_inputs
 from scdd.distill.methods import NEEDS_GENERATOR
 from scdd.models.device import resolve_device
 from scdd.models.foundation import FoundationModel
-from scdd.provenance import record_provenance
+from scdd.params import DataParams, DistillParams, FoundationParams
+from scdd.provenance import record_provenance, weights_digest
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +24,9 @@ def distill_synthetic_set(
     train_embeddings: ad.AnnData,
     foundation: FoundationModel,
     generator_checkpoint: dict[str, Any] | None,
-    params: dict[str, Any],
-    data: dict[str, Any],
-    foundation_params: dict[str, Any],
+    params: DistillParams,
+    data: DataParams,
+    foundation_params: FoundationParams,
     seed: int,
     device: str,
     progress: bool,
@@ -45,38 +46,47 @@ def distill_synthetic_set(
         codes in ``obsm["X_latent"]``, provenance) and the loss history.
     """
     start = time.perf_counter()
-    key, method = data["label_key"], params["method"]
+    key, method = data.label_key, params.method
     inputs, categories, aligned = prepare_inputs(
         train,
         train_embeddings,
         foundation,
         generator_checkpoint if method in NEEDS_GENERATOR else None,
         label_key=key,
-        min_gene_overlap=foundation_params["min_gene_overlap"],
+        min_gene_overlap=foundation_params.min_gene_overlap,
     )
     logger.info(
         "Distilling %d cells of %d classes with %s, SPC %d",
         train.n_obs,
         len(categories),
         method,
-        params["spc"],
+        params.spc,
     )
     synthetic, output = distill_synthetic(
         inputs,
         categories,
         aligned,
         method=method,
-        params=params,
+        params=params.model_dump(),
         label_key=key,
         seed=seed,
         device=resolve_device(device),
         progress=progress,
     )
+    synthetic.uns["scdd"] = {
+        **{k: v for k, v in train.uns.get("scdd", {}).items() if k != "distill"},
+        **synthetic.uns.get("scdd", {}),
+    }
     record_provenance(
         synthetic,
         stage="distill",
-        params={**params, "seed": seed},
-        source=data["input"],
+        params={**params.model_dump(), "seed": seed},
+        source=data.input,
+        label_key=key,
+        foundation=weights_digest([foundation.encoder, foundation.decoder]),
+        generator=weights_digest(generator_checkpoint)
+        if method in NEEDS_GENERATOR
+        else "not used",
     )
     logger.info(
         "Synthetic set: %d cells x %d genes from %d real cells in %.1f s",

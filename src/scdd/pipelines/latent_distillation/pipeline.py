@@ -4,6 +4,8 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from scdd.pipelines.latent_distillation.nodes import distill_synthetic_set
 
+NAMESPACE = "distillation"
+
 
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
@@ -23,8 +25,10 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:progress",
                 ],
                 outputs=["synthetic_adata", "distill_history"],
-                name="distill_synthetic_set_node",
+                name="distill_synthetic_set",
                 tags=["gpu"],
             )
-        ]
+        ],
+        namespace=NAMESPACE,
+        prefix_datasets_with_namespace=False,
     )

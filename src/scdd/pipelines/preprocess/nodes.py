@@ -9,13 +9,14 @@ from typing import Any
 import anndata as ad
 
 from scdd import preprocessing as pp
+from scdd.params import DataParams, PreprocessParams
 from scdd.provenance import record_provenance
 
 logger = logging.getLogger(__name__)
 
 
 def preprocess_adata(
-    raw: ad.AnnData, data: dict[str, Any], params: dict[str, Any]
+    raw: ad.AnnData, data: DataParams, params: PreprocessParams
 ) -> tuple[ad.AnnData, dict[str, Any]]:
     """Validate the input, detect its kind, filter and log-normalise it.
 
@@ -29,44 +30,66 @@ def preprocess_adata(
         input had them) and a summary dict for the report.
     """
     start = time.perf_counter()
-    label_key = data["label_key"]
-    adata = pp.select_matrix(raw, layer=data.get("layer"))
+    label_key = data.label_key
+    adata = pp.select_matrix(raw, layer=data.layer)
     summary: dict[str, Any] = {
-        "input": str(data["input"]),
+        "input": data.input,
         "label_key": label_key,
         "cells_in": int(adata.n_obs),
         "genes_in": int(adata.n_vars),
     }
     adata = pp.check_labels(adata, label_key=label_key)
+    summary["cells_unlabelled"] = summary["cells_in"] - int(adata.n_obs)
     pp.check_values(adata)
-    kind = pp.detect_input_kind(adata, max_log_value=params["max_log_value"])
+    kind = pp.detect_input_kind(adata, max_log_value=params.max_log_value)
     logger.info(
         "Input %s looks like %s",
-        data["input"],
+        data.input,
         "raw counts: filtering and log-normalising"
         if kind == "counts"
         else "log-normalised values: used as they are, not normalised again",
     )
-    adata = pp.dedupe_genes(adata, strategy=params["duplicate_genes"], kind=kind)
+    adata = pp.dedupe_genes(adata, strategy=params.duplicate_genes, kind=kind)
+    before_qc = adata.shape
     if kind == "counts":
         adata = pp.quality_filter(
-            adata, min_counts=params["min_counts"], min_cells=params["min_cells"]
+            adata, min_counts=params.min_counts, min_cells=params.min_cells
         )
-        adata = pp.log_normalise(adata, target_sum=params["target_sum"])
+        adata = pp.log_normalise(adata, target_sum=params.target_sum)
+    else:
+        rescaled, total = pp.rescale_log_normalised(
+            adata, target_sum=params.target_sum
+        )
+        if rescaled is not adata:
+            logger.info(
+                "Cells were normalised to ~%.0f counts (median); rescaled to %g",
+                total,
+                params.target_sum,
+            )
+        adata = rescaled
+    summary["cells_removed_by_qc"] = before_qc[0] - int(adata.n_obs)
+    summary["genes_removed_by_qc"] = before_qc[1] - int(adata.n_vars)
+    n_before_classes = int(adata.n_obs)
     adata, dropped = pp.filter_small_classes(
         adata,
         label_key=label_key,
-        min_cells=params["min_cells_per_class"],
-        on_small=params["small_classes"],
+        min_cells=params.min_cells_per_class,
+        on_small=params.small_classes,
     )
     record_provenance(
-        adata, stage="preprocess", params={**data, **params}, source=data["input"]
+        adata,
+        stage="preprocess",
+        params={**data.model_dump(), **params.model_dump()},
+        source=data.input,
+        input_kind=kind,
+        input_uns_source=str(raw.uns.get("source", "not recorded")),
     )
     summary.update(
         input_kind=kind,
         cells_out=int(adata.n_obs),
         genes_out=int(adata.n_vars),
         dropped_classes=dropped,
+        cells_in_dropped_classes=n_before_classes - int(adata.n_obs),
         classes={k: int(v) for k, v in adata.obs[label_key].value_counts().items()},
     )
     logger.info(
@@ -83,9 +106,9 @@ def preprocess_adata(
 def split_adata(
     adata: ad.AnnData,
     summary: dict[str, Any],
-    data: dict[str, Any],
+    data: DataParams,
     seed: int,
-    params: dict[str, Any],
+    params: PreprocessParams,
 ) -> tuple[ad.AnnData, ad.AnnData, dict[str, Any]]:
     """Stratified, seeded train/test split; completes the preprocessing report.
 
@@ -93,7 +116,7 @@ def split_adata(
         Train AnnData, test AnnData and the preprocessing report.
     """
     train, test = pp.stratified_split(
-        adata, label_key=data["label_key"], test_size=params["test_size"], seed=seed
+        adata, label_key=data.label_key, test_size=params.test_size, seed=seed
     )
     logger.info(
         "Split %d cells into %d train / %d test", adata.n_obs, train.n_obs, test.n_obs
@@ -101,7 +124,7 @@ def split_adata(
     report = {
         **summary,
         "seed": seed,
-        "test_size": params["test_size"],
+        "test_size": params.test_size,
         "train_cells": int(train.n_obs),
         "test_cells": int(test.n_obs),
     }

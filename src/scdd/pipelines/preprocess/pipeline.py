@@ -4,6 +4,8 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from scdd.pipelines.preprocess.nodes import preprocess_adata, split_adata
 
+NAMESPACE = "preprocess"
+
 
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
@@ -12,7 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 preprocess_adata,
                 inputs=["raw_adata", "params:data", "params:preprocess"],
                 outputs=["preprocessed_adata", "preprocess_summary"],
-                name="preprocess_adata_node",
+                name="normalise_adata",
             ),
             node(
                 split_adata,
@@ -24,7 +26,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:preprocess",
                 ],
                 outputs=["train_adata", "test_adata", "preprocess_report"],
-                name="split_adata_node",
+                name="split_adata",
             ),
-        ]
+        ],
+        namespace=NAMESPACE,
+        prefix_datasets_with_namespace=False,
     )

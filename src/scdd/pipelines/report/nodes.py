@@ -7,27 +7,27 @@ writes it as a versioned PNG under ``data/08_reporting`` (and closes it).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import anndata as ad
 import pandas as pd
 from matplotlib.figure import Figure
 
+from scdd.params import DataParams, ReportParams
 from scdd.plots import correlation_figure, hvg_figure, loss_figure, umap_figure
 
 logger = logging.getLogger(__name__)
 
 
-def _figsize(report: dict[str, Any], name: str) -> tuple[float, float]:
-    width, height = report["figsize"][name]
+def _figsize(report: ReportParams, name: str) -> tuple[float, float]:
+    width, height = getattr(report.figsize, name)
     return float(width), float(height)
 
 
 def plot_umap(
     train_embeddings: ad.AnnData,
     synthetic_embeddings: ad.AnnData,
-    data: dict[str, Any],
-    report: dict[str, Any],
+    data: DataParams,
+    report: ReportParams,
     seed: int,
 ) -> Figure:
     """UMAP of F(synthetic) (stars) over F(train), coloured by class.
@@ -43,7 +43,7 @@ def plot_umap(
     Returns:
         The UMAP figure.
     """
-    umap = report["umap"]
+    umap = report.umap
     logger.info(
         "UMAP of %d synthetic over %d real cells",
         synthetic_embeddings.n_obs,
@@ -52,9 +52,9 @@ def plot_umap(
     return umap_figure(
         train_embeddings,
         synthetic_embeddings,
-        data["label_key"],
-        n_neighbors=umap["n_neighbors"],
-        min_dist=umap["min_dist"],
+        data.label_key,
+        n_neighbors=umap.n_neighbors,
+        min_dist=umap.min_dist,
         seed=seed,
         figsize=_figsize(report, "umap"),
     )
@@ -63,8 +63,8 @@ def plot_umap(
 def plot_correlation(
     train: ad.AnnData,
     synthetic: ad.AnnData,
-    data: dict[str, Any],
-    report: dict[str, Any],
+    data: DataParams,
+    report: ReportParams,
 ) -> Figure:
     """Correlation matrix of synthetic cells vs real class-mean profiles.
 
@@ -80,7 +80,7 @@ def plot_correlation(
     return correlation_figure(
         train,
         synthetic,
-        data["label_key"],
+        data.label_key,
         figsize=_figsize(report, "correlation"),
     )
 
@@ -88,8 +88,8 @@ def plot_correlation(
 def plot_hvg(
     train: ad.AnnData,
     synthetic: ad.AnnData,
-    data: dict[str, Any],
-    report: dict[str, Any],
+    data: DataParams,
+    report: ReportParams,
 ) -> Figure:
     """Per-class mean expression of the top real HVGs, real vs synthetic.
 
@@ -105,13 +105,13 @@ def plot_hvg(
     return hvg_figure(
         train,
         synthetic,
-        data["label_key"],
-        n_genes=report["hvg"]["n_genes"],
+        data.label_key,
+        n_genes=report.hvg.n_genes,
         figsize=_figsize(report, "hvg"),
     )
 
 
-def plot_loss(history: pd.DataFrame, report: dict[str, Any]) -> Figure:
+def plot_loss(history: pd.DataFrame, report: ReportParams) -> Figure:
     """Distillation loss curve from ``distill_history``.
 
     Args:

@@ -9,6 +9,8 @@ from scdd.pipelines.report.nodes import (
     plot_umap,
 )
 
+NAMESPACE = "report"
+
 
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
@@ -23,7 +25,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:seed",
                 ],
                 outputs="umap_plot",
-                name="plot_umap_node",
+                name="plot_umap",
             ),
             node(
                 plot_correlation,
@@ -34,7 +36,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:report",
                 ],
                 outputs="correlation_plot",
-                name="plot_correlation_node",
+                name="plot_correlation",
             ),
             node(
                 plot_hvg,
@@ -45,13 +47,15 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:report",
                 ],
                 outputs="hvg_plot",
-                name="plot_hvg_node",
+                name="plot_hvg",
             ),
             node(
                 plot_loss,
                 inputs=["distill_history", "params:report"],
                 outputs="loss_plot",
-                name="plot_loss_node",
+                name="plot_loss",
             ),
-        ]
+        ],
+        namespace=NAMESPACE,
+        prefix_datasets_with_namespace=False,
     )

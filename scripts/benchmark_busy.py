@@ -1,0 +1,108 @@
+"""``kedro run --pipelines distill`` on the bundled default, idle vs busy CPU.
+
+Each run starts in a fresh project copy (every stage runs) as its own
+``kedro`` process. "busy" keeps one other CPU-bound process spinning for the
+whole run, as a colleague's job on a shared machine would. Rows:
+
+- idle, automatic threads (the default ``threads: null``);
+- busy, automatic threads (the run sees the busy core and uses the others);
+- busy, threads pinned to every core (what the automatic choice avoids).
+
+Printed: wall time, peak RSS of the run, and each time over the idle run's.
+
+    python scripts/benchmark_busy.py --workdir /tmp/busy [--pipelines distill]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KEDRO = Path(sys.executable).with_name("kedro")
+
+
+def _spin() -> None:
+    while True:
+        pass
+
+
+def fresh_project(where: Path) -> Path:
+    """A copy of the project's conf with empty data layers."""
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(ROOT / name, where / name)
+    shutil.copytree(
+        ROOT / "conf", where / "conf", ignore=shutil.ignore_patterns("local")
+    )
+    (where / "conf" / "local").mkdir()
+    (where / "src").mkdir()
+    return where
+
+
+def timed_run(project: Path, pipelines: str, params: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one ``kedro run`` process."""
+    command = [str(KEDRO), "run", "--pipelines", pipelines]
+    if params:
+        command += ["--params", params]
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
+    log = project / "run.log"
+    start = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            command, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status):
+        sys.exit(f"kedro run failed in {project}:\n{log.read_text()[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--pipelines", default="distill")
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    load = os.getloadavg()[0]
+    rows = []
+    for name, busy, params in (
+        ("idle, automatic threads", False, ""),
+        ("busy, automatic threads", True, ""),
+        (f"busy, threads={cores} (pinned)", True, f"threads={cores}"),
+    ):
+        spinner = mp.Process(target=_spin, daemon=True) if busy else None
+        if spinner:
+            spinner.start()
+            time.sleep(2)
+        try:
+            project = fresh_project(args.workdir / name.split(",")[0])
+            seconds, peak = timed_run(project, args.pipelines, params)
+        finally:
+            if spinner:
+                spinner.terminate()
+                spinner.join()
+        rows.append((name, seconds, peak))
+        print(f"{name}: {seconds:.1f} s", flush=True)  # noqa: T201
+    idle = rows[0][1]
+    lines = [
+        f"`kedro run --pipelines {args.pipelines}` on the bundled default; "
+        f"{cores} cores, 1-min load {load:.2f} before the first run",
+        "",
+        "| run | wall time (s) | x idle | peak RSS (MB) |",
+        "| --- | --- | --- | --- |",
+        *(f"| {n} | {s:.1f} | {s / idle:.2f} | {p:.0f} |" for n, s, p in rows),
+    ]
+    print("\n".join(lines))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()

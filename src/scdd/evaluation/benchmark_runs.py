@@ -1,0 +1,420 @@
+"""The benchmark's runs: label column × method × SPC × draw -> rows of scores.
+
+One draw builds the synthetic set exactly as the ``latent_distillation``
+pipeline does (:func:`scdd.distill.inputs.distill_synthetic`, seed
+``seed + draw``) and scores it as the ``evaluate`` pipeline does
+(:mod:`scdd.evaluation.scoring`) against the label column's full-split
+reference.
+
+The split, F and its embeddings are shared by every label column (F is
+label-blind). What depends on the label is prepared once per column:
+:func:`label_generators` trains an SCDG for each column the main generator is
+not conditioned on, and :func:`label_references` trains the evaluation models
+on the full training split. For a label column other than the main one
+(:func:`label_view`), cells without a label are left out and classes with
+fewer than ``min_cells`` training cells are dropped, as preprocessing does
+for the main label.
+
+Plain functions (no Kedro): settings come as values and dicts (the
+parameter groups' ``model_dump()``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anndata as ad
+import pandas as pd
+import torch
+
+from scdd import generation
+from scdd.distill.inputs import distill_synthetic, prepare_inputs
+from scdd.distill.methods import METHODS, NEEDS_GENERATOR
+from scdd.evaluation import scoring
+from scdd.evaluation.benchmark_table import benchmark_markdown, benchmark_table
+from scdd.models.foundation import FoundationModel
+from scdd.preprocessing import check_labels, filter_small_classes
+
+logger = logging.getLogger(__name__)
+
+#: Methods of the benchmark grid (``full`` is the reference row, not a run).
+BENCHMARK_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "full")
+#: SPC values of the benchmark grid.
+BENCHMARK_SPCS: tuple[int, ...] = (1, 2, 5, 10)
+
+Splits = tuple[ad.AnnData, ad.AnnData, ad.AnnData, ad.AnnData]
+
+
+def label_view(
+    train: ad.AnnData,
+    test: ad.AnnData,
+    train_embeddings: ad.AnnData,
+    test_embeddings: ad.AnnData,
+    *,
+    key: str,
+    primary: str,
+    min_cells: int,
+) -> Splits:
+    """The splits and their embeddings as seen by label column ``key``.
+
+    The main label (``primary``) was cleaned by preprocessing: returned as is.
+    For another column, unlabelled cells are left out, classes with fewer than
+    ``min_cells`` training cells are dropped (with a warning), test cells of
+    dropped classes are left out, and ``obs[key]`` becomes a categorical of
+    the kept classes on all four.
+
+    Raises:
+        ValueError: the column is missing, or fewer than 2 classes remain.
+    """
+    if key == primary:
+        return train, test, train_embeddings, test_embeddings
+    for what, adata in (("training split", train), ("test split", test)):
+        if key not in adata.obs.columns:
+            raise ValueError(
+                f"benchmark.label_keys: column '{key}' is not in the {what} "
+                f"(obs columns: {list(adata.obs.columns)}); remove it from "
+                "benchmark.label_keys."
+            )
+    try:
+        cleaned, dropped = filter_small_classes(
+            check_labels(train, label_key=key), label_key=key, min_cells=min_cells
+        )
+    except ValueError as err:
+        raise ValueError(f"benchmark.label_keys: column '{key}': {err}") from err
+    if dropped:
+        logger.warning("Label '%s': classes %s left out of the benchmark", key, dropped)
+    classes = cleaned.obs[key].cat.categories
+
+    def select(
+        cells: ad.AnnData, embeddings: ad.AnnData, what: str
+    ) -> tuple[ad.AnnData, ad.AnnData]:
+        # Boolean masks, not obs names: merged datasets may repeat cell names.
+        labels = cells.obs[key]
+        keep = labels.notna().to_numpy() & labels.astype(str).isin(classes).to_numpy()
+        if not keep.any():
+            raise ValueError(
+                f"benchmark.label_keys: column '{key}': no cell of the {what} has "
+                f"one of the training classes {list(classes)}."
+            )
+        codes = pd.Categorical(labels[keep].astype(str), categories=classes)
+        out = cells[keep].copy(), embeddings[keep].copy()
+        for adata in out:
+            adata.obs[key] = codes
+        return out
+
+    train_view, train_z = select(train, train_embeddings, "training split")
+    test_view, test_z = select(test, test_embeddings, "test split")
+    return train_view, test_view, train_z, test_z
+
+
+def label_generators(
+    generator_checkpoint: dict[str, Any],
+    splits: Splits,
+    *,
+    label_keys: Sequence[str],
+    primary: str,
+    min_cells: int,
+    model: dict[str, Any],
+    train: dict[str, Any],
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """An SCDG per label column of ``label_keys`` the main generator lacks.
+
+    Args:
+        generator_checkpoint: the main SCDG (its ``condition_columns`` need
+            no generator of their own).
+        splits: train, test and their embeddings.
+        label_keys: the benchmarked label columns.
+        primary: the main label column (``data.label_key``).
+        min_cells: fewest training cells of a kept class (another column).
+        model, train: ``generator.model`` / ``generator.train`` as dicts.
+        seed, device, progress: as :func:`scdd.generation.train_generator`.
+
+    Returns:
+        ``{label column: checkpoint}`` (possibly empty).
+    """
+    known = set(generator_checkpoint.get("condition_columns", []))
+    out = {}
+    for key in label_keys:
+        if key in known:
+            continue
+        _, _, embeddings, _ = label_view(
+            *splits, key=key, primary=primary, min_cells=min_cells
+        )
+        logger.info("Training SCDG for label '%s' (%d cells)", key, embeddings.n_obs)
+        out[key], _ = generation.train_generator(
+            embeddings,
+            [key],
+            model=model,
+            train=train,
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
+    return out
+
+
+def label_references(
+    full_reference: dict[str, Any],
+    splits: Splits,
+    *,
+    label_keys: Sequence[str],
+    primary: str,
+    min_cells: int,
+    evaluate: dict[str, Any],
+    min_gene_overlap: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """``evaluate["models"]`` trained on the full training split, per label.
+
+    ``full_reference`` (the ``evaluate`` pipeline's) is reused for
+    ``primary`` when it has every model. ``evaluate`` holds the reference
+    settings (``EvaluateParams.for_reference()``).
+
+    Returns:
+        ``{label column: reference}`` in ``label_keys`` order.
+    """
+    known = full_reference.get("models") or {}
+    out = {}
+    for key in label_keys:
+        if key == primary and all(known.get(m) for m in evaluate["models"]):
+            out[key] = full_reference
+            continue
+        out[key] = scoring.full_reference(
+            *label_view(*splits, key=key, primary=primary, min_cells=min_cells),
+            evaluate=evaluate,
+            label_key=key,
+            min_gene_overlap=min_gene_overlap,
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
+    return out
+
+
+def cell_runs(
+    splits: Splits,
+    foundation: FoundationModel,
+    generator_checkpoint: dict[str, Any] | None,
+    label_generators: dict[str, dict[str, Any]],
+    references: dict[str, dict[str, Any]],
+    *,
+    label_keys: Sequence[str],
+    primary: str,
+    min_cells: int,
+    draws: int,
+    distill: dict[str, Any],
+    evaluate: dict[str, Any],
+    min_gene_overlap: int,
+    chunk_size: int = 4096,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Every label column and draw of one (method, SPC) cell.
+
+    Args:
+        splits: train, test and their embeddings.
+        foundation: frozen E and D.
+        generator_checkpoint: the main SCDG, used for the label columns it is
+            conditioned on.
+        label_generators: :func:`label_generators`' SCDGs for the others.
+        references: :func:`label_references`' output.
+        label_keys, primary, min_cells: the label columns, as
+            :func:`label_generators`.
+        draws: draws per label column (seeds ``seed``, ``seed + 1``, ...).
+        distill: ``params:distill`` of this cell (``method``, ``spc``) as a
+            dict.
+        evaluate: ``params:evaluate`` as a dict, ``models`` the benchmark's.
+        min_gene_overlap, chunk_size: F's gene overlap and embedding chunk.
+        seed, device, progress: run-wide settings.
+
+    Returns:
+        One row per (label column, draw, model) with the model's scores,
+        ``retention`` and the distillation time.
+    """
+    runs = []
+    method = distill["method"]
+    for key in label_keys:
+        if key not in references:
+            raise ValueError(
+                f"No full-split reference for label '{key}' in "
+                "benchmark_references; re-run the benchmark pipeline without "
+                "--only-missing-outputs."
+            )
+        checkpoint = label_generators.get(key, generator_checkpoint)
+        runs += _label_runs(
+            label_view(*splits, key=key, primary=primary, min_cells=min_cells),
+            foundation,
+            checkpoint if method in NEEDS_GENERATOR else None,
+            references[key],
+            label_key=key,
+            draws=draws,
+            distill=distill,
+            evaluate=evaluate,
+            min_gene_overlap=min_gene_overlap,
+            chunk_size=chunk_size,
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
+    return runs
+
+
+def _label_runs(
+    splits: Splits,
+    foundation: FoundationModel,
+    generator_checkpoint: dict[str, Any] | None,
+    full_reference: dict[str, Any],
+    *,
+    label_key: str,
+    draws: int,
+    distill: dict[str, Any],
+    evaluate: dict[str, Any],
+    min_gene_overlap: int,
+    chunk_size: int,
+    seed: int,
+    device: torch.device | str,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Every draw of one (label column, method, SPC)."""
+    train, test, train_embeddings, test_embeddings = splits
+    key, method, spc = label_key, distill["method"], distill["spc"]
+    inputs, categories, aligned = prepare_inputs(
+        train,
+        train_embeddings,
+        foundation,
+        generator_checkpoint,
+        label_key=key,
+        min_gene_overlap=min_gene_overlap,
+    )
+    runs = []
+    for draw in range(draws):
+        draw_seed = int(seed) + draw
+        start = time.perf_counter()
+        synthetic, _ = distill_synthetic(
+            inputs,
+            categories,
+            aligned,
+            method=method,
+            params=distill,
+            label_key=key,
+            seed=draw_seed,
+            device=device,
+            progress=progress,
+        )
+        seconds = time.perf_counter() - start
+        embedded = scoring.embed_synthetic(
+            synthetic,
+            train_embeddings,
+            foundation,
+            label_key=key,
+            min_gene_overlap=min_gene_overlap,
+            chunk_size=chunk_size,
+            device=device,
+            progress=progress,
+        )
+        metrics = scoring.synthetic_model_metrics(
+            synthetic,
+            embedded,
+            test,
+            test_embeddings,
+            full_reference,
+            evaluate=evaluate,
+            label_key=key,
+            min_gene_overlap=min_gene_overlap,
+            seed=draw_seed,
+            device=device,
+            progress=progress,
+        )
+        for model, result in metrics["models"].items():
+            if result is None:
+                logger.info(
+                    "%s SPC %d: %s skipped (%s)",
+                    method,
+                    spc,
+                    model,
+                    metrics["skipped"].get(model),
+                )
+                continue
+            runs.append(
+                {
+                    "label_key": key,
+                    "model": model,
+                    "method": method,
+                    "spc": spc,
+                    "draw": draw,
+                    "seed": draw_seed,
+                    "n_synthetic": int(synthetic.n_obs),
+                    "accuracy_mean": result["accuracy_mean"],
+                    "accuracy_std": result["accuracy_std"],
+                    "balanced_accuracy_mean": result["balanced_accuracy_mean"],
+                    "macro_f1_mean": result["macro_f1_mean"],
+                    "retention": result["retention"],
+                    "seconds": seconds,
+                }
+            )
+        logger.info(
+            "Benchmark %s, %s SPC %d draw %d: %s (%.1f s distilling)",
+            key,
+            method,
+            spc,
+            draw,
+            ", ".join(
+                f"{r['model']} {r['accuracy_mean']:.3f}"
+                for r in runs
+                if r["draw"] == draw
+            ),
+            seconds,
+        )
+    return runs
+
+
+def assemble(
+    references: dict[str, dict[str, Any]],
+    cells: Sequence[dict[str, Any]],
+    *,
+    methods: Sequence[str],
+    models: Sequence[str],
+    draws: int,
+) -> tuple[pd.DataFrame, str]:
+    """Join the cells' runs into the benchmark table and its markdown.
+
+    Args:
+        references: ``{label column: reference}`` (gives the label order).
+        cells: ``{"method", "spc", "skipped", "runs"}`` per grid cell.
+        methods: the benchmarked methods, in table order.
+        models: the evaluation models.
+        draws: draws per cell.
+
+    Returns:
+        The table (one row per label × model × method × SPC, plus each
+        label's and model's ``full`` row; see
+        :mod:`scdd.evaluation.benchmark_table`) and the markdown rendering.
+    """
+    methods = list(methods)
+    runs = pd.DataFrame([run for cell in cells for run in cell["runs"]])
+    done = sorted(
+        {(c["method"], c["spc"]) for c in cells if not c["skipped"]},
+        key=lambda mc: (methods.index(mc[0]), mc[1]),
+    )
+    logger.info("Benchmark cells computed: %s", done)
+    if not runs.empty:
+        order = {
+            "label_key": {k: i for i, k in enumerate(references)},
+            "method": {m: i for i, m in enumerate(methods)},
+        }
+        runs = runs.sort_values(
+            ["label_key", "method", "spc", "draw"],
+            key=lambda s: s.map(order[s.name]) if s.name in order else s,
+            kind="stable",
+        )
+    table = benchmark_table(runs, references, list(models))
+    return table, benchmark_markdown(table, draws=draws)

@@ -1,0 +1,387 @@
+"""Score one training set (a synthetic set, or the full split) on real cells.
+
+The steps of the ``evaluate`` pipeline as plain functions (no Kedro): embed
+the synthetic set with F, train the evaluation models on it and score them on
+the real test split (with retention against the same models trained on the
+full training split), fidelity against the real training cells, and the
+``metrics.json`` document. The benchmark pipeline reuses them per draw.
+
+Settings come as plain values; ``evaluate`` is the ``params:evaluate`` group
+as a dict (``EvaluateParams.model_dump()``): see
+:func:`scdd.evaluation.suite.run_models`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from scdd.evaluation.suite import compact, run_models, with_retention
+from scdd.generation import check_embeddings_match, embedding_matrix
+from scdd.metrics.fidelity import fidelity_report
+from scdd.models.foundation import FoundationModel, align_genes, embed_cells
+
+logger = logging.getLogger(__name__)
+
+
+def class_names(adata: ad.AnnData, key: str, what: str) -> list[str]:
+    """Class names of ``obs[key]``, or a ValueError listing the columns."""
+    if key not in adata.obs.columns:
+        raise ValueError(
+            f"Label column '{key}' is not in the {what} (obs columns: "
+            f"{list(adata.obs.columns)}). Set data.label_key to one of them, or "
+            f"re-run the pipeline that wrote the {what} with this label."
+        )
+    labels = adata.obs[key]
+    if isinstance(labels.dtype, pd.CategoricalDtype):
+        return list(map(str, labels.cat.categories))
+    return sorted(map(str, labels.unique()))
+
+
+def class_codes(
+    adata: ad.AnnData, key: str, categories: list[str], what: str
+) -> np.ndarray:
+    """Int classes ``[n]`` of ``obs[key]`` in ``categories`` order."""
+    class_names(adata, key, what)
+    names = adata.obs[key].astype(str).to_numpy()
+    codes = pd.Index(categories).get_indexer(names)
+    if (codes < 0).any():
+        raise ValueError(
+            f"The {what} has classes {sorted(set(names[codes < 0]))} that the "
+            f"training split does not have ({categories}); re-run the distill "
+            "pipeline on the current training split."
+        )
+    return codes.astype(np.int64)
+
+
+def is_feature_only(synthetic: ad.AnnData) -> bool:
+    """A feature-level set: no genes, F-space features in ``obsm``."""
+    return synthetic.n_vars == 0
+
+
+def recorded_distill_params(synthetic: ad.AnnData) -> dict[str, Any]:
+    """Distillation parameters recorded in ``uns["scdd"]["distill"]`` (or {})."""
+    record = synthetic.uns.get("scdd", {}).get("distill", {})
+    try:
+        return json.loads(record.get("params", "{}"))
+    except (TypeError, json.JSONDecodeError):
+        return {}
+
+
+def embed_synthetic(
+    synthetic: ad.AnnData,
+    train_embeddings: ad.AnnData,
+    foundation: FoundationModel,
+    *,
+    label_key: str,
+    min_gene_overlap: int,
+    chunk_size: int = 4096,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> ad.AnnData:
+    """F(synthetic genes), or the stored features of a feature-only set.
+
+    Args:
+        synthetic: genes in ``X`` (any gene order; aligned to F's here) or
+            ``n_vars == 0`` with ``obsm["X_features"]``.
+        train_embeddings: cached F(train) (gives the class names and width).
+        foundation: frozen E and D.
+        label_key: label column.
+        min_gene_overlap: fewest genes shared with F's gene order.
+        chunk_size: cells per forward pass.
+        device, progress: where F runs; progress bars.
+
+    Returns:
+        AnnData with ``X`` = features ``[n_synthetic, d]`` and the synthetic
+        cells' ``obs``.
+
+    Raises:
+        ValueError: empty set, missing label column, unknown classes, no
+            gene matrix and no features, or features of the wrong width.
+    """
+    if synthetic.n_obs == 0:
+        raise ValueError("The synthetic set has no cells; re-run the distill pipeline.")
+    categories = class_names(train_embeddings, label_key, "training split")
+    class_codes(synthetic, label_key, categories, "synthetic set")
+    if is_feature_only(synthetic):
+        if "X_features" not in synthetic.obsm:
+            raise ValueError(
+                "The synthetic set has neither genes (n_vars == 0) nor "
+                "obsm['X_features']; re-run the distill pipeline."
+            )
+        z = np.asarray(synthetic.obsm["X_features"], dtype=np.float32)
+        if z.shape[1] != train_embeddings.n_vars:
+            raise ValueError(
+                f"obsm['X_features'] has width {z.shape[1]} but F's latents have "
+                f"{train_embeddings.n_vars}; distil and evaluate with the same "
+                "foundation model."
+            )
+        logger.info("Feature-only synthetic set: %d x %d features", *z.shape)
+    else:
+        aligned = align_genes(
+            synthetic, gene_order=foundation.gene_order, min_overlap=min_gene_overlap
+        )
+        z = embed_cells(
+            foundation.encoder,
+            aligned.X,
+            chunk_size=chunk_size,
+            device=device,
+            progress=progress,
+        )
+    return ad.AnnData(
+        X=z,
+        obs=synthetic.obs.copy(),
+        var=pd.DataFrame(index=[f"latent_{i}" for i in range(z.shape[1])]),
+    )
+
+
+def full_reference(
+    train: ad.AnnData,
+    test: ad.AnnData,
+    train_embeddings: ad.AnnData,
+    test_embeddings: ad.AnnData,
+    *,
+    evaluate: dict[str, Any],
+    label_key: str,
+    min_gene_overlap: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """``evaluate["models"]`` trained on the whole training split (the
+    "Original dataset" row; the denominator of retention).
+
+    Gene-level models read the training split in its own gene space. Pass
+    the reference settings (``EvaluateParams.for_reference()``).
+
+    Returns:
+        ``{"label_key", "categories", "n_train", "n_test", "models": {name:
+        result}}``.
+    """
+    start = time.perf_counter()
+    key = label_key
+    categories = class_names(train, key, "training split")
+    check_embeddings_match(train, train_embeddings, "train")
+    check_embeddings_match(test, test_embeddings, "test")
+    logger.info(
+        "Reference: %s trained on the full training split (%d cells)",
+        evaluate["models"],
+        train.n_obs,
+    )
+    results, _ = run_models(
+        models=list(evaluate["models"]),
+        train_z=embedding_matrix(train_embeddings),
+        train_labels=class_codes(train, key, categories, "training split"),
+        test_z=embedding_matrix(test_embeddings),
+        test_labels=class_codes(test, key, categories, "test split"),
+        train_genes=train,
+        test_genes=align_genes(
+            test, gene_order=list(train.var_names), min_overlap=min_gene_overlap
+        ),
+        label_key=key,
+        categories=categories,
+        params=evaluate,
+        seed=seed,
+        device=device,
+        progress=progress,
+        what="full training",
+    )
+    logger.info("Reference models done in %.1f s", time.perf_counter() - start)
+    return {
+        "label_key": key,
+        "categories": categories,
+        "n_train": int(train.n_obs),
+        "n_test": int(test.n_obs),
+        "models": results,
+    }
+
+
+def synthetic_model_metrics(
+    synthetic: ad.AnnData,
+    synthetic_embeddings: ad.AnnData,
+    test: ad.AnnData,
+    test_embeddings: ad.AnnData,
+    reference: dict[str, Any],
+    *,
+    evaluate: dict[str, Any],
+    label_key: str,
+    min_gene_overlap: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """``evaluate["models"]`` trained on the synthetic set, with retention.
+
+    Args:
+        synthetic: the synthetic set (genes, or feature-only).
+        synthetic_embeddings: output of :func:`embed_synthetic`.
+        test: real test cells (log-normalised, data gene space).
+        test_embeddings: cached F(test).
+        reference: output of :func:`full_reference`.
+        evaluate: ``params:evaluate`` as a dict.
+        label_key, min_gene_overlap, seed, device, progress: as
+            :func:`full_reference`.
+
+    Returns:
+        ``{"models": {name: result or None}, "skipped": {name: reason}}``;
+        each result has ``retention`` and the reference's scores (``full``).
+    """
+    key = label_key
+    check_embeddings_match(test, test_embeddings, "test")
+    # The reference's classes, so both sides score the same C labels.
+    categories = reference.get("categories") or class_names(test, key, "test split")
+    feature_only = is_feature_only(synthetic)
+    test_genes = (
+        None
+        if feature_only
+        else align_genes(
+            test, gene_order=list(synthetic.var_names), min_overlap=min_gene_overlap
+        )
+    )
+    results, skipped = run_models(
+        models=list(evaluate["models"]),
+        train_z=embedding_matrix(synthetic_embeddings),
+        train_labels=class_codes(synthetic, key, categories, "synthetic set"),
+        test_z=embedding_matrix(test_embeddings),
+        test_labels=class_codes(test, key, categories, "test split"),
+        train_genes=None if feature_only else synthetic,
+        test_genes=test_genes,
+        label_key=key,
+        categories=categories,
+        params=evaluate,
+        seed=seed,
+        device=device,
+        progress=progress,
+        what="synthetic",
+    )
+    known = reference.get("models", {})
+    return {
+        "models": {
+            name: with_retention(result, known.get(name))
+            for name, result in results.items()
+        },
+        "skipped": skipped,
+    }
+
+
+def fidelity(
+    synthetic: ad.AnnData,
+    synthetic_embeddings: ad.AnnData,
+    train: ad.AnnData,
+    train_embeddings: ad.AnnData,
+    *,
+    label_key: str,
+    min_gene_overlap: int,
+    top_k: int = 50,
+    marker_method: str = "mean_difference",
+    mmd_max_cells: int | None = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Gene-level fidelity (moments, sparsity, markers) and MMD in F-space.
+
+    The training cells are aligned to the synthetic set's gene order first;
+    for a feature-only set only the MMD is computed (gene metrics are null).
+    See :func:`scdd.metrics.fidelity.fidelity_report`.
+    """
+    start = time.perf_counter()
+    key = label_key
+    categories = class_names(train, key, "training split")
+    check_embeddings_match(train, train_embeddings, "train")
+    feature_only = is_feature_only(synthetic)
+    real = (
+        train
+        if feature_only
+        else align_genes(
+            train, gene_order=list(synthetic.var_names), min_overlap=min_gene_overlap
+        )
+    )
+    report = fidelity_report(
+        real.X,
+        class_codes(train, key, categories, "training split"),
+        None if feature_only else synthetic.X,
+        class_codes(synthetic, key, categories, "synthetic set"),
+        real_z=embedding_matrix(train_embeddings),
+        syn_z=embedding_matrix(synthetic_embeddings),
+        class_names=categories,
+        top_k=top_k,
+        marker_method=marker_method,
+        mmd_max_cells=mmd_max_cells,
+        seed=seed,
+    )
+    logger.info("Fidelity measured in %.1f s", time.perf_counter() - start)
+    return report
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def metrics_document(
+    synthetic: ad.AnnData,
+    model_metrics: dict[str, Any],
+    fidelity_metrics: dict[str, Any],
+    privacy: dict[str, Any],
+    *,
+    label_key: str,
+) -> dict[str, Any]:
+    """The ``metrics.json`` document, with one summary log line per model.
+
+    Returns:
+        ``{"method", "spc", "label_key", "n_synthetic", "feature_only",
+        "models", "skipped", "fidelity", "privacy"}``.
+    """
+    recorded = recorded_distill_params(synthetic)
+    if "scdd_method" in synthetic.obs.columns and synthetic.n_obs:
+        method = str(synthetic.obs["scdd_method"].iloc[0])
+    else:
+        method = str(recorded.get("method", "unknown"))
+    spc = recorded.get("spc")
+    if spc is None:
+        spc = int(synthetic.obs[label_key].value_counts().max())
+    models = {name: compact(r) for name, r in model_metrics["models"].items()}
+    for name, result in models.items():
+        if result is None:
+            logger.info("%s: skipped (%s)", name, model_metrics["skipped"].get(name))
+            continue
+        full = (result.get("full") or {}).get("accuracy_mean")
+        logger.info(
+            "%s: accuracy %.3f ± %.3f (full split %s, retention %s), balanced "
+            "%.3f, macro-F1 %.3f",
+            name,
+            result["accuracy_mean"],
+            result["accuracy_std"],
+            _fmt(full),
+            _fmt(result["retention"]),
+            result["balanced_accuracy_mean"],
+            result["macro_f1_mean"],
+        )
+    logger.info(
+        "fidelity: mean corr %s, var corr %s, marker overlap %s, MMD %.4f; "
+        "privacy: median d_train/d_test %.3f (memorised: %s)",
+        _fmt((fidelity_metrics.get("mean_correlation") or {}).get("mean")),
+        _fmt((fidelity_metrics.get("variance_correlation") or {}).get("mean")),
+        _fmt(
+            ((fidelity_metrics.get("markers") or {}).get("overlap") or {}).get("mean")
+        ),
+        fidelity_metrics["mmd"]["mmd"],
+        privacy["median_ratio"],
+        privacy["memorised"],
+    )
+    return {
+        "method": method,
+        "spc": int(spc),
+        "label_key": label_key,
+        "n_synthetic": int(synthetic.n_obs),
+        "feature_only": is_feature_only(synthetic),
+        "models": models,
+        "skipped": model_metrics["skipped"],
+        "fidelity": fidelity_metrics,
+        "privacy": privacy,
+    }

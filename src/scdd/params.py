@@ -1,0 +1,755 @@
+"""Typed parameter groups of ``conf/base/parameters*.yml`` (Pydantic v2).
+
+Each node annotates its ``params:<group>`` inputs with one of these models,
+so Kedro validates the group (``Model.model_validate(raw_dict)``) when it
+builds the catalog, before any node runs, and hands the node the model.
+Every group refuses unknown keys (a typo'd key is an error, not a silently
+ignored setting), every choice is a ``Literal`` and every number carries its
+valid range. Rules within one group are model validators; rules that
+span groups (Kedro validates each group on its own) and the run-wide scalars
+(``seed``, ``device``, ``progress``, ``threads``) are checked by
+:func:`check_run_params`.
+
+Defaults are those of ``conf/base``, so a model can be built in code (tests,
+scripts, notebooks) from the keys that differ; ``data.input`` and
+``data.label_key`` have none. The library modules (:mod:`scdd.distill`,
+:mod:`scdd.evaluation`, :mod:`scdd.generation`) take plain keyword arguments
+or dicts and know nothing of these models: nodes pass them
+``group.model_dump()`` or single fields.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from scdd.datasets.h5ad_dataset import _BUNDLED, SCANPY_PREFIX
+from scdd.distill.methods import METHODS
+from scdd.evaluation.benchmark_runs import BENCHMARK_METHODS, BENCHMARK_SPCS
+from scdd.evaluation.deepinsight_cnn import LAYOUTS
+from scdd.evaluation.suite import MODELS
+from scdd.models.foundation import MODEL_FILES
+
+__all__ = [
+    "GROUPS",
+    "BenchmarkParams",
+    "CelltypistParams",
+    "DataParams",
+    "DeepInsightCNNParams",
+    "DistillOptimParams",
+    "DistillParams",
+    "EvaluateParams",
+    "FHeadParams",
+    "FidelityParams",
+    "FigsizeParams",
+    "FoundationArchitectureParams",
+    "FoundationEmbedParams",
+    "FoundationParams",
+    "FoundationTrainParams",
+    "GeneMLPParams",
+    "GeneTransformerParams",
+    "GeneratorModelParams",
+    "GeneratorParams",
+    "GeneratorReportParams",
+    "GeneratorTrainParams",
+    "HvgParams",
+    "PreprocessParams",
+    "PrivacyParams",
+    "ReportParams",
+    "RunParams",
+    "UmapParams",
+    "check_run_params",
+    "describe_errors",
+]
+
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+#: Dropout-like rates: 1 would drop everything.
+Rate = Annotated[float, Field(ge=0, lt=1)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+Size = tuple[PositiveFloat, PositiveFloat]
+
+#: ``rank_genes_groups`` methods of scanpy, or the class mean difference
+#: (:func:`scdd.metrics.fidelity.find_markers`).
+MARKER_METHODS = (
+    "mean_difference",
+    "t-test",
+    "t-test_overestim_var",
+    "wilcoxon",
+    "logreg",
+)
+#: The ``device`` parameter: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _unique(values: Sequence[Any] | None, what: str) -> None:
+    """Refuse a list that names an entry twice."""
+    if values is None:
+        return
+    seen: set[Any] = set()
+    twice = [v for v in values if v in seen or seen.add(v)]
+    if twice:
+        raise ValueError(f"{what} lists {sorted(set(twice), key=str)} twice")
+
+
+def _as_list(value: Any) -> Any:
+    """A single string is a one-column list."""
+    return [value] if isinstance(value, str) else value
+
+
+class _Group(BaseModel):
+    """A parameter group: unknown keys refused, immutable after validation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_keys(cls, data: Any) -> Any:
+        # extra="forbid" would refuse them too, without naming the keys allowed
+        if isinstance(data, Mapping):
+            allowed = list(cls.model_fields)
+            unknown = [str(key) for key in data if key not in cls.model_fields]
+            if unknown:
+                hints = "".join(_did_you_mean(key, allowed) for key in unknown[:1])
+                raise ValueError(
+                    f"unknown key(s) {unknown}{hints}; allowed keys: "
+                    f"{', '.join(allowed)}"
+                )
+        return data
+
+
+# --------------------------------------------------------------------- data
+
+
+class DataParams(_Group):
+    """``params:data``: the input and its label column (every pipeline)."""
+
+    #: ``scanpy://<name>`` for a bundled dataset, else an ``.h5ad`` file
+    #: (relative to the working directory: the project root in a kedro run).
+    input: str
+    #: ``obs`` column with the cell-type labels.
+    label_key: str = Field(min_length=1)
+    #: Matrix holding expression: ``None`` (X), ``"raw"`` or a layer name.
+    layer: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _input_exists(cls, value: str) -> str:
+        if value.startswith(SCANPY_PREFIX):
+            name = value[len(SCANPY_PREFIX) :]
+            if name not in _BUNDLED:
+                raise ValueError(
+                    f"data.input={value!r} is not a bundled dataset; use one of "
+                    f"{[SCANPY_PREFIX + b for b in _BUNDLED]} or the path of an "
+                    ".h5ad file"
+                )
+            return value
+        if not Path(value).is_file():
+            raise ValueError(
+                f"data.input={value!r}: no such file ({Path(value).resolve()}; a "
+                "relative path is read from the working directory, the project "
+                "root in a kedro run). Give the path of an existing .h5ad file, "
+                "e.g. kedro run --params data.input=path/to/cells.h5ad, or "
+                f"{SCANPY_PREFIX}{_BUNDLED[0]}"
+            )
+        return value
+
+
+# --------------------------------------------------------------- preprocess
+
+
+class PreprocessParams(_Group):
+    """``params:preprocess``: quality filter, normalisation, the split."""
+
+    min_counts: NonNegativeInt = 10
+    min_cells: NonNegativeInt = 3
+    target_sum: PositiveFloat = 10_000
+    max_log_value: PositiveFloat = 20
+    duplicate_genes: Literal["make_unique", "merge"] = "make_unique"
+    #: A stratified split needs at least 2 cells per class.
+    min_cells_per_class: int = Field(default=5, ge=2)
+    small_classes: Literal["drop", "error"] = "drop"
+    test_size: float = Field(default=0.3, gt=0, lt=1)
+
+
+# --------------------------------------------------------------- foundation
+
+
+class FoundationArchitectureParams(_Group):
+    """``foundation.model``: SCimilarity's encoder/decoder sizes."""
+
+    latent_dim: PositiveInt = 128
+    hidden_dim: list[PositiveInt] = Field(default=[1024, 1024], min_length=1)
+    dropout: Rate = 0.5
+    input_dropout: Rate = 0.4
+
+
+class FoundationTrainParams(_Group):
+    """``foundation.train``: fields of :class:`scdd.models.foundation.TrainConfig`."""
+
+    epochs: PositiveInt = 50
+    batch_size: PositiveInt = 256
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 1e-4
+    val_fraction: Rate = 0.1
+    patience: PositiveInt = 5
+    triplet_weight: NonNegativeFloat = 0.0
+    triplet_margin: NonNegativeFloat = 0.05
+
+
+class FoundationEmbedParams(_Group):
+    """``foundation.embed``."""
+
+    chunk_size: PositiveInt = 4096
+
+
+class FoundationParams(_Group):
+    """``params:foundation``: train F here (``local``) or load SCimilarity's."""
+
+    source: Literal["local", "pretrained"] = "local"
+    #: SCimilarity model directory (``source: pretrained``).
+    pretrained_path: str | None = None
+    min_gene_overlap: PositiveInt = 500
+    model: FoundationArchitectureParams = FoundationArchitectureParams()
+    train: FoundationTrainParams = FoundationTrainParams()
+    embed: FoundationEmbedParams = FoundationEmbedParams()
+
+    @model_validator(mode="after")
+    def _pretrained_directory(self) -> FoundationParams:
+        if self.source != "pretrained":
+            return self
+        path = self.pretrained_path
+        if not path:
+            raise ValueError(
+                "foundation.source='pretrained' needs foundation.pretrained_path "
+                "(a SCimilarity model directory); set it, or use source: local"
+            )
+        if not Path(path).is_dir():
+            raise ValueError(
+                f"foundation.pretrained_path={path!r} is not a directory "
+                f"({Path(path).resolve()}); give a SCimilarity model directory"
+            )
+        missing = [name for name in MODEL_FILES if not (Path(path) / name).is_file()]
+        if missing:
+            raise ValueError(
+                f"foundation.pretrained_path={path!r} is not a SCimilarity model "
+                f"directory: missing {missing}"
+            )
+        return self
+
+
+# ---------------------------------------------------------------- generator
+
+
+class GeneratorModelParams(_Group):
+    """``generator.model``: :class:`scdd.models.scdg.SCDGConfig` fields
+    (``latent_dim`` and ``n_classes`` come from the data)."""
+
+    width: PositiveInt = 512
+    depth: NonNegativeInt = 3
+    time_embed_dim: PositiveInt = 128
+    dropout: Rate = 0.0
+    timesteps: PositiveInt = 1000
+    beta_min: float = Field(default=1e-4, gt=0, lt=1)
+    beta_max: float = Field(default=0.1, gt=0, lt=1)
+    schedule: Literal["linear", "cosine"] = "linear"
+    p_uncond: Probability = 0.1
+    normalise_output: bool = True
+
+    @model_validator(mode="after")
+    def _betas_increase(self) -> GeneratorModelParams:
+        if not self.beta_min < self.beta_max:
+            raise ValueError(
+                f"beta_min={self.beta_min} must be below beta_max={self.beta_max}"
+            )
+        return self
+
+
+class GeneratorTrainParams(_Group):
+    """``generator.train``: keyword arguments of :func:`scdd.models.scdg.train_scdg`."""
+
+    steps: PositiveInt = 1000
+    batch_size: PositiveInt = 256
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 1e-4
+    ema_decay: Rate = 0.999
+
+
+class GeneratorReportParams(_Group):
+    """``generator.report``: :func:`scdd.generation.generator_quality_report`."""
+
+    t_values: list[PositiveInt] = Field(default=[10, 50, 200, 500], min_length=1)
+    sample_steps: list[PositiveInt] = Field(default=[1, 50], min_length=1)
+    guidance_scale: NonNegativeFloat = 1.0
+    samples_per_class: PositiveInt = 200
+    #: A per-class covariance needs at least 2 cells.
+    min_cells_frechet: int = Field(default=20, ge=2)
+
+
+class GeneratorParams(_Group):
+    """``params:generator``: SCDG architecture, training, conditions, report."""
+
+    model: GeneratorModelParams = GeneratorModelParams()
+    train: GeneratorTrainParams = GeneratorTrainParams()
+    #: ``obs`` columns to condition on; ``None`` = ``[data.label_key]``.
+    conditions: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None, min_length=1
+    )
+    report: GeneratorReportParams = GeneratorReportParams()
+
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _conditions_as_list(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @field_validator("conditions")
+    @classmethod
+    def _conditions_unique(cls, value: list[str] | None) -> list[str] | None:
+        _unique(value, "generator.conditions")
+        return value
+
+    @model_validator(mode="after")
+    def _steps_within_timesteps(self) -> GeneratorParams:
+        steps = self.model.timesteps
+        for name in ("t_values", "sample_steps"):
+            values = getattr(self.report, name)
+            if max(values) > steps:
+                raise ValueError(
+                    f"generator.report.{name}={values} exceeds "
+                    f"generator.model.timesteps={steps}; use values in 1..{steps}"
+                )
+        return self
+
+
+# ------------------------------------------------------------------ distill
+
+
+class DistillOptimParams(_Group):
+    """``distill.optim``: fields of :class:`scdd.distill.optimise.DistillConfig`."""
+
+    steps: PositiveInt = 300
+    lr: PositiveFloat = 0.03
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: NonNegativeFloat = 0.5
+    lambda_dm: NonNegativeFloat = 1.0
+    lambda_dc: NonNegativeFloat = 0.0
+    inner_steps: PositiveInt = 5
+    head_lr: PositiveFloat = 0.01
+    real_batch_size: PositiveInt = 256
+    #: Codes per chunk through G; 0 or ``None`` = all at once.
+    chunk_size: NonNegativeInt | None = 64
+    log_every: PositiveInt = 10
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> DistillOptimParams:
+        if self.lambda_dm == 0 and self.lambda_dc == 0:
+            raise ValueError(
+                "lambda_dm and lambda_dc are both 0: nothing to optimise; make "
+                "at least one of them > 0"
+            )
+        return self
+
+
+class DistillParams(_Group):
+    """``params:distill``: the distillation method and its settings."""
+
+    method: Literal[METHODS] = "scdd"
+    #: Synthetic cells per class.
+    spc: PositiveInt = 1
+    #: Diffusion step of the ``scdd`` codes (0 = no noise).
+    t_gen: NonNegativeInt = 50
+    guidance_scale: NonNegativeFloat = 1.0
+    #: Denoising steps of ``generator_only``.
+    sample_steps: PositiveInt = 50
+    #: Log1p values at or below it become 0; ``None`` = per-class quantile.
+    zero_threshold: NonNegativeFloat | None = 0.2
+    optim: DistillOptimParams = DistillOptimParams()
+
+    def for_cell(
+        self, method: str, spc: int, steps: int | None = None
+    ) -> DistillParams:
+        """This group for one benchmark cell: ``method``, ``spc`` and, when
+        given, ``steps`` optimisation steps."""
+        optim = self.optim
+        if steps is not None:
+            optim = optim.model_copy(update={"steps": steps})
+        return self.model_copy(update={"method": method, "spc": spc, "optim": optim})
+
+
+# ----------------------------------------------------------------- evaluate
+
+
+class FHeadParams(_Group):
+    """``evaluate.f_head``: frozen F + linear head (the paper protocol)."""
+
+    n_inits: PositiveInt = 10
+    epochs: PositiveInt = 1000
+    lr: PositiveFloat = 0.01
+    momentum: NonNegativeFloat = 0.9
+    weight_decay: NonNegativeFloat = 5e-4
+    #: ``None``: full batch (a synthetic set).
+    batch_size: PositiveInt | None = None
+    #: Mini-batch size on the full training split (the retention reference).
+    reference_batch_size: PositiveInt | None = 64
+    #: ``None``: ``epochs``.
+    reference_epochs: PositiveInt | None = None
+
+
+class CelltypistParams(_Group):
+    """``evaluate.celltypist``."""
+
+    n_inits: PositiveInt = 3
+    #: Extra ``celltypist.train`` arguments.
+    train_kwargs: dict[str, Any] = {}
+
+
+class _GeneModelParams(_Group):
+    """Training settings shared by the torch gene models
+    (:func:`scdd.evaluation.gene_classifier.evaluate_gene_classifier`)."""
+
+    n_inits: PositiveInt = 3
+    steps: PositiveInt = 300
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    batch_size: PositiveInt = 256
+    #: Rows per prediction forward pass.
+    chunk_size: PositiveInt = 4096
+
+
+class GeneMLPParams(_GeneModelParams):
+    """``evaluate.gene_mlp``."""
+
+    hidden: PositiveInt = 256
+
+
+class GeneTransformerParams(_GeneModelParams):
+    """``evaluate.gene_transformer``."""
+
+    genes_per_token: PositiveInt = 32
+    d_model: PositiveInt = 48
+    heads: PositiveInt = 4
+    depth: PositiveInt = 1
+    dropout: Rate = 0.1
+
+    @model_validator(mode="after")
+    def _heads_divide_d_model(self) -> GeneTransformerParams:
+        if self.d_model % self.heads:
+            raise ValueError(
+                f"d_model={self.d_model} is not divisible by heads={self.heads}"
+            )
+        return self
+
+
+class DeepInsightCNNParams(_GeneModelParams):
+    """``evaluate.deepinsight_cnn``."""
+
+    pixels: int = Field(default=32, ge=4)
+    layout: Literal[LAYOUTS] = "tsne"
+    layout_max_cells: int = Field(default=5000, ge=3)
+    width: PositiveInt = 16
+
+
+class FidelityParams(_Group):
+    """``evaluate.fidelity``."""
+
+    top_k: PositiveInt = 50
+    marker_method: Literal[MARKER_METHODS] = "mean_difference"
+    #: ``None``: every real cell in the MMD kernel matrix.
+    mmd_max_cells: PositiveInt | None = 2000
+
+
+class PrivacyParams(_Group):
+    """``evaluate.privacy``."""
+
+    threshold: PositiveFloat = 0.5
+    chunk_size: PositiveInt = 4096
+
+
+class EvaluateParams(_Group):
+    """``params:evaluate``: the evaluation models and the metrics' settings."""
+
+    models: list[Literal[MODELS]] = Field(default=list(MODELS), min_length=1)
+    f_head: FHeadParams = FHeadParams()
+    celltypist: CelltypistParams = CelltypistParams()
+    gene_mlp: GeneMLPParams = GeneMLPParams()
+    gene_transformer: GeneTransformerParams = GeneTransformerParams()
+    deepinsight_cnn: DeepInsightCNNParams = DeepInsightCNNParams()
+    fidelity: FidelityParams = FidelityParams()
+    privacy: PrivacyParams = PrivacyParams()
+
+    @field_validator("models")
+    @classmethod
+    def _models_unique(cls, value: list[str]) -> list[str]:
+        _unique(value, "evaluate.models")
+        return value
+
+    def for_reference(self) -> EvaluateParams:
+        """Settings for the full training split (the retention reference).
+
+        Full-batch SGD at the paper's lr underfits a real training split (on
+        the bundled PBMC data: train accuracy 0.76, test 0.74; mini-batches
+        of 64: 0.86 / 0.82), so the linear head uses
+        ``f_head.reference_batch_size`` and ``reference_epochs`` (``None``:
+        ``epochs``). The torch gene models need nothing: they train for a
+        number of steps, full batch on a synthetic set and on mini-batches on
+        a real split.
+        """
+        head = self.f_head
+        return self.model_copy(
+            update={
+                "f_head": head.model_copy(
+                    update={
+                        "batch_size": head.reference_batch_size,
+                        "epochs": head.reference_epochs or head.epochs,
+                    }
+                )
+            }
+        )
+
+
+# ---------------------------------------------------------------- benchmark
+
+
+class BenchmarkParams(_Group):
+    """``params:benchmark``: which cells of the benchmark grid compute.
+
+    The grid (:data:`~scdd.evaluation.benchmark_runs.BENCHMARK_METHODS` ×
+    :data:`~scdd.evaluation.benchmark_runs.BENCHMARK_SPCS`) is fixed by the
+    pipeline's nodes; ``methods`` and ``spcs`` pick from it.
+    """
+
+    methods: list[Literal[BENCHMARK_METHODS]] = Field(
+        default=["random_real", "dm", "featdistill", "scdd_decoder", "scdd"],
+        min_length=1,
+    )
+    spcs: list[Literal[BENCHMARK_SPCS]] = Field(
+        default=list(BENCHMARK_SPCS), min_length=1
+    )
+    #: Seeds ``seed``, ``seed + 1``, ...
+    draws: PositiveInt = 2
+    #: Evaluation models (settings from ``params:evaluate``).
+    models: list[Literal[MODELS]] = Field(default=["f_head"], min_length=1)
+    #: Optimisation steps; ``None`` = ``distill.optim.steps``.
+    steps: PositiveInt | None = None
+    #: Label columns; ``None`` = ``[data.label_key]``.
+    label_keys: list[Annotated[str, Field(min_length=1)]] | None = None
+
+    @field_validator("label_keys", mode="before")
+    @classmethod
+    def _label_keys_as_list(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @field_validator("methods", "spcs", "models", "label_keys")
+    @classmethod
+    def _no_duplicates(cls, value: list | None, info: ValidationInfo) -> list | None:
+        _unique(value, f"benchmark.{info.field_name}")
+        return value
+
+    def label_columns(self, label_key: str) -> list[str]:
+        """``label_keys``, or ``[label_key]`` (``data.label_key``) when unset."""
+        return list(self.label_keys or [label_key])
+
+
+# ------------------------------------------------------------------- report
+
+
+class UmapParams(_Group):
+    """``report.umap``."""
+
+    n_neighbors: int = Field(default=15, ge=2)
+    #: UMAP needs ``min_dist <= spread`` (1).
+    min_dist: float = Field(default=0.5, ge=0, le=1)
+
+
+class HvgParams(_Group):
+    """``report.hvg``."""
+
+    n_genes: PositiveInt = 20
+
+
+class FigsizeParams(_Group):
+    """``report.figsize``: ``[width, height]`` in inches per figure."""
+
+    umap: Size = (8, 6)
+    correlation: Size = (7, 6)
+    hvg: Size = (12, 5)
+    loss: Size = (6, 4)
+
+
+class ReportParams(_Group):
+    """``params:report``: the report pipeline's figures."""
+
+    umap: UmapParams = UmapParams()
+    hvg: HvgParams = HvgParams()
+    figsize: FigsizeParams = FigsizeParams()
+
+
+# ---------------------------------------------------------------------- run
+
+
+class RunParams(_Group):
+    """The top-level scalars every pipeline shares."""
+
+    seed: NonNegativeInt = 0
+    #: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N``,
+    #: ``mps``.
+    device: str = "auto"
+    progress: bool = True
+    #: torch/numba/BLAS threads; ``None``: the CPU cores not busy at the start.
+    threads: PositiveInt | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not _DEVICE.fullmatch(value):
+            raise ValueError(
+                f"device={value!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' "
+                "(N = GPU index) or 'mps'"
+            )
+        return value
+
+
+#: Every parameter group and its model (the top-level keys besides
+#: :class:`RunParams`' fields).
+GROUPS: dict[str, type[_Group]] = {
+    "data": DataParams,
+    "preprocess": PreprocessParams,
+    "foundation": FoundationParams,
+    "generator": GeneratorParams,
+    "distill": DistillParams,
+    "evaluate": EvaluateParams,
+    "benchmark": BenchmarkParams,
+    "report": ReportParams,
+}
+
+
+def describe_errors(err: ValidationError, prefix: str = "") -> str:
+    """One line per error of ``err``: ``parameter 'prefix.loc' = value: msg``."""
+    lines = []
+    for error in err.errors(include_url=False):
+        loc = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+        where = f"parameter '{loc}'" if loc else "parameters"
+        value = error.get("input")
+        shown = "" if isinstance(value, Mapping) else f" = {value!r}"
+        lines.append(f"{where}{shown}: {error['msg']}")
+    return "; ".join(lines)
+
+
+def _group(params: Mapping[str, Any], name: str) -> _Group | None:
+    """``params[name]`` as its model (validated here when still a dict)."""
+    if name not in params:
+        return None
+    value, model = params[name], GROUPS[name]
+    if isinstance(value, model):
+        return value
+    try:
+        return model.model_validate(value)
+    except ValidationError as err:
+        raise ValueError(describe_errors(err, name)) from None
+
+
+def _check_device_available(device: str) -> None:
+    """Refuse a CUDA / MPS device this machine does not have."""
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} but CUDA is not available on this machine; "
+                "set device to 'auto' or 'cpu'"
+            )
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} but this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s) (cuda:0 ...); "
+                "set device to 'auto', 'cuda' or an existing index"
+            )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            "device='mps' but MPS is not available on this machine; set device "
+            "to 'auto' or 'cpu'"
+        )
+
+
+def check_run_params(params: Mapping[str, Any]) -> None:
+    """Validate the run-wide scalars and every rule that spans groups.
+
+    Kedro validates each annotated group on its own; this checks what it
+    cannot: ``seed``, ``device`` (also that this machine has it),
+    ``progress``, ``threads``, unknown top-level keys (a typo'd group would
+    otherwise be ignored), and the rules between groups. Groups may be given
+    as dicts (validated here) or as models (as Kedro passes them).
+
+    Args:
+        params: all parameters (``context.params`` or the catalog's
+            ``parameters``).
+
+    Raises:
+        ValueError: naming each offending parameter, its value, what is
+            allowed and the fix.
+    """
+    known = [*RunParams.model_fields, *GROUPS]
+    unknown = [str(key) for key in params if key not in known]
+    if unknown:
+        raise ValueError(
+            f"Unknown top-level parameter(s) {unknown}"
+            f"{_did_you_mean(unknown[0], known)}; allowed: {', '.join(known)}. "
+            "Nested keys are given as nested dicts (or `--params group.key=value` "
+            "on the command line)."
+        )
+    try:
+        run = RunParams.model_validate(
+            {key: params[key] for key in RunParams.model_fields if key in params}
+        )
+    except ValidationError as err:
+        raise ValueError(describe_errors(err)) from None
+    _check_device_available(run.device)
+
+    data = _group(params, "data")
+    generator = _group(params, "generator")
+    distill = _group(params, "distill")
+    for name in ("preprocess", "foundation", "evaluate", "benchmark", "report"):
+        _group(params, name)
+
+    errors = []
+    if data is not None and generator is not None and generator.conditions:
+        if data.label_key not in generator.conditions:
+            errors.append(
+                f"generator.conditions={generator.conditions} does not include "
+                f"data.label_key={data.label_key!r}: cells are generated per "
+                f"class, so the label column must be a condition. Add "
+                f"'{data.label_key}' to generator.conditions or set it to null."
+            )
+    if generator is not None and distill is not None:
+        steps = generator.model.timesteps
+        for name in ("t_gen", "sample_steps"):
+            value = getattr(distill, name)
+            if value > steps:
+                errors.append(
+                    f"distill.{name}={value} exceeds generator.model.timesteps="
+                    f"{steps}; use a value up to {steps} (or raise timesteps "
+                    "and retrain the generator)."
+                )
+    if errors:
+        raise ValueError(" ".join(errors))

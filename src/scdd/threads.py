@@ -1,0 +1,83 @@
+"""One CPU thread count for torch, numba (scanpy) and BLAS, chosen once per run.
+
+On a shared machine, more compute threads than free cores makes every
+parallel region wait for a thread the scheduler has parked: a 2-core machine
+with one other busy process ran torch 8x slower with 2 threads than with 1.
+And numba's OpenMP layer (used by ``sc.pp.normalize_total``) silently resets
+torch's thread count to the number of cores on its first parallel call unless
+numba itself is held to the same count, so setting torch alone is not enough.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, else the count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _cpu_times() -> tuple[float, float] | None:
+    """(busy, total) jiffies of all CPUs from ``/proc/stat``, or None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = [float(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cores(sample_s: float = 0.3) -> float:
+    """Cores kept busy by other processes, sampled over ``sample_s`` seconds.
+
+    This process sleeps while sampling, so what is measured is everyone else.
+    Returns 0 where ``/proc/stat`` is not available.
+    """
+    first = _cpu_times()
+    if first is None:
+        return 0.0
+    time.sleep(sample_s)
+    second = _cpu_times()
+    if second is None or second[1] <= first[1]:
+        return 0.0
+    share = (second[0] - first[0]) / (second[1] - first[1])
+    return share * (os.cpu_count() or 1)
+
+
+def resolve_threads(threads: int | None) -> tuple[int, str]:
+    """The thread count for a ``threads`` parameter, and why it was chosen.
+
+    ``None`` takes the available cores that other processes are not keeping
+    busy right now (at least 1); an integer is used as it is.
+    """
+    if threads is not None:
+        return int(threads), "pinned by the threads parameter"
+    cores = available_cores()
+    busy = min(busy_cores(), cores - 1)
+    free = max(1, cores - round(busy))
+    return free, f"{cores} core(s) available, {busy:.1f} busy with other work"
+
+
+def apply_threads(n: int) -> None:
+    """Hold torch, numba and the BLAS/OpenMP pools to ``n`` threads."""
+    torch.set_num_threads(n)
+    try:
+        import numba
+    except ImportError:  # scanpy brings numba; only a bare install lacks it
+        pass
+    else:
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(n)
