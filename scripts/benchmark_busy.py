@@ -6,11 +6,12 @@ whole run, as a colleague's job on a shared machine would. Rows:
 
 - idle, automatic threads (the default ``threads: null``);
 - busy, automatic threads (the run sees the busy core and uses the others);
-- busy, threads pinned to every core (what the automatic choice avoids).
+- with ``--pinned``: busy, threads pinned to every core (what the automatic
+  choice avoids; slow: up to 10x the idle run).
 
 Printed: wall time, peak RSS of the run, and each time over the idle run's.
 
-    python scripts/benchmark_busy.py --workdir /tmp/busy [--pipelines distill]
+    python scripts/benchmark_busy.py --workdir /tmp/busy [--pipelines P] [--pinned]
 """
 
 from __future__ import annotations
@@ -70,28 +71,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--pipelines", default="distill")
+    parser.add_argument("--pinned", action="store_true", help="add the pinned row")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     load = os.getloadavg()[0]
-    rows = []
-    for name, busy, params in (
+    runs = [
         ("idle, automatic threads", False, ""),
         ("busy, automatic threads", True, ""),
-        (f"busy, threads={cores} (pinned)", True, f"threads={cores}"),
-    ):
+    ]
+    if args.pinned:
+        runs.append((f"busy, threads={cores} (pinned)", True, f"threads={cores}"))
+    rows = []
+    for i, (name, busy, params) in enumerate(runs):
         spinner = mp.Process(target=_spin, daemon=True) if busy else None
         if spinner:
             spinner.start()
             time.sleep(2)
         try:
-            project = fresh_project(args.workdir / name.split(",")[0])
+            project = fresh_project(args.workdir / f"run{i}")
             seconds, peak = timed_run(project, args.pipelines, params)
         finally:
             if spinner:
                 spinner.terminate()
                 spinner.join()
         rows.append((name, seconds, peak))
-        print(f"{name}: {seconds:.1f} s", flush=True)  # noqa: T201
+        print(f"{name}: {seconds:.1f} s, peak RSS {peak:.0f} MB", flush=True)  # noqa: T201
     idle = rows[0][1]
     lines = [
         f"`kedro run --pipelines {args.pipelines}` on the bundled default; "

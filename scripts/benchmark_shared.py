@@ -160,6 +160,9 @@ def main() -> None:
             "threads": args.threads,
         }
         start = time.perf_counter()
+        params = {**args.params, **params}
+        # Only missing or stale outputs: artefacts made with other parameters
+        # (an earlier --params) are rebuilt, never mixed into this benchmark.
         run(project, ["distill", "evaluate"], params, only_missing_outputs=True)
         prepared = time.perf_counter() - start
         if args.stage == "prepare":
@@ -172,7 +175,7 @@ def main() -> None:
         run(
             project,
             ["benchmark"],
-            {**args.params, **params, "benchmark": bench},
+            {**params, "benchmark": bench},
         )
         seconds = time.perf_counter() - start
         reporting = project / "data" / "08_reporting"

@@ -193,8 +193,8 @@ class LineageHooks:
                     f"{n} ({_where(d)}), made by the `{made_by[n]}` pipeline"
                     for n, d in missing
                 )
-                + f"\nRun `kedro run --pipelines {stages}` first (or `kedro run` "
-                "for every stage)."
+                + f"\nRun `kedro run --pipelines {stages}` first (or `kedro run "
+                "--pipelines distill` for every stage up to the synthetic set)."
             )
         if stale:
             stages = ",".join(dict.fromkeys(made_by[n] for n, _, _ in stale))
@@ -203,7 +203,9 @@ class LineageHooks:
                 "parameters than its own:\n  - "
                 + "\n  - ".join(f"{n} ({_where(d)}): {r}" for n, d, r in stale)
                 + f"\nRefresh them with `kedro run --pipelines {stages} "
-                "--only-missing-outputs` (rebuilds only what is stale or missing)."
+                "--only-missing-outputs`, or every stage up to the synthetic set "
+                "with `kedro run --pipelines distill --only-missing-outputs` "
+                "(either rebuilds only what is stale or missing)."
             )
         if run_params.get("only_missing_outputs"):
             self._invalidate_stale_outputs(pipeline, catalog)

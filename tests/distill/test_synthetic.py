@@ -130,9 +130,9 @@ def test_synthetic_adata_layout(tmp_path: Path) -> None:
     assert list(syn.obs[LABEL_KEY]) == ["type_0", "type_0", "type_2", "type_2"]
     assert list(syn.var_names) == list(real.var_names)
     assert syn.obs_names.is_unique
-    assert syn.obsm["X_latent"].shape == (4, 8)
-    assert syn.obsm["X_latent"].dtype == np.float32
-    assert syn.obsm["X_features"].shape == (4, 5)
+    assert syn.obsm["X_optimised_codes"].shape == (4, 8)
+    assert syn.obsm["X_optimised_codes"].dtype == np.float32
+    assert syn.obsm["X_foundation"].shape == (4, 5)
     np.testing.assert_allclose(_row_totals(syn.X), 1e4, rtol=1e-4)
     syn.write_h5ad(tmp_path / "syn.h5ad")
     back = ad.read_h5ad(tmp_path / "syn.h5ad")
@@ -146,8 +146,8 @@ def test_synthetic_adata_layout(tmp_path: Path) -> None:
         method="featdistill",
     )
     assert features_only.n_vars == 0 and features_only.n_obs == 4
-    assert "X_latent" not in features_only.obsm
-    assert features_only.obsm["X_features"].shape == (4, 5)
+    assert "X_optimised_codes" not in features_only.obsm
+    assert features_only.obsm["X_foundation"].shape == (4, 5)
 
     seeds = np.array([0, 1, 25, 26])
     kept = synthetic_adata(

@@ -95,8 +95,9 @@ def synthetic_adata(
     method: str = "scdd",
 ) -> AnnData:
     """AnnData of a synthetic set: genes in ``X`` (empty for features-only),
-    labels in ``obs[label_key]``, codes in ``obsm["X_latent"]``, features in
-    ``obsm["X_features"]``.
+    labels in ``obs[label_key]``, the variables the method optimised in
+    ``obsm["X_optimised_codes"]`` (latent codes, features or gene values) and
+    F-space features of feature-level methods in ``obsm["X_foundation"]``.
 
     ``real`` (training cells in the same gene order) and ``real_labels`` give
     the sparsity and normalisation to match; rows that are real cells
@@ -127,7 +128,7 @@ def synthetic_adata(
             )
     adata = AnnData(X=x, obs=obs, var=var)
     if output.codes is not None:
-        adata.obsm["X_latent"] = np.asarray(output.codes, dtype=np.float32)
+        adata.obsm["X_optimised_codes"] = np.asarray(output.codes, dtype=np.float32)
     if output.features is not None:
-        adata.obsm["X_features"] = np.asarray(output.features, dtype=np.float32)
+        adata.obsm["X_foundation"] = np.asarray(output.features, dtype=np.float32)
     return adata

@@ -90,7 +90,7 @@ def embed_synthetic(
 
     Args:
         synthetic: genes in ``X`` (any gene order; aligned to F's here) or
-            ``n_vars == 0`` with ``obsm["X_features"]``.
+            ``n_vars == 0`` with ``obsm["X_foundation"]``.
         train_embeddings: cached F(train) (gives the class names and width).
         foundation: frozen E and D.
         label_key: label column.
@@ -111,15 +111,15 @@ def embed_synthetic(
     categories = class_names(train_embeddings, label_key, "training split")
     class_codes(synthetic, label_key, categories, "synthetic set")
     if is_feature_only(synthetic):
-        if "X_features" not in synthetic.obsm:
+        if "X_foundation" not in synthetic.obsm:
             raise ValueError(
                 "The synthetic set has neither genes (n_vars == 0) nor "
-                "obsm['X_features']; re-run the distill pipeline."
+                "obsm['X_foundation']; re-run the distill pipeline."
             )
-        z = np.asarray(synthetic.obsm["X_features"], dtype=np.float32)
+        z = np.asarray(synthetic.obsm["X_foundation"], dtype=np.float32)
         if z.shape[1] != train_embeddings.n_vars:
             raise ValueError(
-                f"obsm['X_features'] has width {z.shape[1]} but F's latents have "
+                f"obsm['X_foundation'] has width {z.shape[1]} but F's latents have "
                 f"{train_embeddings.n_vars}; distil and evaluate with the same "
                 "foundation model."
             )

@@ -190,7 +190,7 @@ def _feature_only(tiny: Tiny) -> ad.AnnData:
             index=["f0", "f1", "f2"],
         ),
     )
-    synthetic.obsm["X_features"] = features.astype(np.float32)
+    synthetic.obsm["X_foundation"] = features.astype(np.float32)
     return synthetic
 
 

@@ -20,6 +20,7 @@ from scdd.distill.synthetic import (
 from scdd.params import DataParams, DistillParams, FoundationParams
 from scdd.pipelines.latent_distillation import create_pipeline
 from scdd.pipelines.latent_distillation.nodes import distill_synthetic_set
+from scdd.provenance import weights_digest
 from tests.distill.test_methods import LABEL_KEY, SCDG_MODEL, Tiny, make_tiny
 from tests.kedro_helpers import run_session
 
@@ -74,6 +75,7 @@ def _distill(tiny: Tiny, params=PARAMS, **overrides):
 def test_node_writes_a_valid_synthetic_set(tiny: Tiny, method: str) -> None:
     # genes in another order than the foundation model's: the node aligns them
     shuffled = tiny.train[:, np.random.default_rng(0).permutation(60)].copy()
+    shuffled.uns["scdd"] = {"preprocess": {"params": "{}", "source": "cells.h5ad"}}
     synthetic, history = _distill(
         tiny, PARAMS.model_copy(update={"method": method}), train=shuffled
     )
@@ -85,15 +87,23 @@ def test_node_writes_a_valid_synthetic_set(tiny: Tiny, method: str) -> None:
     )
     record = synthetic.uns["scdd"]["distill"]
     assert json.loads(record["params"])["method"] == method
+    assert record["label_key"] == LABEL_KEY
+    assert synthetic.uns["scdd"]["preprocess"]["source"] == "cells.h5ad"
+    assert record["foundation"] == weights_digest(
+        [tiny.foundation.encoder, tiny.foundation.decoder]
+    )
+    assert record["generator"] == (
+        weights_digest(tiny.checkpoint) if method == "scdd" else "not used"
+    )
     assert synthetic.X.min() >= 0 and np.isfinite(synthetic.X.data).all()
     assert list(history.columns) == ["step", "loss", "dm", "dc"]
     if method == "scdd":
-        assert synthetic.obsm["X_latent"].shape == (6, 8)
+        assert synthetic.obsm["X_optimised_codes"].shape == (6, 8)
         assert len(history) == OPTIM["steps"]
         totals = np.expm1(synthetic.X.toarray().astype(np.float64)).sum(1)
         np.testing.assert_allclose(totals, 1e4, rtol=1e-4)
     else:  # real cells, as they are, in the foundation gene order
-        assert history.empty and "X_latent" not in synthetic.obsm
+        assert history.empty and "X_optimised_codes" not in synthetic.obsm
         real, syn = tiny.train.X.toarray(), synthetic.X.toarray()
         assert (syn[:, None, :] == real[None]).all(-1).any(1).all()
 
@@ -122,7 +132,7 @@ def test_latent_codes_round_trip_through_the_pipeline(
         catalog[f"params:{key}"] = value
     SequentialRunner().run(create_pipeline(), catalog)
     synthetic = ad.read_h5ad(tmp_path / "syn.h5ad")
-    # X is finalise(G(codes)) of the stored codes: D(U(X_latent)), log-normalised
+    # X is finalise(G(codes)) of the stored codes D(U(codes)), log-normalised
     # inside the optimisation, then sparsified
     generator, _ = generation.load_generator(tiny.checkpoint)
     labels = synthetic.obs[LABEL_KEY].cat.codes.to_numpy().astype(np.int64)
@@ -131,7 +141,9 @@ def test_latent_codes_round_trip_through_the_pipeline(
         genes = as_log_normalised(
             tiny.foundation.decoder(
                 generator.denoise(
-                    torch.as_tensor(synthetic.obsm["X_latent"]), PARAMS.t_gen, cond
+                    torch.as_tensor(synthetic.obsm["X_optimised_codes"]),
+                    PARAMS.t_gen,
+                    cond,
                 )
             ),
             target_sum=real_target_sum(tiny.train),
@@ -200,7 +212,7 @@ def test_distill_pipeline_end_to_end(project_copy: Path) -> None:
     synthetic = ad.read_h5ad(project_copy / "data/07_model_output/synthetic_cells.h5ad")
     assert synthetic.n_obs == 10  # SPC 1 x 10 bulk_labels classes
     assert synthetic.obs["bulk_labels"].value_counts().eq(1).all()
-    assert synthetic.obsm["X_latent"].shape == (10, 128)
+    assert synthetic.obsm["X_optimised_codes"].shape == (10, 128)
     history = pd.read_csv(project_copy / "data/08_reporting/distill_history.csv")
     # the runtime override reached distill.optim (default 300 steps -> 30 rows);
     # the rest of distill.optim kept its defaults (log_every 10)

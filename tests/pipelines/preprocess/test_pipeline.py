@@ -114,3 +114,24 @@ def test_kedro_run_shared_counts(project_copy: Path) -> None:
     ).load()
     assert "counts" in train.layers
     assert train.obs["cell_type"].nunique() == 19
+
+
+def test_bundled_default_passes_celltypists_own_check() -> None:
+    """pbmc68k_reduced's cells sum to ~2000, not 1e4: CellTypist refused them
+    (and the synthetic cells normalised like them) until they were rescaled."""
+    import celltypist
+
+    from scdd.datasets.h5ad_dataset import load_bundled
+
+    adata, summary = preprocess_adata(
+        load_bundled("pbmc68k_reduced"),
+        DataParams(input="scanpy://pbmc68k_reduced", label_key="bulk_labels"),
+        PARAMS,
+    )
+    assert summary["input_kind"] == "log_normalised"
+    totals = np.expm1(adata.X.toarray().astype(np.float64)).sum(1)
+    np.testing.assert_allclose(totals, 1e4, rtol=1e-4)
+    model = celltypist.train(  # check_expression=True by default
+        adata[:200], labels="bulk_labels", max_iter=2, use_SGD=True
+    )
+    assert len(model.cell_types) >= 2

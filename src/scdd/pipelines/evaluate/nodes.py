@@ -39,7 +39,7 @@ def embed_synthetic_set(
 
     Args:
         synthetic: the synthetic set: genes in ``X`` (any gene order; aligned
-            to F's here) or ``n_vars == 0`` with ``obsm["X_features"]``.
+            to F's here) or ``n_vars == 0`` with ``obsm["X_foundation"]``.
         train_embeddings: cached F(train) (gives the class names and width).
         foundation: frozen E and D.
         data: ``params:data``.

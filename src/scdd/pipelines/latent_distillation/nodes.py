@@ -43,7 +43,7 @@ def distill_synthetic_set(
 
     Returns:
         The synthetic AnnData (genes in the foundation gene order, labels,
-        codes in ``obsm["X_latent"]``, provenance) and the loss history.
+        codes in ``obsm["X_optimised_codes"]``, provenance) and the loss history.
     """
     start = time.perf_counter()
     key, method = data.label_key, params.method

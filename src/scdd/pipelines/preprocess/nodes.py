@@ -57,9 +57,7 @@ def preprocess_adata(
         )
         adata = pp.log_normalise(adata, target_sum=params.target_sum)
     else:
-        rescaled, total = pp.rescale_log_normalised(
-            adata, target_sum=params.target_sum
-        )
+        rescaled, total = pp.rescale_log_normalised(adata, target_sum=params.target_sum)
         if rescaled is not adata:
             logger.info(
                 "Cells were normalised to ~%.0f counts (median); rescaled to %g",
