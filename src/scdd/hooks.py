@@ -223,14 +223,15 @@ class LineageHooks:
         return stale_reason(self._recipes[name], self._store.read(name), self._context)
 
     def _invalidate_stale_outputs(self, pipeline: Pipeline, catalog: Any) -> None:
+        stale: dict[str, list[str]] = {}
         for name in sorted(pipeline.all_outputs() & self._persisted_names):
             dataset = catalog.get(name)
-            if not dataset.exists():
-                continue
-            reason = self._stale(name)
+            reason = self._stale(name) if dataset.exists() else None
             if reason:
-                logger.warning("Rebuilding stale %s (%s)", name, reason)
+                stale.setdefault(reason, []).append(name)
                 catalog[name] = _Stale(dataset)
+        for reason, names in stale.items():
+            logger.warning("Rebuilding stale %s: %s", ", ".join(names), reason)
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str) -> None:
