@@ -68,6 +68,20 @@ def test_umap_draws_real_dots_and_synthetic_stars(
     assert legend == ["type_0", "type_1", "type_2", "synthetic"]
 
 
+def test_umap_draws_a_capped_stratified_sample_of_real_cells(
+    real: ad.AnnData, synthetic: ad.AnnData
+) -> None:
+    fig = umap_figure(
+        _embeddings(real),
+        _embeddings(synthetic, 1),
+        KEY,
+        n_neighbors=5,
+        max_real_cells=9,
+    )
+    sizes = [c.get_offsets().shape[0] for c in fig.axes[0].collections]
+    assert sizes == [4, 3, 2, 2, 2, 2, 0]  # 20:15:10 of 45 real cells, scaled to 9
+
+
 def test_umap_rejects_mismatched_widths(real: ad.AnnData) -> None:
     syn = _embeddings(real)[:, :4]
     with pytest.raises(ValueError, match="width"):

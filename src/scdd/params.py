@@ -409,10 +409,13 @@ class FHeadParams(_Group):
     weight_decay: NonNegativeFloat = 5e-4
     #: ``None``: full batch (a synthetic set).
     batch_size: PositiveInt | None = None
+    #: SGD steps replacing ``epochs`` passes; ``None``: ``epochs``.
+    steps: PositiveInt | None = None
     #: Mini-batch size on the full training split (the retention reference).
     reference_batch_size: PositiveInt | None = 64
-    #: ``None``: ``epochs``.
-    reference_epochs: PositiveInt | None = None
+    #: SGD steps per init on the full training split: a budget, not epochs,
+    #: so an atlas costs what a small split does.
+    reference_steps: PositiveInt = 8000
 
 
 class CelltypistParams(_Group):
@@ -489,6 +492,9 @@ class EvaluateParams(_Group):
     """``params:evaluate``: the evaluation models and the metrics' settings."""
 
     models: list[Literal[MODELS]] = Field(default=list(MODELS), min_length=1)
+    #: Gene-level models train their full-split reference on a stratified
+    #: sample of at most this many cells (``None``: all of them).
+    reference_max_cells: PositiveInt | None = 50_000
     f_head: FHeadParams = FHeadParams()
     celltypist: CelltypistParams = CelltypistParams()
     gene_mlp: GeneMLPParams = GeneMLPParams()
@@ -509,10 +515,10 @@ class EvaluateParams(_Group):
         Full-batch SGD at the paper's lr underfits a real training split (on
         the bundled PBMC data: train accuracy 0.76, test 0.74; mini-batches
         of 64: 0.86 / 0.82), so the linear head uses
-        ``f_head.reference_batch_size`` and ``reference_epochs`` (``None``:
-        ``epochs``). The torch gene models need nothing: they train for a
-        number of steps, full batch on a synthetic set and on mini-batches on
-        a real split.
+        ``f_head.reference_batch_size`` for ``reference_steps`` SGD steps (a
+        budget: epochs over an atlas would take hours). The torch gene models
+        need nothing: they train for a number of steps, full batch on a
+        synthetic set and on mini-batches on a real split.
         """
         head = self.f_head
         return self.model_copy(
@@ -520,7 +526,7 @@ class EvaluateParams(_Group):
                 "f_head": head.model_copy(
                     update={
                         "batch_size": head.reference_batch_size,
-                        "epochs": head.reference_epochs or head.epochs,
+                        "steps": head.reference_steps,
                     }
                 )
             }
@@ -579,6 +585,8 @@ class UmapParams(_Group):
     n_neighbors: int = Field(default=15, ge=2)
     #: UMAP needs ``min_dist <= spread`` (1).
     min_dist: float = Field(default=0.5, ge=0, le=1)
+    #: Real cells drawn at most (stratified sample); ``None``: all.
+    max_cells: PositiveInt | None = 20_000
 
 
 class HvgParams(_Group):

@@ -21,6 +21,8 @@ import scanpy as sc
 from matplotlib.figure import Figure
 from scipy import sparse
 
+from scdd.sampling import stratified_rows
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["correlation_figure", "hvg_figure", "loss_figure", "umap_figure"]
@@ -124,6 +126,7 @@ def umap_figure(
     *,
     n_neighbors: int = 15,
     min_dist: float = 0.5,
+    max_real_cells: int | None = 20_000,
     seed: int = 0,
     figsize: Sequence[float] = (8, 6),
 ) -> Figure:
@@ -141,7 +144,10 @@ def umap_figure(
         label_key: obs column holding the class.
         n_neighbors: neighbourhood size of the kNN graph (capped at n - 1).
         min_dist: UMAP ``min_dist``.
-        seed: random state of UMAP.
+        max_real_cells: real cells drawn at most (a seeded, stratified
+            sample; ``None``: all): UMAP's cost grows with the cells, a
+            plot's legibility does not.
+        seed: random state of UMAP and of the sample.
         figsize: figure size in inches.
 
     Returns:
@@ -158,6 +164,10 @@ def umap_figure(
         )
     categories = _categories(real, label_key)
     _categories(synthetic, label_key)
+    labels = real.obs[label_key].astype(str).to_numpy()
+    rows = stratified_rows(labels, max_real_cells, seed)
+    if len(rows) < real.n_obs:
+        real = real[rows]
     x = np.vstack([_dense(real.X), _dense(synthetic.X)]).astype(np.float32)
     joint = ad.AnnData(X=x)
     n = joint.n_obs

@@ -1,4 +1,4 @@
-"""scDD and the baselines of DESIGN section 7 on tiny data and tiny models."""
+"""scDD and the baselines of the paper on tiny data and tiny models."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Synthetic samples -> valid, real-looking AnnData (DESIGN section 3)."""
+"""Synthetic samples -> valid, real-looking AnnData."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""scDD and the paper's baselines behind one name (DESIGN section 7).
+"""scDD and the paper's baselines behind one name.
 
 Every method starts from the same seeds (SPC real training cells per class)
 and returns synthetic genes and/or features; they differ in what is optimised

@@ -1,4 +1,4 @@
-"""Turn raw synthetic samples into a valid, real-looking ``.h5ad`` (DESIGN §3).
+"""Turn raw synthetic samples into a valid, real-looking ``.h5ad``.
 
 Decoded genes are non-negative after clipping, then sparsified (values at or
 below a cut-off become 0; or, with no cut-off, as sparse as the real cells of

@@ -1,4 +1,4 @@
-"""CellTypist as a cross-architecture evaluation model (DESIGN §8, paper Table IV).
+"""CellTypist as a cross-architecture evaluation model (paper Table IV).
 
 CellTypist (a logistic regression on scaled log-normalised genes) is trained
 on a synthetic set as it would be on real cells, then annotates the real
@@ -41,6 +41,19 @@ def _quiet_celltypist() -> Iterator[None]:
         yield
     finally:
         chatty.setLevel(previous)
+
+
+def _annotate(
+    celltypist: Any, cells: ad.AnnData, model: Any, chunk_size: int = 20_000
+) -> np.ndarray:
+    """Predicted labels of ``cells``, ``chunk_size`` rows at a time
+    (``celltypist.annotate`` densifies and scales what it is given)."""
+    out = []
+    for start in range(0, cells.n_obs, chunk_size):
+        chunk = cells[start : start + chunk_size].copy()
+        result = celltypist.annotate(chunk, model=model, majority_voting=False)
+        out.append(result.predicted_labels["predicted_labels"].to_numpy())
+    return np.concatenate(out)
 
 
 def evaluate_celltypist(
@@ -114,12 +127,8 @@ def evaluate_celltypist(
         }
         with _quiet_celltypist():
             model = celltypist.train(fit, labels=label_key, **kwargs)
-            test_pred = celltypist.annotate(
-                test.copy(), model=model, majority_voting=False
-            ).predicted_labels["predicted_labels"]
-            train_pred = celltypist.annotate(
-                fit.copy(), model=model, majority_voting=False
-            ).predicted_labels["predicted_labels"]
+            test_pred = _annotate(celltypist, test, model)
+            train_pred = _annotate(celltypist, fit, model)
         per_init.append(
             {
                 "init": init,

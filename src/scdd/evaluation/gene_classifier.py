@@ -1,7 +1,7 @@
 """Train a torch classifier on genes several times and score it on the test split.
 
 The gene-level evaluation models (the MLP, the gene-group transformer and the
-DeepInsight CNN, DESIGN §8) differ only in the network; this module holds
+DeepInsight CNN) differ only in the network; this module holds
 what they share: input checks, seeded runs, mini-batches densified one at a
 time (so a sparse training split of 100k+ cells fits in memory), Adam on the
 mean cross-entropy for a fixed number of optimiser steps, and the scores of

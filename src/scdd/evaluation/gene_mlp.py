@@ -1,4 +1,4 @@
-"""A gene-level MLP without F: a cross-architecture evaluation model (DESIGN §8).
+"""A gene-level MLP without F: a cross-architecture evaluation model.
 
 The network reads log-normalised genes directly (``G -> hidden -> C``, ReLU),
 so it shows whether a synthetic set carries label information outside the

@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scdd.evaluation.suite import compact, run_models, with_retention
+from scdd.evaluation.suite import GENE_MODELS, compact, run_models, with_retention
 from scdd.generation import check_embeddings_match, embedding_matrix
 from scdd.metrics.fidelity import fidelity_report
 from scdd.models.foundation import FoundationModel, align_genes, embed_cells
+from scdd.sampling import stratified_rows
 
 logger = logging.getLogger(__name__)
 
@@ -158,48 +159,76 @@ def full_reference(
     """``evaluate["models"]`` trained on the whole training split (the
     "Original dataset" row; the denominator of retention).
 
-    Gene-level models read the training split in its own gene space. Pass
-    the reference settings (``EvaluateParams.for_reference()``).
+    Gene-level models read the training split in its own gene space, on a
+    stratified sample of at most ``evaluate["reference_max_cells"]`` cells
+    (CellTypist densifies its input; each model's ``n_train`` says how many it
+    saw); the F-head reads the 128-d features of every cell. Pass the
+    reference settings (``EvaluateParams.for_reference()``).
 
     Returns:
-        ``{"label_key", "categories", "n_train", "n_test", "models": {name:
-        result}}``.
+        ``{"label_key", "categories", "n_train", "n_test",
+        "reference_max_cells", "models": {name: result}}``.
     """
     start = time.perf_counter()
     key = label_key
     categories = class_names(train, key, "training split")
     check_embeddings_match(train, train_embeddings, "train")
     check_embeddings_match(test, test_embeddings, "test")
+    labels = class_codes(train, key, categories, "training split")
+    max_cells = evaluate.get("reference_max_cells")
+    rows = stratified_rows(labels, max_cells, seed)
     logger.info(
-        "Reference: %s trained on the full training split (%d cells)",
+        "Reference: %s trained on the full training split (%d cells; gene-level "
+        "models on a stratified sample of %d, evaluate.reference_max_cells=%s)",
         evaluate["models"],
         train.n_obs,
+        len(rows),
+        max_cells,
     )
-    results, _ = run_models(
-        models=list(evaluate["models"]),
-        train_z=embedding_matrix(train_embeddings),
-        train_labels=class_codes(train, key, categories, "training split"),
-        test_z=embedding_matrix(test_embeddings),
-        test_labels=class_codes(test, key, categories, "test split"),
-        train_genes=train,
-        test_genes=align_genes(
-            test, gene_order=list(train.var_names), min_overlap=min_gene_overlap
-        ),
-        label_key=key,
-        categories=categories,
-        params=evaluate,
-        seed=seed,
-        device=device,
-        progress=progress,
-        what="full training",
+    test_genes = align_genes(
+        test, gene_order=list(train.var_names), min_overlap=min_gene_overlap
     )
+    shared = {
+        "test_z": embedding_matrix(test_embeddings),
+        "test_labels": class_codes(test, key, categories, "test split"),
+        "test_genes": test_genes,
+        "label_key": key,
+        "categories": categories,
+        "params": evaluate,
+        "seed": seed,
+        "device": device,
+        "progress": progress,
+        "what": "full training",
+    }
+    models = list(evaluate["models"])
+    features = [m for m in models if m not in GENE_MODELS]
+    genes = [m for m in models if m in GENE_MODELS]
+    results: dict[str, Any] = {}
+    if features:  # 128-d features of every cell: cheap, trained on all of them
+        results |= run_models(
+            models=features,
+            train_z=embedding_matrix(train_embeddings),
+            train_labels=labels,
+            train_genes=None,
+            **shared,
+        )[0]
+    if genes:  # models that densify genes: a bounded sample of the cells
+        sample = train if len(rows) == train.n_obs else train[rows]
+        results |= run_models(
+            models=genes,
+            train_z=embedding_matrix(train_embeddings)[rows],
+            train_labels=labels[rows],
+            train_genes=sample,
+            **shared,
+        )[0]
     logger.info("Reference models done in %.1f s", time.perf_counter() - start)
     return {
         "label_key": key,
         "categories": categories,
         "n_train": int(train.n_obs),
         "n_test": int(test.n_obs),
-        "models": results,
+        "reference_max_cells": max_cells,
+        "models": {name: results[name] for name in models},
     }
 
 

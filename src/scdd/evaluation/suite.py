@@ -1,7 +1,7 @@
 """Run the evaluation models on one training set and score them on the test split.
 
 One training set is either a synthetic set or the full real training split
-(the reference that retention divides by). The models (DESIGN §8):
+(the reference that retention divides by). The models:
 
 - ``f_head``: the paper protocol, frozen F + a linear head
   (:func:`scdd.evaluation.linear_head.evaluate_linear_head`) on F-space
@@ -127,6 +127,7 @@ def run_models(
                 momentum=head["momentum"],
                 weight_decay=head["weight_decay"],
                 batch_size=head.get("batch_size"),
+                steps=head.get("steps"),
                 seed=seed,
                 device=device,
             )

@@ -1,4 +1,4 @@
-"""Fidelity of a synthetic set to the real cells it summarises (DESIGN §8).
+"""Fidelity of a synthetic set to the real cells it summarises.
 
 Every function compares synthetic cells with real training cells *in the same
 gene order* (align with ``scdd.models.foundation.align_genes`` first) and

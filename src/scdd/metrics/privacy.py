@@ -1,4 +1,4 @@
-"""Privacy of a synthetic set: does it copy training cells? (DESIGN §8)
+"""Privacy of a synthetic set: does it copy training cells?
 
 For each synthetic cell, the distance to its nearest real *training* cell is
 compared with the distance to its nearest real *test* cell (cells the

@@ -7,6 +7,7 @@ from scipy import sparse
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from scdd.metrics.latent import fit_latent_classifier
+from scdd.sampling import stratified_rows
 
 
 def _dense(x: np.ndarray | sparse.spmatrix) -> np.ndarray:
@@ -20,26 +21,31 @@ def linear_probe(
     test_y: np.ndarray,
     *,
     max_train_cells: int = 20_000,
+    chunk_size: int = 10_000,
     seed: int = 0,
 ) -> dict[str, float]:
     """Fit a standardised logistic regression on train, score it on test.
 
-    At most ``max_train_cells`` training cells (a seeded sample) are used, so
-    the probe stays cheap on large inputs; features are densified and
-    standardised (:func:`fit_latent_classifier`), which lets lbfgs converge in
-    a few dozen iterations.
+    At most about ``max_train_cells`` training cells (a seeded, stratified
+    sample) are used and the test cells are densified ``chunk_size`` rows at a
+    time, so the probe stays cheap on large inputs; features are standardised
+    (:func:`fit_latent_classifier`), which lets lbfgs converge in a few dozen
+    iterations.
 
     Returns:
         Test accuracy and balanced accuracy.
     """
     train_y = np.asarray(train_y)
-    if len(train_y) > max_train_cells:
-        keep = np.random.default_rng(seed).choice(
-            len(train_y), max_train_cells, replace=False
-        )
-        train_x, train_y = train_x[np.sort(keep)], train_y[np.sort(keep)]
+    keep = stratified_rows(train_y, max_train_cells, seed)
+    if len(keep) < len(train_y):
+        train_x, train_y = train_x[keep], train_y[keep]
     clf = fit_latent_classifier(_dense(train_x), train_y, seed=seed)
-    pred = clf.predict(_dense(test_x))
+    pred = np.concatenate(
+        [
+            clf.predict(_dense(test_x[start : start + chunk_size]))
+            for start in range(0, test_x.shape[0], chunk_size)
+        ]
+    )
     return {
         "accuracy": float(accuracy_score(test_y, pred)),
         "balanced_accuracy": float(balanced_accuracy_score(test_y, pred)),

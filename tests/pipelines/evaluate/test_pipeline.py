@@ -56,7 +56,7 @@ SETTINGS = {
         "weight_decay": 5e-4,
         "batch_size": None,
         "reference_batch_size": 32,
-        "reference_epochs": 20,
+        "reference_steps": 40,
     },
     "celltypist": {"n_inits": 1, "train_kwargs": {}},
     "gene_mlp": {
@@ -248,6 +248,33 @@ def test_reference_covers_every_model(reference: dict) -> None:
     for name in ("gene_mlp", "gene_transformer", "deepinsight_cnn"):
         assert reference["models"][name]["accuracy_mean"] > 0.8, name
     json.dumps(reference)  # JSON-serialisable as it is
+
+
+def test_gene_models_reference_is_a_capped_stratified_sample(tiny: Tiny) -> None:
+    params = PARAMS.model_copy(
+        update={
+            "models": ["f_head", "celltypist", "gene_mlp"],
+            "reference_max_cells": 30,
+        }
+    )
+    capped = evaluate_full_reference(
+        tiny.train,
+        tiny.test,
+        tiny.train_embeddings,
+        tiny.test_embeddings,
+        params,
+        DATA,
+        FOUNDATION,
+        0,
+        "cpu",
+        False,
+    )
+    assert capped["reference_max_cells"] == 30
+    assert capped["models"]["f_head"]["n_train"] == 65  # 128-d features: all cells
+    for name in ("celltypist", "gene_mlp"):
+        assert 30 <= capped["models"][name]["n_train"] <= 33, name
+        assert capped["models"][name]["accuracy_mean"] > 0.8, name
+    assert list(capped["models"]) == ["f_head", "celltypist", "gene_mlp"]
 
 
 def test_gene_level_set(tiny: Tiny, reference: dict) -> None:

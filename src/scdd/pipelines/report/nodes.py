@@ -55,6 +55,7 @@ def plot_umap(
         data.label_key,
         n_neighbors=umap.n_neighbors,
         min_dist=umap.min_dist,
+        max_real_cells=umap.max_cells,
         seed=seed,
         figsize=_figsize(report, "umap"),
     )

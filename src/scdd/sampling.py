@@ -1,0 +1,34 @@
+"""Seeded, stratified row samples: bounded work on atlases, every class kept."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def stratified_rows(
+    labels: np.ndarray, max_cells: int | None, seed: int = 0
+) -> np.ndarray:
+    """Sorted row indices of at most about ``max_cells`` cells, per class in
+    proportion to its size (at least one cell of every class).
+
+    All rows come back when there are no more than ``max_cells`` (or it is
+    ``None``). The proportional quotas are rounded, and every class keeps at
+    least one cell, so the sample may exceed ``max_cells`` by at most the
+    number of classes.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if max_cells is None or n <= max_cells:
+        return np.arange(n)
+    if max_cells < 1:
+        raise ValueError(f"max_cells must be >= 1 or None, got {max_cells}")
+    rng = np.random.default_rng(seed)
+    classes, inverse, counts = np.unique(
+        labels, return_inverse=True, return_counts=True
+    )
+    quotas = np.minimum(counts, np.maximum(1, np.round(counts * max_cells / n)))
+    keep = [
+        rng.choice(np.flatnonzero(inverse == c), int(quotas[c]), replace=False)
+        for c in range(len(classes))
+    ]
+    return np.sort(np.concatenate(keep))

@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+
+from scdd.sampling import stratified_rows
+
+LABELS = np.repeat(["a", "b", "c"], [700, 290, 10])
+
+
+def test_small_inputs_come_back_whole() -> None:
+    np.testing.assert_array_equal(stratified_rows(LABELS, None), np.arange(1000))
+    np.testing.assert_array_equal(stratified_rows(LABELS, 1000), np.arange(1000))
+
+
+def test_a_cap_keeps_every_class_in_proportion() -> None:
+    rows = stratified_rows(LABELS, 100, seed=3)
+    assert 100 <= len(rows) <= 103
+    assert np.all(np.diff(rows) > 0) and len(set(rows)) == len(rows)
+    kept = dict(zip(*np.unique(LABELS[rows], return_counts=True), strict=True))
+    assert kept == {"a": 70, "b": 29, "c": 1}
+    tiny = stratified_rows(LABELS, 2, seed=3)
+    assert set(LABELS[tiny]) == {"a", "b", "c"}
+
+
+def test_the_sample_is_seeded() -> None:
+    np.testing.assert_array_equal(
+        stratified_rows(LABELS, 50, seed=1), stratified_rows(LABELS, 50, seed=1)
+    )
+    assert not np.array_equal(
+        stratified_rows(LABELS, 50, seed=1), stratified_rows(LABELS, 50, seed=2)
+    )
+    with pytest.raises(ValueError, match="max_cells"):
+        stratified_rows(LABELS, 0)
