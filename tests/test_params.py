@@ -227,9 +227,13 @@ def test_overrides_copy_the_groups() -> None:
     assert (cell.method, cell.spc, cell.optim.steps) == ("dm", 5, 7)
     assert (distill.method, distill.spc, distill.optim.steps) == ("scdd", 1, 300)
     assert distill.for_cell("dm", 2).optim.steps == 300
-    evaluate = EvaluateParams(f_head={"epochs": 100, "reference_steps": 50})
+    evaluate = EvaluateParams(f_head={"epochs": 100, "reference_max_steps": 50})
     reference = evaluate.for_reference().f_head
-    assert (reference.batch_size, reference.steps) == (64, 50)
+    assert (reference.batch_size, reference.epochs, reference.max_steps) == (
+        64,
+        100,
+        50,
+    )
     assert evaluate.f_head.batch_size is None
 
 

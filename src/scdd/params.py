@@ -409,13 +409,15 @@ class FHeadParams(_Group):
     weight_decay: NonNegativeFloat = 5e-4
     #: ``None``: full batch (a synthetic set).
     batch_size: PositiveInt | None = None
-    #: SGD steps replacing ``epochs`` passes; ``None``: ``epochs``.
-    steps: PositiveInt | None = None
+    #: Cap on the SGD steps per init; ``None``: ``epochs`` passes.
+    max_steps: PositiveInt | None = None
     #: Mini-batch size on the full training split (the retention reference).
     reference_batch_size: PositiveInt | None = 64
-    #: SGD steps per init on the full training split: a budget, not epochs,
-    #: so an atlas costs what a small split does.
-    reference_steps: PositiveInt = 8000
+    #: ``None``: ``epochs``.
+    reference_epochs: PositiveInt | None = None
+    #: The reference's epochs stop at this many SGD steps per init, so an
+    #: atlas costs what a ~6k-cell split does.
+    reference_max_steps: PositiveInt = 100_000
 
 
 class CelltypistParams(_Group):
@@ -515,8 +517,9 @@ class EvaluateParams(_Group):
         Full-batch SGD at the paper's lr underfits a real training split (on
         the bundled PBMC data: train accuracy 0.76, test 0.74; mini-batches
         of 64: 0.86 / 0.82), so the linear head uses
-        ``f_head.reference_batch_size`` for ``reference_steps`` SGD steps (a
-        budget: epochs over an atlas would take hours). The torch gene models
+        ``f_head.reference_batch_size`` for ``reference_epochs`` (``None``:
+        ``epochs``), at most ``reference_max_steps`` SGD steps (epochs over an
+        atlas would take hours). The torch gene models
         need nothing: they train for a number of steps, full batch on a
         synthetic set and on mini-batches on a real split.
         """
@@ -526,7 +529,8 @@ class EvaluateParams(_Group):
                 "f_head": head.model_copy(
                     update={
                         "batch_size": head.reference_batch_size,
-                        "steps": head.reference_steps,
+                        "epochs": head.reference_epochs or head.epochs,
+                        "max_steps": head.reference_max_steps,
                     }
                 )
             }

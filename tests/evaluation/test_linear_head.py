@@ -51,22 +51,24 @@ def test_mini_batches_learn_separable_data() -> None:
     assert result["accuracy_mean"] > 0.98
 
 
-def test_a_step_budget_replaces_epochs() -> None:
-    """The full-split reference trains for steps, so its cost does not grow
-    with the cells; a budget of whole epochs reproduces the epoch schedule."""
+def test_a_step_cap_bounds_the_epochs() -> None:
+    """The full-split reference stops at a step budget, so its cost stops
+    growing with the cells; below the cap it is the epoch schedule."""
     x_train, y_train = _clusters(40, [0, 1, 2, 3], seed=2)
     x_test, y_test = _clusters(20, [0, 1, 2, 3], seed=3)
     common = {"num_classes": 4, "n_inits": 1, "batch_size": 16}
     by_epochs = evaluate_linear_head(
         x_train, y_train, x_test, y_test, epochs=5, **common
     )
-    by_steps = evaluate_linear_head(
-        x_train, y_train, x_test, y_test, epochs=999, steps=5 * 10, **common
+    capped = evaluate_linear_head(
+        x_train, y_train, x_test, y_test, epochs=5, max_steps=50, **common
     )
-    assert by_steps["per_init"] == by_epochs["per_init"]
-    assert by_steps["steps"] == 50 and "steps" not in by_epochs
-    short = evaluate_linear_head(x_train, y_train, x_test, y_test, steps=3, **common)
-    assert short["per_init"] != by_epochs["per_init"]
+    assert capped["per_init"] == by_epochs["per_init"]  # 5 x 10 batches = 50
+    assert (by_epochs["steps"], capped["steps"]) == (50, 50)
+    short = evaluate_linear_head(
+        x_train, y_train, x_test, y_test, epochs=5, max_steps=3, **common
+    )
+    assert short["steps"] == 3 and short["per_init"] != by_epochs["per_init"]
 
 
 def test_random_labels_give_chance_accuracy() -> None:
@@ -122,8 +124,9 @@ def test_keys_and_shapes() -> None:
         "per_init",
         "n_train",
         "n_test",
+        "steps",
     }
-    assert (result["n_train"], result["n_test"]) == (6, 10)
+    assert (result["n_train"], result["n_test"], result["steps"]) == (6, 10, 5)
     assert len(result["per_init"]) == 2
     assert set(result["per_init"][0]) == {
         "init",

@@ -89,7 +89,7 @@ def _train_head(
     weight_decay: float,
     batch_size: int | None,
     generator: torch.Generator,
-    steps: int | None = None,
+    max_steps: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """SGD on the mean cross-entropy of a fresh linear head; returns ``(W, b)``.
 
@@ -106,9 +106,9 @@ def _train_head(
         weight_decay: L2 penalty added to the gradient of ``W`` and ``b``.
         batch_size: rows per step; ``None`` (or ``>= n``) for full batch.
         generator: CPU generator of the init and the batch order.
-        steps: SGD steps in all, replacing ``epochs``: a budget that does not
-            grow with the number of cells (the full-split reference on an
-            atlas would otherwise take hours).
+        max_steps: at most this many SGD steps, however many ``epochs`` ask
+            for: a budget that stops growing with the number of cells (the
+            full-split reference on an atlas would otherwise take hours).
 
     Returns:
         Weight ``[C, d]`` and bias ``[C]``.
@@ -133,11 +133,12 @@ def _train_head(
         weight.sub_(buf_w, alpha=lr)
         bias.sub_(buf_b, alpha=lr)
 
+    budget = epochs if full_batch else epochs * math.ceil(n / batch_size)
+    budget = min(budget, max_steps or budget)
     if full_batch:
-        for _ in range(steps or epochs):
+        for _ in range(budget):
             step(x, y_onehot)
         return weight, bias
-    budget = steps if steps is not None else epochs * math.ceil(n / batch_size)
     taken = 0
     while taken < budget:  # reshuffled passes, the last one cut at the budget
         order = torch.randperm(n, generator=generator).to(x.device)
@@ -184,7 +185,7 @@ def evaluate_linear_head(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     batch_size: int | None = None,
-    steps: int | None = None,
+    max_steps: int | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> dict:
@@ -209,8 +210,8 @@ def evaluate_linear_head(
         weight_decay: SGD weight decay.
         batch_size: mini-batch size; ``None`` trains full batch (right for
             synthetic sets; set it for a full training split of many cells).
-        steps: SGD steps per init instead of ``epochs`` passes (a budget
-            independent of the number of training cells).
+        max_steps: cap on the SGD steps per init (``epochs`` passes unless
+            they would take more): bounds the cost on 100k+ cells.
         seed: base seed; init ``i`` uses ``seed + i``.
         device: torch device for training and prediction.
 
@@ -233,8 +234,8 @@ def evaluate_linear_head(
         raise ValueError("lr must be > 0; momentum and weight_decay must be >= 0")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
-    if steps is not None and steps < 1:
-        raise ValueError(f"steps must be >= 1 or None, got {steps}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
     x_train, y_train = _check_split(train_features, train_labels, num_classes, "train")
     x_test, y_test = _check_split(test_features, test_labels, num_classes, "test")
     if x_train.shape[1] != x_test.shape[1]:
@@ -263,7 +264,7 @@ def evaluate_linear_head(
                 weight_decay=weight_decay,
                 batch_size=batch_size,
                 generator=generator,
-                steps=steps,
+                max_steps=max_steps,
             )
             pred = torch.addmm(bias, x_eval, weight.T).argmax(dim=1).cpu().numpy()
             train_pred = torch.addmm(bias, x, weight.T).argmax(dim=1).cpu().numpy()
@@ -284,6 +285,6 @@ def evaluate_linear_head(
     result.update(
         per_init=per_init, n_train=int(x_train.shape[0]), n_test=int(x_test.shape[0])
     )
-    if steps is not None:
-        result["steps"] = int(steps)
+    per_epoch = 1 if batch_size is None else math.ceil(len(x_train) / batch_size)
+    result["steps"] = int(min(epochs * per_epoch, max_steps or epochs * per_epoch))
     return result

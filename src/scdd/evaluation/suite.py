@@ -127,7 +127,7 @@ def run_models(
                 momentum=head["momentum"],
                 weight_decay=head["weight_decay"],
                 batch_size=head.get("batch_size"),
-                steps=head.get("steps"),
+                max_steps=head.get("max_steps"),
                 seed=seed,
                 device=device,
             )

@@ -56,7 +56,8 @@ SETTINGS = {
         "weight_decay": 5e-4,
         "batch_size": None,
         "reference_batch_size": 32,
-        "reference_steps": 40,
+        "reference_epochs": 20,
+        "reference_max_steps": 40,
     },
     "celltypist": {"n_inits": 1, "train_kwargs": {}},
     "gene_mlp": {

@@ -81,7 +81,8 @@ def evaluate_full_reference(
     It does not depend on the synthetic set, so it is its own catalog entry
     (``full_reference_metrics``) and ``--only-missing-outputs`` reuses it.
     The linear head uses ``evaluate.f_head.reference_batch_size`` and
-    ``reference_steps`` (:meth:`EvaluateParams.for_reference`).
+    ``reference_epochs``, capped at ``reference_max_steps`` steps
+    (:meth:`EvaluateParams.for_reference`).
 
     Returns:
         ``{"label_key", "categories", "n_train", "n_test", "models": {name:
