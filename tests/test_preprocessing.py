@@ -63,8 +63,9 @@ def test_quality_filter_drops_rare_genes(counts_adata) -> None:
     assert out.n_vars == counts_adata.n_vars - 1
 
 
-def test_log_normalise_keeps_counts(counts_adata) -> None:
-    out = pp.log_normalise(counts_adata, target_sum=1e4)
+def test_log_normalise_keeps_counts_only_when_asked(counts_adata) -> None:
+    assert "counts" not in pp.log_normalise(counts_adata).layers
+    out = pp.log_normalise(counts_adata, target_sum=1e4, keep_counts=True)
     np.testing.assert_array_equal(
         out.layers["counts"].toarray(), counts_adata.X.toarray()
     )

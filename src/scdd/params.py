@@ -184,6 +184,8 @@ class PreprocessParams(_Group):
     min_counts: NonNegativeInt = 10
     min_cells: NonNegativeInt = 3
     target_sum: PositiveFloat = 10_000
+    #: Keep raw counts in ``layers["counts"]`` of the splits (no stage reads them).
+    keep_counts: bool = False
     max_log_value: PositiveFloat = 20
     duplicate_genes: Literal["make_unique", "merge"] = "make_unique"
     #: A stratified split needs at least 2 cells per class.
@@ -215,6 +217,9 @@ class FoundationTrainParams(_Group):
     patience: PositiveInt = 5
     triplet_weight: NonNegativeFloat = 0.0
     triplet_margin: NonNegativeFloat = 0.05
+    #: Stop after this many cells (with repeats) were trained on; ``None``:
+    #: ``epochs`` passes, however many cells there are.
+    max_cells_seen: PositiveInt | None = 5_000_000
 
 
 class FoundationEmbedParams(_Group):

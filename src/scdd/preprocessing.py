@@ -208,10 +208,15 @@ def quality_filter(
     return out
 
 
-def log_normalise(adata: ad.AnnData, *, target_sum: float = 1e4) -> ad.AnnData:
-    """``normalize_total`` + ``log1p``; raw counts kept in ``layers["counts"]``."""
+def log_normalise(
+    adata: ad.AnnData, *, target_sum: float = 1e4, keep_counts: bool = False
+) -> ad.AnnData:
+    """``normalize_total`` + ``log1p``; raw counts kept in ``layers["counts"]``
+    only when ``keep_counts`` (they double every later read of the split and
+    no stage of scDD reads them)."""
     out = adata.copy()
-    out.layers["counts"] = out.X.copy()
+    if keep_counts:
+        out.layers["counts"] = out.X.copy()
     sc.pp.normalize_total(out, target_sum=target_sum)
     sc.pp.log1p(out)
     out.uns.pop("log1p", None)

@@ -47,6 +47,19 @@ def test_training_history_and_frozen_model(trained) -> None:
     assert model.hyperparameters["label_blind"] is True
 
 
+def test_a_budget_of_cells_seen_ends_training_before_the_epochs(trained) -> None:
+    adata = trained[0]  # 90 cells: 81 trained on, 9 held out
+    _, history = train_foundation(
+        adata.X,
+        gene_order=list(adata.var_names),
+        architecture=ARCH,
+        config=TrainConfig(epochs=50, batch_size=32, patience=50, max_cells_seen=200),
+        seed=0,
+        progress=False,
+    )
+    assert len(history) == 3  # 81 + 81 + 38 cells
+
+
 def test_training_is_seeded(trained) -> None:
     adata, model, _ = trained
     again, _ = train_foundation(

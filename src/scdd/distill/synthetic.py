@@ -19,12 +19,16 @@ from scipy import sparse
 from scdd.distill.methods import MethodOutput
 
 
-def real_target_sum(real: AnnData) -> float:
+def real_target_sum(real: AnnData, *, chunk_size: int = 50_000) -> float:
     """Median per-cell ``sum(expm1(X))`` of the real cells (1e4 after our
-    normalisation; whatever the user's log-normalised input used otherwise)."""
-    x = sparse.csr_matrix(real.X, copy=True)
-    x.data = np.expm1(x.data)
-    return float(np.median(np.asarray(x.sum(1)).ravel()))
+    normalisation), read ``chunk_size`` rows at a time so no copy of the
+    whole matrix is made."""
+    totals = []
+    for start in range(0, real.n_obs, chunk_size):
+        block = sparse.csr_matrix(real.X[start : start + chunk_size], copy=True)
+        block.data = np.expm1(block.data)
+        totals.append(np.asarray(block.sum(1)).ravel())
+    return float(np.median(np.concatenate(totals)))
 
 
 def class_zero_fractions(

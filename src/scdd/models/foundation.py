@@ -219,6 +219,10 @@ class TrainConfig:
     patience: int = 5
     triplet_weight: float = 0.0
     triplet_margin: float = 0.05
+    #: Training stops once this many cells (with repeats) went through the
+    #: optimiser, whatever ``epochs`` says: an atlas costs a budget, not
+    #: ``epochs`` passes over millions of cells. ``None``: no budget.
+    max_cells_seen: int | None = 5_000_000
 
 
 def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -322,8 +326,14 @@ def train_foundation(
             params, lr=config.lr, weight_decay=config.weight_decay
         )
         best, best_state, stale = float("inf"), None, 0
+        budget = config.max_cells_seen or config.epochs * len(fit_idx)
         bar = tqdm(range(config.epochs), desc="foundation", disable=not progress)
         for epoch in bar:
+            if budget < 2:  # BatchNorm needs two cells
+                logger.info("Budget of %d cells seen reached", config.max_cells_seen)
+                break
+            seen = rng.permutation(fit_idx)[:budget]
+            budget -= len(seen)
             encoder.train()
             decoder.train()
             train_loss = _epoch_loss(
@@ -331,7 +341,7 @@ def train_foundation(
                 decoder,
                 x,
                 y,
-                rng.permutation(fit_idx),
+                seen,
                 config=config,
                 device=device,
                 optimiser=optimiser,

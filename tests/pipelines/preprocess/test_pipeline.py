@@ -31,7 +31,7 @@ DATA = DataParams(input="scanpy://pbmc68k_reduced", label_key="cell_type")
 def test_preprocess_node_counts(counts_adata) -> None:
     out, summary = preprocess_adata(counts_adata, DATA, PARAMS)
     assert summary["input_kind"] == "counts"
-    assert "counts" in out.layers
+    assert "counts" not in out.layers  # preprocess.keep_counts is off
     np.testing.assert_allclose(np.expm1(out.X.toarray()).sum(1), 1e4, rtol=1e-4)
     assert "preprocess" in out.uns["scdd"]
     assert (
@@ -112,7 +112,7 @@ def test_kedro_run_shared_counts(project_copy: Path) -> None:
     train = H5ADDataset(
         filepath=str(project_copy / "data/05_model_input/train.h5ad")
     ).load()
-    assert "counts" in train.layers
+    assert "counts" not in train.layers
     assert train.obs["cell_type"].nunique() == 19
 
 

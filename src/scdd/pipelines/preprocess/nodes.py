@@ -27,7 +27,8 @@ def preprocess_adata(
 
     Returns:
         The log-normalised AnnData (raw counts in ``layers["counts"]`` when the
-        input had them) and a summary dict for the report.
+        input had them and ``preprocess.keep_counts``) and a summary dict for
+        the report.
     """
     start = time.perf_counter()
     label_key = data.label_key
@@ -55,7 +56,9 @@ def preprocess_adata(
         adata = pp.quality_filter(
             adata, min_counts=params.min_counts, min_cells=params.min_cells
         )
-        adata = pp.log_normalise(adata, target_sum=params.target_sum)
+        adata = pp.log_normalise(
+            adata, target_sum=params.target_sum, keep_counts=params.keep_counts
+        )
     else:
         rescaled, total = pp.rescale_log_normalised(adata, target_sum=params.target_sum)
         if rescaled is not adata:
