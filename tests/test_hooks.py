@@ -63,3 +63,12 @@ def test_outputs_follow_the_umask_and_threads_are_logged(project_copy, caplog) -
     assert stat.S_IMODE((project_copy / TRAIN).stat().st_mode) == 0o644
     assert "Using 1 CPU thread(s) (pinned by the threads parameter" in caplog.text
     assert "Loading data from params:" not in caplog.text
+
+
+def test_parallel_runs_record_lineage_too(project_copy) -> None:
+    from kedro.runner import ParallelRunner
+
+    run_session(project_copy, "preprocess", runner=ParallelRunner(max_workers=2))
+    records = sorted(p.name for p in (project_copy / "data/.lineage").iterdir())
+    assert records == ["preprocess_report.json", "test_adata.json", "train_adata.json"]
+    run_session(project_copy, "foundation", {"foundation": {"train": {"epochs": 1}}})
