@@ -116,6 +116,8 @@ def test_hvg_real_and_synthetic_side_by_side(
     assert len(set(genes)) == 8
     assert set(genes) <= set(real.var_names)
     assert [t.get_text() for t in syn_ax.get_xticklabels()] == genes
+    sampled = hvg_figure(real, synthetic, KEY, n_genes=8, max_cells=12)
+    assert sampled.axes[0].images[0].get_array().shape == (3, 8)
 
 
 @pytest.mark.parametrize("plot", [correlation_figure, hvg_figure])

@@ -602,6 +602,8 @@ class HvgParams(_Group):
     """``report.hvg``."""
 
     n_genes: PositiveInt = 20
+    #: Real cells the genes are ranked on (stratified sample); ``None``: all.
+    max_cells: PositiveInt | None = 20_000
 
 
 class FigsizeParams(_Group):

@@ -288,6 +288,8 @@ def hvg_figure(
     label_key: str,
     *,
     n_genes: int = 20,
+    max_cells: int | None = 20_000,
+    seed: int = 0,
     figsize: Sequence[float] = (12, 5),
 ) -> Figure:
     """Mean expression of the real data's top HVGs per class, real vs synthetic.
@@ -303,6 +305,9 @@ def hvg_figure(
         synthetic: synthetic cells (genes in ``X``) or a feature-only set.
         label_key: obs column holding the class.
         n_genes: number of highly variable genes shown.
+        max_cells: real cells the genes are ranked on (a seeded, stratified
+            sample; ``None``: all); class means use every cell.
+        seed: seed of that sample.
         figsize: figure size in inches.
 
     Returns:
@@ -316,7 +321,8 @@ def hvg_figure(
     if n_genes < 1:
         raise ValueError(f"report.hvg.n_genes must be >= 1, got {n_genes}.")
     categories = _categories(real, label_key)
-    shared = real[:, _shared_genes(real, synthetic)]
+    rows = stratified_rows(real.obs[label_key].astype(str).to_numpy(), max_cells, seed)
+    shared = real[rows][:, _shared_genes(real, synthetic)]
     hvg = ad.AnnData(X=shared.X.copy(), var=pd.DataFrame(index=shared.var_names))
     sc.pp.highly_variable_genes(
         hvg, flavor="seurat", n_top_genes=min(n_genes, hvg.n_vars)

@@ -42,8 +42,10 @@ def test_zero_fraction_of_a_known_matrix() -> None:
 
 def test_class_moments_match_numpy_dense_and_sparse() -> None:
     x, labels = _cells()
-    for matrix in (x, sparse.csr_matrix(x)):
-        means, var, counts = class_moments(matrix, labels, num_classes=4)
+    for matrix, chunk in ((x, 20_000), (sparse.csr_matrix(x), 20_000), (x, 7)):
+        means, var, counts = class_moments(
+            matrix, labels, num_classes=4, chunk_size=chunk
+        )
         np.testing.assert_array_equal(counts, [20, 20, 20, 0])
         for c in range(3):
             np.testing.assert_allclose(means[c], x[labels == c].mean(0), atol=1e-6)

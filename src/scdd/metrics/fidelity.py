@@ -46,9 +46,10 @@ def zero_fraction(x: Matrix) -> float:
 
 
 def class_moments(
-    x: Matrix, labels: np.ndarray, *, num_classes: int
+    x: Matrix, labels: np.ndarray, *, num_classes: int, chunk_size: int = 20_000
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-class gene means, unbiased variances and cell counts.
+    """Per-class gene means, unbiased variances and cell counts, summed over
+    ``chunk_size`` rows at a time (no float64 copy of the whole matrix).
 
     Args:
         x: expression ``[n, G]``, dense or sparse.
@@ -66,13 +67,19 @@ def class_moments(
         shape=(num_classes, len(labels)),
     )
     counts = np.asarray(onehot.sum(1)).ravel()
-    if sparse.issparse(x):
-        x = sparse.csr_matrix(x, dtype=np.float64)
-        squares = x.multiply(x)
-    else:
-        x = np.asarray(x, dtype=np.float64)
-        squares = np.square(x)
-    sums, sq_sums = (_dense(onehot @ m) for m in (x, squares))
+    sums = np.zeros((num_classes, x.shape[1]))
+    sq_sums = np.zeros_like(sums)
+    for start in range(0, x.shape[0], chunk_size):  # float64 one chunk at a time
+        rows = slice(start, start + chunk_size)
+        block = x[rows]
+        if sparse.issparse(block):
+            block = sparse.csr_matrix(block, dtype=np.float64)
+            squares = block.multiply(block)
+        else:
+            block = np.asarray(block, dtype=np.float64)
+            squares = np.square(block)
+        sums += _dense(onehot[:, rows] @ block)
+        sq_sums += _dense(onehot[:, rows] @ squares)
     with np.errstate(divide="ignore", invalid="ignore"):
         means = sums / counts[:, None]
         var = (sq_sums - counts[:, None] * means**2) / (counts[:, None] - 1)

@@ -108,6 +108,7 @@ def plot_hvg(
         synthetic,
         data.label_key,
         n_genes=report.hvg.n_genes,
+        max_cells=report.hvg.max_cells,
         figsize=_figsize(report, "hvg"),
     )
 
