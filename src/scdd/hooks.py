@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import random
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,12 @@ class RunSetupHooks:
         elapsed = time.perf_counter() - self._started.pop(
             node.name, time.perf_counter()
         )
-        logger.info("Node %s finished in %.1f s", node.name, elapsed)
+        logger.info(
+            "Node %s finished in %.1f s (peak RSS so far %.0f MB)",
+            node.name,
+            elapsed,
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        )
 
 
 class _Stale(AbstractDataset):

@@ -429,6 +429,8 @@ class CelltypistParams(_Group):
     """``evaluate.celltypist``."""
 
     n_inits: PositiveInt = 3
+    #: More training cells than this use CellTypist's mini-batch SGD.
+    mini_batch_above: PositiveInt | None = 20_000
     #: Extra ``celltypist.train`` arguments.
     train_kwargs: dict[str, Any] = {}
 

@@ -82,6 +82,44 @@ def test_celltypist_on_a_tiny_synthetic_set(splits) -> None:
     assert [row["seed"] for row in result["per_init"]] == [0, 1]
 
 
+def test_celltypist_large_sets_train_by_mini_batches(splits, monkeypatch) -> None:
+    import celltypist
+
+    train, test = splits
+    seen, real_train = [], celltypist.train
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["mini_batch"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(celltypist, "train", spy)
+    kwargs = {"label_key": KEY, "categories": CATEGORIES, "n_inits": 1, "seed": 0}
+    evaluate_celltypist(train, test, mini_batch_above=None, **kwargs)
+    evaluate_celltypist(train, test, mini_batch_above=45, **kwargs)
+    batched = evaluate_celltypist(
+        train,
+        test,
+        mini_batch_above=44,
+        train_kwargs={"batch_size": 16, "batch_number": 3, "epochs": 5},
+        **kwargs,
+    )
+    assert seen == [False, False, True]  # 45 training cells
+    assert batched["accuracy_mean"] > 0.8
+
+
+def test_celltypist_predictions_in_chunks_match_whole(splits) -> None:
+    import celltypist
+
+    from scdd.evaluation.celltypist_eval import _annotate
+
+    train, test = splits
+    model = celltypist.train(train, labels=KEY, use_SGD=True, check_expression=False)
+    whole = _annotate(celltypist, test, model)
+    np.testing.assert_array_equal(
+        _annotate(celltypist, test, model, chunk_size=7), whole
+    )
+
+
 def test_celltypist_needs_the_same_gene_order(splits) -> None:
     train, test = splits
     with pytest.raises(ValueError, match="align_genes"):

@@ -64,6 +64,7 @@ def evaluate_celltypist(
     categories: list[str],
     n_inits: int = 1,
     seed: int = 0,
+    mini_batch_above: int | None = 20_000,
     train_kwargs: dict[str, Any] | None = None,
 ) -> dict:
     """Train CellTypist on ``train``; annotate ``test`` (no majority voting).
@@ -78,6 +79,10 @@ def evaluate_celltypist(
         n_inits: training runs; run ``i`` uses ``random_state = seed + i``
             (SGD shuffles, so runs differ).
         seed: base seed.
+        mini_batch_above: more training cells than this train with
+            CellTypist's mini-batch SGD (its own advice for large data: a
+            fixed budget of batches instead of epochs over every cell);
+            ``None``: never.
         train_kwargs: extra ``celltypist.train`` arguments (``alpha``,
             ``max_iter``, ``mini_batch``, ``feature_selection``...); they
             override the defaults above.
@@ -123,6 +128,8 @@ def evaluate_celltypist(
             "use_SGD": True,
             "check_expression": False,
             "random_state": seed + init,
+            "mini_batch": mini_batch_above is not None
+            and train.n_obs > mini_batch_above,
             **(train_kwargs or {}),
         }
         with _quiet_celltypist():

@@ -139,6 +139,7 @@ def run_models(
                 categories=categories,
                 n_inits=params["celltypist"]["n_inits"],
                 seed=seed,
+                mini_batch_above=params["celltypist"].get("mini_batch_above"),
                 train_kwargs=params["celltypist"].get("train_kwargs"),
             )
         else:

@@ -1,0 +1,113 @@
+"""``distill`` then ``evaluate`` on atlas-sized inputs built from real data.
+
+An input of N cells is drawn from a shared dataset: cells resampled with
+replacement, each count binomially thinned (p = ``--keep``) so that no two
+cells are copies and library sizes stay realistic. Each size gets a fresh
+project; ``kedro run --pipelines distill`` and then ``--pipelines evaluate``
+run as separate processes. Printed per (size, pipeline): wall time, peak RSS
+of the process, and the slowest nodes (from the per-node log lines).
+
+    python scripts/benchmark_scale.py --workdir /tmp/scale \\
+        [--dataset human_kidney] [--sizes 10000 100000] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+from scipy import sparse
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmark_busy import fresh_project  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+KEDRO = Path(sys.executable).with_name("kedro")
+NODE_LINE = re.compile(
+    r"Node (\S+) finished in ([\d.]+) s \(peak RSS so far (\d+) MB\)"
+)
+
+
+def atlas(source: Path, n_cells: int, keep: float, seed: int = 0) -> ad.AnnData:
+    """``n_cells`` resampled, binomially thinned cells of ``source`` (counts)."""
+    real = ad.read_h5ad(source)
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, real.n_obs, n_cells)
+    x = sparse.csr_matrix(real.X)[rows]
+    x.data = rng.binomial(x.data.astype(np.int64), keep).astype(np.float32)
+    x.eliminate_zeros()
+    obs = real.obs.iloc[rows].reset_index(drop=True)
+    obs.index = [f"cell_{i}" for i in range(n_cells)]
+    return ad.AnnData(X=x, obs=obs, var=real.var.copy())
+
+
+def timed_run(project: Path, pipeline: str, params: str) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MB) and the log of one ``kedro run`` process."""
+    log = project / f"{pipeline}.log"
+    command = [str(KEDRO), "run", "--pipelines", pipeline, "--params", params]
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
+    start = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            command, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    text = log.read_text()
+    if os.waitstatus_to_exitcode(status):
+        sys.exit(f"{pipeline} failed in {project}:\n{text[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024, text
+
+
+def slowest(log: str, k: int = 3) -> str:
+    nodes = sorted(
+        ((float(t), name) for name, t, _ in NODE_LINE.findall(log)), reverse=True
+    )
+    return ", ".join(f"{name} {t:.0f} s" for t, name in nodes[:k])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--dataset", default="human_kidney")
+    parser.add_argument("--label-key", default="cell_type")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--keep", type=float, default=0.8)
+    parser.add_argument("--threads", type=int)
+    args = parser.parse_args()
+    source = SHARED / f"{args.dataset}.h5ad"
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for n in args.sizes:
+        where = args.workdir / f"{args.dataset}_{n}"
+        data = args.workdir / f"{args.dataset}_{n}.h5ad"
+        if not data.exists():
+            atlas(source, n, args.keep).write_h5ad(data, compression="gzip")
+        project = fresh_project(where)
+        params = f"data.input={data},data.label_key={args.label_key},progress=false"
+        if args.threads:
+            params += f",threads={args.threads}"
+        for pipeline in ("distill", "evaluate"):
+            seconds, peak, log = timed_run(project, pipeline, params)
+            rows.append((n, pipeline, seconds, peak, slowest(log)))
+            print(f"{n} cells, {pipeline}: {seconds:.0f} s, {peak:.0f} MB", flush=True)  # noqa: T201
+    lines = [
+        f"{args.dataset} resampled (binomial thinning p={args.keep}); "
+        f"{len(os.sched_getaffinity(0))} cores, 1-min load {os.getloadavg()[0]:.2f}",
+        "",
+        "| cells | pipeline | wall time (s) | peak RSS (MB) | slowest nodes |",
+        "| --- | --- | --- | --- | --- |",
+        *(f"| {n} | {p} | {s:.0f} | {m:.0f} | {w} |" for n, p, s, m, w in rows),
+    ]
+    print("\n".join(lines))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
