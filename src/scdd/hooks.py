@@ -74,11 +74,14 @@ class RunSetupHooks:
     Nodes draw their randomness from explicit generators seeded by the
     ``seed`` parameter; the global seeds only guard library code that does not
     take a generator. The thread count is re-applied before every node, since
-    libraries (numba's OpenMP layer, BLAS) may reset it.
+    libraries (numba's OpenMP layer, BLAS) may reset it; with ``threads:
+    null`` it is chosen again from the cores free at that moment, so work
+    that starts beside a long run is not oversubscribed for the rest of it.
     """
 
     def __init__(self) -> None:
         self._threads = 0
+        self._automatic = False
         self._started: dict[str, float] = {}
 
     @hook_impl
@@ -93,6 +96,7 @@ class RunSetupHooks:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+        self._automatic = params.get("threads") is None
         self._threads, why = resolve_threads(params.get("threads"))
         apply_threads(self._threads)
         logger.info(
@@ -103,8 +107,13 @@ class RunSetupHooks:
 
     @hook_impl
     def before_node_run(self, node: Node) -> None:
+        if self._automatic:
+            threads, why = resolve_threads(None, sample_s=0.1)
+            if threads != self._threads:
+                logger.info("Now %d CPU thread(s) (%s)", threads, why)
+                self._threads = threads
         if self._threads:
-            torch.set_num_threads(self._threads)
+            apply_threads(self._threads)
         self._started[node.name] = time.perf_counter()
 
     @hook_impl

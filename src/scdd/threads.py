@@ -55,16 +55,17 @@ def busy_cores(sample_s: float = 0.3) -> float:
     return share * (os.cpu_count() or 1)
 
 
-def resolve_threads(threads: int | None) -> tuple[int, str]:
+def resolve_threads(threads: int | None, *, sample_s: float = 0.3) -> tuple[int, str]:
     """The thread count for a ``threads`` parameter, and why it was chosen.
 
     ``None`` takes the available cores that other processes are not keeping
-    busy right now (at least 1); an integer is used as it is.
+    busy right now (sampled for ``sample_s`` seconds; at least 1); an integer
+    is used as it is.
     """
     if threads is not None:
         return int(threads), "pinned by the threads parameter"
     cores = available_cores()
-    busy = min(busy_cores(), cores - 1)
+    busy = min(busy_cores(sample_s), cores - 1)
     free = max(1, cores - round(busy))
     return free, f"{cores} core(s) available, {busy:.1f} busy with other work"
 
