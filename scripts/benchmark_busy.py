@@ -48,13 +48,14 @@ def fresh_project(where: Path) -> Path:
     return where
 
 
-def timed_run(project: Path, pipelines: str, params: str) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one ``kedro run`` process."""
+def timed_run(project: Path, pipelines: str, params: str) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MB) and the log of one ``kedro run`` process
+    (the log is kept as ``<project>/<pipelines>.log``)."""
     command = [str(KEDRO), "run", "--pipelines", pipelines]
     if params:
         command += ["--params", params]
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
-    log = project / "run.log"
+    log = project / f"{pipelines}.log"
     start = time.perf_counter()
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -62,9 +63,10 @@ def timed_run(project: Path, pipelines: str, params: str) -> tuple[float, float]
         )
         _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
+    text = log.read_text()
     if os.waitstatus_to_exitcode(status):
-        sys.exit(f"kedro run failed in {project}:\n{log.read_text()[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024
+        sys.exit(f"kedro run failed in {project}:\n{text[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024, text
 
 
 def main() -> None:
@@ -89,7 +91,7 @@ def main() -> None:
             time.sleep(2)
         try:
             project = fresh_project(args.workdir / f"run{i}")
-            seconds, peak = timed_run(project, args.pipelines, params)
+            seconds, peak, _ = timed_run(project, args.pipelines, params)
         finally:
             if spinner:
                 spinner.terminate()

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anndata as ad
@@ -26,10 +24,9 @@ import numpy as np
 from scipy import sparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_busy import fresh_project  # noqa: E402
+from benchmark_busy import fresh_project, timed_run  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-KEDRO = Path(sys.executable).with_name("kedro")
 NODE_LINE = re.compile(
     r"Node (\S+) finished in ([\d.]+) s \(peak RSS so far (\d+) MB\)"
 )
@@ -46,24 +43,6 @@ def atlas(source: Path, n_cells: int, keep: float, seed: int = 0) -> ad.AnnData:
     obs = real.obs.iloc[rows].reset_index(drop=True)
     obs.index = [f"cell_{i}" for i in range(n_cells)]
     return ad.AnnData(X=x, obs=obs, var=real.var.copy())
-
-
-def timed_run(project: Path, pipeline: str, params: str) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) and the log of one ``kedro run`` process."""
-    log = project / f"{pipeline}.log"
-    command = [str(KEDRO), "run", "--pipelines", pipeline, "--params", params]
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
-    start = time.perf_counter()
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            command, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    text = log.read_text()
-    if os.waitstatus_to_exitcode(status):
-        sys.exit(f"{pipeline} failed in {project}:\n{text[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, text
 
 
 def slowest(log: str, k: int = 3) -> str:
