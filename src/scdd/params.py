@@ -41,7 +41,7 @@ from scdd.distill.methods import METHODS
 from scdd.evaluation.benchmark_runs import BENCHMARK_METHODS, BENCHMARK_SPCS
 from scdd.evaluation.deepinsight_cnn import LAYOUTS
 from scdd.evaluation.suite import MODELS
-from scdd.models.foundation import MODEL_FILES
+from scdd.models.foundation import MODEL_FILES, TrainConfig
 
 __all__ = [
     "GROUPS",
@@ -58,7 +58,6 @@ __all__ = [
     "FoundationArchitectureParams",
     "FoundationEmbedParams",
     "FoundationParams",
-    "FoundationTrainParams",
     "GeneMLPParams",
     "GeneTransformerParams",
     "GeneratorModelParams",
@@ -206,22 +205,6 @@ class FoundationArchitectureParams(_Group):
     input_dropout: Rate = 0.4
 
 
-class FoundationTrainParams(_Group):
-    """``foundation.train``: fields of :class:`scdd.models.foundation.TrainConfig`."""
-
-    epochs: PositiveInt = 50
-    batch_size: PositiveInt = 256
-    lr: PositiveFloat = 1e-3
-    weight_decay: NonNegativeFloat = 1e-4
-    val_fraction: Rate = 0.1
-    patience: PositiveInt = 5
-    triplet_weight: NonNegativeFloat = 0.0
-    triplet_margin: NonNegativeFloat = 0.05
-    #: Stop after this many cells (with repeats) were trained on; ``None``:
-    #: ``epochs`` passes, however many cells there are.
-    max_cells_seen: PositiveInt | None = 5_000_000
-
-
 class FoundationEmbedParams(_Group):
     """``foundation.embed``."""
 
@@ -236,7 +219,7 @@ class FoundationParams(_Group):
     pretrained_path: str | None = None
     min_gene_overlap: PositiveInt = 500
     model: FoundationArchitectureParams = FoundationArchitectureParams()
-    train: FoundationTrainParams = FoundationTrainParams()
+    train: TrainConfig = TrainConfig()
     embed: FoundationEmbedParams = FoundationEmbedParams()
 
     @model_validator(mode="after")

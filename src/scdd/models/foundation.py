@@ -23,6 +23,14 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+)
 from scimilarity.nn_models import Decoder, Encoder
 from scipy import sparse
 from tqdm.auto import tqdm
@@ -207,22 +215,23 @@ def batch_hard_triplet_loss(
     return F.relu(hardest_pos - hardest_neg + margin)[valid].mean()
 
 
-@dataclass
-class TrainConfig:
-    """Training settings of the local foundation model."""
+class TrainConfig(BaseModel):
+    """Training settings of the local foundation model (``foundation.train``)."""
 
-    epochs: int = 50
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    val_fraction: float = 0.1
-    patience: int = 5
-    triplet_weight: float = 0.0
-    triplet_margin: float = 0.05
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: PositiveInt = 50
+    batch_size: PositiveInt = 256
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 1e-4
+    val_fraction: float = Field(default=0.1, ge=0, lt=1)
+    patience: PositiveInt = 5
+    triplet_weight: NonNegativeFloat = 0.0
+    triplet_margin: NonNegativeFloat = 0.05
     #: Training stops once this many cells (with repeats) went through the
     #: optimiser, whatever ``epochs`` says: an atlas costs a budget, not
     #: ``epochs`` passes over millions of cells. ``None``: no budget.
-    max_cells_seen: int | None = 5_000_000
+    max_cells_seen: PositiveInt | None = 5_000_000
 
 
 def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -384,7 +393,7 @@ def train_foundation(
         "source": "local",
         "label_blind": config.triplet_weight == 0,
         "seed": seed,
-        **{f"train_{k}": v for k, v in vars(config).items()},
+        **{f"train_{k}": v for k, v in config.model_dump().items()},
         "best_val_mse": best,
     }
     model = FoundationModel(

@@ -15,7 +15,6 @@ from scdd.metrics.probe import linear_probe
 from scdd.models.device import resolve_device
 from scdd.models.foundation import (
     FoundationModel,
-    TrainConfig,
     align_genes,
     embed_cells,
     load_model_dir,
@@ -63,7 +62,7 @@ def build_foundation_model(
         labels=labels.cat.codes.to_numpy(),
         label_names=list(map(str, labels.cat.categories)),
         architecture=params.model.model_dump(),
-        config=TrainConfig(**params.train.model_dump()),
+        config=params.train,
         seed=seed,
         device=resolve_device(device),
         progress=progress,
