@@ -224,6 +224,18 @@ def log_normalise(
     return out
 
 
+def cell_totals(
+    x: np.ndarray | sparse.spmatrix, *, chunk_size: int = 50_000
+) -> np.ndarray:
+    """Per-cell ``sum(expm1(x))`` of log-normalised cells ``[n]`` (float64),
+    read ``chunk_size`` rows at a time: no copy of the whole matrix."""
+    totals = []
+    for start in range(0, x.shape[0], chunk_size):
+        block = sparse.csr_matrix(x[start : start + chunk_size], dtype=np.float64)
+        totals.append(np.asarray(block.expm1().sum(1)).ravel())
+    return np.concatenate(totals) if totals else np.zeros(0)
+
+
 def rescale_log_normalised(
     adata: ad.AnnData, *, target_sum: float = 1e4, tolerance: float = 1e-3
 ) -> tuple[ad.AnnData, float]:
@@ -237,9 +249,7 @@ def rescale_log_normalised(
     Returns:
         The cells and the median per-cell total the input had.
     """
-    x = sparse.csr_matrix(adata.X, dtype=np.float64, copy=True)
-    x.data = np.expm1(x.data)
-    totals = np.asarray(x.sum(1)).ravel()
+    totals = cell_totals(adata.X)
     median = float(np.median(totals))
     if np.all(np.abs(totals - target_sum) <= tolerance * target_sum):
         return adata, median
@@ -248,10 +258,11 @@ def rescale_log_normalised(
             f"{int(np.sum(totals <= 0))} cells have no expression at all; "
             "remove them before running scDD."
         )
-    x = sparse.diags(target_sum / totals) @ x
-    x.data = np.log1p(x.data)
-    out = adata.copy()
-    out.X = sparse.csr_matrix(x, dtype=np.float32)
+    x = sparse.csr_matrix(adata.X, dtype=np.float32, copy=True)
+    scale = np.repeat(target_sum / totals, np.diff(x.indptr))
+    x.data = np.log1p(np.expm1(x.data.astype(np.float64)) * scale).astype(np.float32)
+    out = ad.AnnData(X=x, obs=adata.obs.copy(), var=adata.var.copy())
+    out.uns.update(adata.uns)
     return out, median
 
 

@@ -17,18 +17,13 @@ from anndata import AnnData
 from scipy import sparse
 
 from scdd.distill.methods import MethodOutput
+from scdd.preprocessing import cell_totals
 
 
-def real_target_sum(real: AnnData, *, chunk_size: int = 50_000) -> float:
+def real_target_sum(real: AnnData) -> float:
     """Median per-cell ``sum(expm1(X))`` of the real cells (1e4 after our
-    normalisation), read ``chunk_size`` rows at a time so no copy of the
-    whole matrix is made."""
-    totals = []
-    for start in range(0, real.n_obs, chunk_size):
-        block = sparse.csr_matrix(real.X[start : start + chunk_size], copy=True)
-        block.data = np.expm1(block.data)
-        totals.append(np.asarray(block.sum(1)).ravel())
-    return float(np.median(np.concatenate(totals)))
+    normalisation), read in row chunks."""
+    return float(np.median(cell_totals(real.X)))
 
 
 def class_zero_fractions(
