@@ -14,7 +14,9 @@ import logging
 import os
 import time
 
+import numba
 import torch
+from threadpoolctl import threadpool_limits
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +75,5 @@ def resolve_threads(threads: int | None, *, sample_s: float = 0.3) -> tuple[int,
 def apply_threads(n: int) -> None:
     """Hold torch, numba and the BLAS/OpenMP pools to ``n`` threads."""
     torch.set_num_threads(n)
-    try:
-        import numba
-    except ImportError:  # scanpy brings numba; only a bare install lacks it
-        pass
-    else:
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    from threadpoolctl import threadpool_limits
-
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     threadpool_limits(n)

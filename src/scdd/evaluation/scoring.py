@@ -175,6 +175,7 @@ def full_reference(
     check_embeddings_match(train, train_embeddings, "train")
     check_embeddings_match(test, test_embeddings, "test")
     labels = class_codes(train, key, categories, "training split")
+    train_z = embedding_matrix(train_embeddings)
     max_cells = evaluate.get("reference_max_cells")
     rows = stratified_rows(labels, max_cells, seed)
     logger.info(
@@ -207,7 +208,7 @@ def full_reference(
     if features:  # 128-d features of every cell: cheap, trained on all of them
         results |= run_models(
             models=features,
-            train_z=embedding_matrix(train_embeddings),
+            train_z=train_z,
             train_labels=labels,
             train_genes=None,
             **shared,
@@ -216,7 +217,7 @@ def full_reference(
         sample = train if len(rows) == train.n_obs else train[rows]
         results |= run_models(
             models=genes,
-            train_z=embedding_matrix(train_embeddings)[rows],
+            train_z=train_z[rows],
             train_labels=labels[rows],
             train_genes=sample,
             **shared,
