@@ -16,6 +16,7 @@ from kedro.io.core import (
     get_protocol_and_path,
 )
 
+from scdd.cellstore import CHUNK_ROWS, as_lazy, read_lazy
 from scdd.datasets._atomic import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -50,9 +51,12 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
     """Load and save :class:`~anndata.AnnData` as ``.h5ad`` on local disk.
 
     Saving writes a temporary file beside the target and renames it, so an
-    interrupted save never leaves a truncated file. ``backed=True`` opens the
-    file read-only on disk (``anndata.read_h5ad(..., backed="r")``) for inputs
-    larger than memory. A ``filepath`` of ``scanpy://pbmc68k_reduced`` reads
+    interrupted save never leaves a truncated file; an AnnData whose ``X`` is a
+    dask array is written block by block, never whole in memory.
+    ``lazy=True`` loads ``obs``/``var``/``uns`` into memory and leaves ``X``
+    (and ``layers``, ``raw.X``) on disk as dask arrays of ``chunk_rows``-row
+    CSR blocks (:func:`scdd.cellstore.read_lazy`): how the pipelines read gene
+    matrices of any size. A ``filepath`` of ``scanpy://pbmc68k_reduced`` reads
     scanpy's bundled PBMC dataset (load only).
 
     Example catalog entry::
@@ -60,13 +64,15 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
         preprocessed_train:
           type: scdd.datasets.H5ADDataset
           filepath: data/05_model_input/train.h5ad
+          lazy: true
     """
 
     def __init__(
         self,
         *,
         filepath: str,
-        backed: bool = False,
+        lazy: bool = False,
+        chunk_rows: int = CHUNK_ROWS,
         save_args: dict[str, Any] | None = None,
         version: Version | None = None,
         metadata: dict[str, Any] | None = None,
@@ -85,7 +91,10 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
                 f"H5ADDataset reads local files only, got '{filepath}'; copy the "
                 "file to local disk first."
             )
-        self._backed = backed
+        if chunk_rows < 1:
+            raise DatasetError(f"chunk_rows must be >= 1, got {chunk_rows}.")
+        self._lazy = lazy
+        self._chunk_rows = chunk_rows
         self._save_args = {"compression": "gzip", **(save_args or {})}
         self.metadata = metadata
         super().__init__(
@@ -97,7 +106,8 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
 
     def load(self) -> ad.AnnData:
         if self._bundled is not None:
-            return load_bundled(self._bundled)
+            adata = load_bundled(self._bundled)
+            return as_lazy(adata, chunk_rows=self._chunk_rows) if self._lazy else adata
         path = Path(self._get_load_path())
         if not path.is_file():
             raise DatasetError(
@@ -105,7 +115,11 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
                 "it is relative to the project root or absolute."
             )
         try:
-            adata = ad.read_h5ad(path, backed="r" if self._backed else None)
+            adata = (
+                read_lazy(path, chunk_rows=self._chunk_rows)
+                if self._lazy
+                else ad.read_h5ad(path)
+            )
         except Exception as exc:  # h5py/anndata raise many kinds
             raise DatasetError(
                 f"Cannot read '{path}' as an .h5ad (AnnData HDF5) file: {exc}. "
@@ -138,6 +152,7 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
     def _describe(self) -> dict[str, Any]:
         return {
             "filepath": self._raw_filepath,
-            "backed": self._backed,
+            "lazy": self._lazy,
+            "chunk_rows": self._chunk_rows,
             "version": self._version,
         }

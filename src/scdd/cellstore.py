@@ -1,0 +1,190 @@
+"""Cells on disk, read in row chunks: lazy AnnData whose ``X`` is a dask array.
+
+Every gene matrix the pipelines pass around is an :class:`~anndata.AnnData`
+with ``obs``/``var``/``uns`` in memory and ``X`` a dask array of CSR row
+blocks read from the ``.h5ad`` file on demand (anndata's lazy reader reopens
+the file per block, so the graph also runs on a distributed cluster). Only
+what is small lives in memory: one block at a time, samples of rows, and
+per-cell or per-gene vectors. Stage code uses the helpers here rather than
+``adata.X`` directly, so a million-cell split costs memory O(block).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import dask
+import dask.array as da
+import h5py
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+#: Rows per block when a matrix is read lazily: ~5k cells x 2k nonzeros is
+#: ~80 MB of CSR per block in flight.
+CHUNK_ROWS = 5000
+
+_CSR_META = sparse.csr_matrix((0, 0), dtype=np.float32)
+
+
+def _as_csr(block: Any) -> sparse.csr_matrix:
+    """A block as float32 CSR (dense, COO, CSC or CSR in)."""
+    return sparse.csr_matrix(block, dtype=np.float32)
+
+
+def lazy_matrix(x: Any, *, chunk_rows: int = CHUNK_ROWS) -> da.Array:
+    """``x`` (in-memory dense/sparse, or dask) as a dask array of float32 CSR
+    row blocks of ``chunk_rows`` rows; in-memory input is wrapped, not copied."""
+    if isinstance(x, da.Array):
+        if x.chunks[1] != (x.shape[1],):
+            x = x.rechunk({1: -1})
+        if isinstance(x._meta, sparse.csr_matrix) and x.dtype == np.float32:
+            return x
+        return x.map_blocks(_as_csr, dtype=np.float32, meta=_CSR_META)
+    if not sparse.issparse(x):
+        x = np.asarray(x)
+    wrapped = da.from_array(x, chunks=(chunk_rows, -1), asarray=False)
+    return wrapped.map_blocks(_as_csr, dtype=np.float32, meta=_CSR_META)
+
+
+def is_lazy(adata: ad.AnnData) -> bool:
+    """Whether ``adata.X`` is read on demand (a dask array)."""
+    return isinstance(adata.X, da.Array)
+
+
+def as_lazy(adata: ad.AnnData, *, chunk_rows: int = CHUNK_ROWS) -> ad.AnnData:
+    """``adata`` with a lazy CSR ``X`` (its obs/var/uns shared, not copied)."""
+    if is_lazy(adata) and isinstance(adata.X._meta, sparse.csr_matrix):
+        return adata
+    out = ad.AnnData(
+        X=lazy_matrix(adata.X, chunk_rows=chunk_rows),
+        obs=adata.obs,
+        var=adata.var,
+        uns=adata.uns,
+        obsm=dict(adata.obsm),
+    )
+    return out
+
+
+def read_lazy(path: Path | str, *, chunk_rows: int = CHUNK_ROWS) -> ad.AnnData:
+    """Open an ``.h5ad`` with ``obs``, ``var``, ``uns`` and ``obsm`` in memory and
+    ``X``, ``layers`` and ``raw.X`` as lazy row-block arrays."""
+    with h5py.File(path, "r") as f:
+
+        def lazy(name: str) -> da.Array:
+            elem = f[name]
+            n_cols = elem.attrs["shape"][1] if "shape" in elem.attrs else elem.shape[1]
+            x = ad.experimental.read_elem_lazy(elem, chunks=(chunk_rows, int(n_cols)))
+            return lazy_matrix(x, chunk_rows=chunk_rows)
+
+        def read(name: str, default: Any) -> Any:
+            return ad.io.read_elem(f[name]) if name in f else default
+
+        obs = read("obs", None)
+        var = read("var", None)
+        n_obs = len(obs) if obs is not None else 0
+        x = lazy("X") if "X" in f else None
+        adata = ad.AnnData(
+            X=x,
+            obs=obs,
+            var=var,
+            uns=read("uns", {}),
+            obsm=read("obsm", {}),
+            layers={k: lazy(f"layers/{k}") for k in f.get("layers", {})},
+        )
+        if "raw" in f and "X" in f["raw"]:
+            adata.raw = ad.AnnData(X=lazy("raw/X"), var=ad.io.read_elem(f["raw/var"]))
+        if adata.n_obs != n_obs:  # pragma: no cover - anndata guarantees it
+            raise ValueError(f"'{path}': obs and X disagree on the number of cells.")
+    return adata
+
+
+def blocks(x: da.Array) -> Iterator[tuple[int, sparse.csr_matrix]]:
+    """``(first_row, block)`` for each row block of ``x``, computed one at a time."""
+    start = 0
+    for i, n in enumerate(x.chunks[0]):
+        yield start, x.blocks[i].compute(scheduler="synchronous")
+        start += n
+
+
+def take_rows(adata: ad.AnnData, rows: np.ndarray | None = None) -> ad.AnnData:
+    """Rows ``rows`` (positions; all when ``None``) of ``adata`` in memory, in
+    the order given, ``X`` as float32 CSR. Reads only the blocks that hold them."""
+    rows = np.arange(adata.n_obs) if rows is None else np.asarray(rows, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    x = take_matrix_rows(adata.X, rows[order])
+    x = x[np.argsort(order, kind="stable")]
+    out = ad.AnnData(
+        X=x,
+        obs=adata.obs.iloc[rows].copy(),
+        var=adata.var.copy(),
+        uns=dict(adata.uns),
+        obsm={k: np.asarray(v)[rows] for k, v in adata.obsm.items()},
+    )
+    return out
+
+
+def take_matrix_rows(x: Any, rows: np.ndarray) -> sparse.csr_matrix:
+    """Sorted row positions ``rows`` of ``x`` (lazy or in memory) as CSR."""
+    if not isinstance(x, da.Array):
+        return _as_csr(x[rows])
+    bounds = np.cumsum((0, *x.chunks[0]))
+    parts = []
+    for i in np.unique(np.searchsorted(bounds, rows, side="right") - 1):
+        inside = rows[(rows >= bounds[i]) & (rows < bounds[i + 1])] - bounds[i]
+        block = x.blocks[int(i)].compute(scheduler="synchronous")
+        parts.append(_as_csr(block)[inside])
+    if not parts:
+        return sparse.csr_matrix((0, x.shape[1]), dtype=np.float32)
+    return sparse.vstack(parts, format="csr", dtype=np.float32)
+
+
+def reduce_blocks(
+    x: da.Array,
+    per_block: Callable[..., Any],
+    *block_args: np.ndarray,
+) -> list[Any]:
+    """``per_block(block, *arg_slices)`` for every row block, in row order.
+
+    ``block_args`` are per-row arrays, sliced to each block's rows. One dask
+    computation: every block is read once, whatever ``per_block`` returns.
+    """
+    bounds = np.cumsum((0, *x.chunks[0]))
+    tasks = [
+        dask.delayed(per_block)(
+            block, *(arg[bounds[i] : bounds[i + 1]] for arg in block_args)
+        )
+        for i, block in enumerate(x.to_delayed().ravel())
+    ]
+    return list(dask.compute(*tasks))
+
+
+def map_blocks_dense(
+    x: da.Array, fn: Callable[[sparse.csr_matrix], np.ndarray], *, width: int
+) -> da.Array:
+    """Lazy ``[N, width]`` float32 result of ``fn`` on each row block."""
+    return x.map_blocks(
+        fn,
+        dtype=np.float32,
+        chunks=(x.chunks[0], (width,)),
+        meta=np.empty((0, 0), dtype=np.float32),
+    )
+
+
+def obs_subset(adata: ad.AnnData, rows: np.ndarray, cols: np.ndarray | None = None):
+    """Lazy AnnData of ``rows`` (sorted positions) and ``cols`` (bool mask or
+    positions; all genes when ``None``); nothing is read."""
+    x = adata.X[rows]
+    var = adata.var
+    if cols is not None:
+        x = x[:, cols]
+        var = var.iloc[np.flatnonzero(cols) if cols.dtype == bool else cols]
+    return ad.AnnData(
+        X=x,
+        obs=adata.obs.iloc[rows].copy(),
+        var=pd.DataFrame(var).copy(),
+        uns=dict(adata.uns),
+    )
