@@ -162,6 +162,19 @@ def reduce_blocks(
     return list(dask.compute(*tasks))
 
 
+def map_csr_blocks(
+    x: Any, fn: Callable[[sparse.csr_matrix], sparse.csr_matrix], *, n_cols: int
+) -> Any:
+    """``fn`` on each CSR row block of a lazy ``x`` (lazily: nothing is read), or
+    on the whole of an in-memory ``x``; ``fn`` maps rows to ``n_cols`` columns."""
+    if not isinstance(x, da.Array):
+        return fn(_as_csr(x))
+    x = lazy_matrix(x)
+    return x.map_blocks(
+        fn, dtype=np.float32, chunks=(x.chunks[0], (n_cols,)), meta=_CSR_META
+    )
+
+
 def map_blocks_dense(
     x: da.Array, fn: Callable[[sparse.csr_matrix], np.ndarray], *, width: int
 ) -> da.Array:

@@ -1,13 +1,20 @@
 """AnnData checks and transforms that turn a user's ``.h5ad`` into model input.
 
 Functions take ``adata`` first and everything else keyword-only (scverse
-style); each returns a new object and leaves its input untouched.
+style); each returns a new object and leaves its input untouched. They work on
+lazy AnnData (``X`` a dask array of CSR row blocks, :mod:`scdd.cellstore`):
+subsetting and normalising only extend the dask graph, and the one pass that
+reads the matrix, :func:`inspect_matrix`, keeps per-cell and per-gene vectors
+only. The splits are then written block by block, so an atlas never sits in
+memory.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal
 
 import anndata as ad
 import numpy as np
@@ -16,22 +23,31 @@ import scanpy as sc
 from scipy import sparse
 from sklearn.model_selection import train_test_split
 
+from scdd.cellstore import (
+    CHUNK_ROWS,
+    is_lazy,
+    lazy_matrix,
+    map_csr_blocks,
+    reduce_blocks,
+)
+
 logger = logging.getLogger(__name__)
 
 InputKind = Literal["counts", "log_normalised"]
 
 
-def select_matrix(adata: ad.AnnData, *, layer: str | None = None) -> ad.AnnData:
-    """Return a copy whose ``X`` is the expression matrix named by ``layer``.
+def select_matrix(
+    adata: ad.AnnData, *, layer: str | None = None, chunk_rows: int = CHUNK_ROWS
+) -> ad.AnnData:
+    """Return a lazy AnnData whose ``X`` is the expression matrix named by ``layer``.
 
     ``layer`` is ``None`` (use ``X``), ``"raw"`` (use ``adata.raw.X`` and its
-    genes) or the name of an entry in ``adata.layers``. Backed files are read
-    into memory here.
+    genes) or the name of an entry in ``adata.layers``. Nothing is read: ``X``
+    comes back as float32 CSR row blocks, in-memory input wrapped in blocks of
+    ``chunk_rows`` cells.
     """
-    if adata.isbacked:
-        adata = adata.to_memory()
     if layer is None:
-        out = adata.copy()
+        x, var = adata.X, adata.var
     elif layer == "raw":
         if adata.raw is None:
             raise ValueError(
@@ -39,43 +55,120 @@ def select_matrix(adata: ad.AnnData, *, layer: str | None = None) -> ad.AnnData:
                 "set data.layer to null (use X) or to one of the layers: "
                 f"{list(adata.layers)}."
             )
-        out = adata.raw.to_adata()
-        out.obs = adata.obs.copy()
+        x, var = adata.raw.X, adata.raw.var
     elif layer in adata.layers:
-        out = ad.AnnData(
-            X=adata.layers[layer].copy(), obs=adata.obs.copy(), var=adata.var.copy()
-        )
+        x, var = adata.layers[layer], adata.var
     else:
         raise ValueError(
             f"data.layer={layer!r} is not in the file; available layers: "
             f"{list(adata.layers)} (or 'raw' when .raw is set, or null for X)."
         )
-    out.X = sparse.csr_matrix(out.X, dtype=np.float32)
-    out.raw = None
-    out.layers.clear()
-    if out.n_obs == 0 or out.n_vars == 0:
+    if x is None or adata.n_obs == 0 or len(var) == 0:
         raise ValueError(
-            f"The input holds {out.n_obs} cells x {out.n_vars} genes; scDD needs a "
-            "labelled cells x genes matrix. Check data.input (and data.layer)."
+            f"The input holds {adata.n_obs} cells x {len(var)} genes; scDD needs "
+            "a labelled cells x genes matrix. Check data.input (and data.layer)."
         )
-    return out
+    var = var.copy()
+    var.index = var.index.astype(str)
+    return ad.AnnData(
+        X=lazy_matrix(x, chunk_rows=chunk_rows), obs=adata.obs.copy(), var=var
+    )
 
 
-def check_values(adata: ad.AnnData) -> None:
+@dataclass(frozen=True)
+class MatrixStats:
+    """What one pass over an expression matrix says.
+
+    Attributes:
+        n_nonfinite: NaN/inf entries.
+        min_value, max_value: smallest and largest finite entries.
+        n_non_integer: finite entries that are not whole numbers (1e-4).
+        cell_sums: per-cell sum of the values ``[N]`` (total counts for counts).
+        cell_expm1_sums: per-cell ``sum(expm1(x))`` ``[N]`` (the library size of
+            log-normalised cells).
+        gene_cells: per-gene number of cells expressing it ``[G]``, counted over
+            the cells whose ``cell_sums`` reach ``min_counts``.
+    """
+
+    n_nonfinite: int
+    min_value: float
+    max_value: float
+    n_non_integer: int
+    cell_sums: np.ndarray
+    cell_expm1_sums: np.ndarray
+    gene_cells: np.ndarray
+
+
+def _block_stats(block: sparse.csr_matrix, *, min_counts: float) -> dict[str, Any]:
+    """:class:`MatrixStats` parts of one row block."""
+    block = sparse.csr_matrix(block)
+    finite = np.isfinite(block.data)
+    good = block.data[finite]
+    clean = block.astype(np.float64)
+    clean.data = np.nan_to_num(clean.data, nan=0.0, posinf=0.0, neginf=0.0)
+    cell_sums = np.asarray(clean.sum(1)).ravel()
+    expm1 = clean.copy()
+    expm1.data = np.expm1(np.minimum(expm1.data, 50.0))
+    passing = sparse.diags((cell_sums >= min_counts).astype(np.float64)) @ clean
+    return {
+        "n_nonfinite": int((~finite).sum()),
+        "min_value": float(good.min()) if good.size else 0.0,
+        "max_value": float(good.max()) if good.size else 0.0,
+        "n_non_integer": int(np.count_nonzero(np.abs(good - np.round(good)) > 1e-4)),
+        "cell_sums": cell_sums,
+        "cell_expm1_sums": np.asarray(expm1.sum(1)).ravel(),
+        "gene_cells": np.asarray((passing != 0).sum(0)).ravel(),
+    }
+
+
+def inspect_matrix(adata: ad.AnnData, *, min_counts: float = 0) -> MatrixStats:
+    """One chunked pass over ``adata.X`` (lazy or in memory): value checks,
+    per-cell totals and per-gene cell counts; only those vectors are kept."""
+    parts = reduce_blocks(
+        lazy_matrix(adata.X), partial(_block_stats, min_counts=min_counts)
+    )
+    return MatrixStats(
+        n_nonfinite=sum(p["n_nonfinite"] for p in parts),
+        min_value=min(p["min_value"] for p in parts),
+        max_value=max(p["max_value"] for p in parts),
+        n_non_integer=sum(p["n_non_integer"] for p in parts),
+        cell_sums=np.concatenate([p["cell_sums"] for p in parts]),
+        cell_expm1_sums=np.concatenate([p["cell_expm1_sums"] for p in parts]),
+        gene_cells=np.sum([p["gene_cells"] for p in parts], axis=0),
+    )
+
+
+def check_values(stats: MatrixStats) -> None:
     """Fail on non-finite or negative expression values, naming the fix."""
-    values = adata.X.data if sparse.issparse(adata.X) else np.asarray(adata.X)
-    n_bad = int(np.count_nonzero(~np.isfinite(values)))
-    if n_bad:
+    if stats.n_nonfinite:
         raise ValueError(
-            f"The expression matrix holds {n_bad} NaN or infinite values; "
-            "clean them (e.g. replace with 0) before running scDD."
+            f"The expression matrix holds {stats.n_nonfinite} NaN or infinite "
+            "values; clean them (e.g. replace with 0) before running scDD."
         )
-    if values.size and values.min() < 0:
+    if stats.min_value < 0:
         raise ValueError(
-            f"The expression matrix holds negative values (min {values.min():.3g}); "
+            f"The expression matrix holds negative values (min {stats.min_value:.3g}); "
             "it looks scaled or batch-corrected. Point data.layer at raw counts "
             "or log-normalised values (e.g. data.layer=counts or data.layer=raw)."
         )
+
+
+def detect_input_kind(stats: MatrixStats, *, max_log_value: float = 20.0) -> InputKind:
+    """Tell raw counts (all whole numbers) from log-normalised values, over
+    every entry. Non-integer values above ``max_log_value`` are neither, and
+    are refused: normalising them again would distort the data."""
+    if stats.max_value == 0:
+        raise ValueError("The expression matrix is all zeros.")
+    if stats.n_non_integer == 0:
+        return "counts"
+    if stats.max_value <= max_log_value:
+        return "log_normalised"
+    raise ValueError(
+        f"The values are not integers (not raw counts) and reach "
+        f"{stats.max_value:.3g}, above preprocess.max_log_value={max_log_value} "
+        "(not log1p-normalised). Provide raw counts, or log1p(normalize_total) "
+        "values."
+    )
 
 
 def check_labels(
@@ -130,8 +223,8 @@ def dedupe_genes(
 ) -> ad.AnnData:
     """Resolve duplicate gene names by suffixing (``make_unique``) or summing.
 
-    ``merge`` sums duplicate columns; for log-normalised input the sum is
-    taken in linear space (``log1p(sum(expm1(x)))``) so values stay
+    ``merge`` sums duplicate columns block by block; for log-normalised input
+    the sum is taken in linear space (``log1p(sum(expm1(x)))``) so values stay
     log-normalised.
     """
     names = adata.var_names
@@ -152,104 +245,89 @@ def dedupe_genes(
         (np.ones(len(codes), dtype=np.float32), (np.arange(len(codes)), codes)),
         shape=(len(codes), len(uniques)),
     )
-    x = sparse.csr_matrix(adata.X)
-    if kind == "log_normalised":
-        x = x.copy()
-        x.data = np.expm1(x.data)
-    merged = sparse.csr_matrix(x @ indicator)
-    if kind == "log_normalised":
-        merged.data = np.log1p(merged.data)
+
+    def merge(block: sparse.csr_matrix) -> sparse.csr_matrix:
+        block = sparse.csr_matrix(block, dtype=np.float32, copy=True)
+        if kind == "log_normalised":
+            block.data = np.expm1(block.data)
+        merged = sparse.csr_matrix(block @ indicator, dtype=np.float32)
+        if kind == "log_normalised":
+            merged.data = np.log1p(merged.data)
+        return merged
+
+    merged = map_csr_blocks(adata.X, merge, n_cols=len(uniques))
     first = ~names.duplicated()
-    out = ad.AnnData(X=merged, obs=adata.obs.copy(), var=adata.var.loc[first].copy())
-    out.var_names = pd.Index(uniques, dtype=str)
+    var = adata.var.loc[first].copy()
+    var.index = pd.Index(uniques, dtype=str)
     logger.warning("Merged %d duplicate gene columns by summing", n_dup)
-    return out
-
-
-def detect_input_kind(adata: ad.AnnData, *, max_log_value: float = 20.0) -> InputKind:
-    """Tell raw counts (all integers) from log-normalised values.
-
-    Looks at up to 100k non-zero entries. Non-integer values above
-    ``max_log_value`` are neither, and are refused: normalising them again
-    would distort the data.
-    """
-    values = adata.X.data if sparse.issparse(adata.X) else np.asarray(adata.X).ravel()
-    values = values[values != 0]
-    if values.size > 100_000:
-        values = np.random.default_rng(0).choice(values, 100_000, replace=False)
-    if values.size == 0:
-        raise ValueError("The expression matrix is all zeros.")
-    if np.allclose(values, np.round(values), atol=1e-4):
-        return "counts"
-    if values.max() <= max_log_value:
-        return "log_normalised"
-    raise ValueError(
-        f"The values are not integers (not raw counts) and reach {values.max():.3g}, "
-        f"above preprocess.max_log_value={max_log_value} (not log1p-normalised). "
-        "Provide raw counts, or log1p(normalize_total) values."
-    )
+    return ad.AnnData(X=merged, obs=adata.obs.copy(), var=var)
 
 
 def quality_filter(
-    adata: ad.AnnData, *, min_counts: int = 10, min_cells: int = 3
+    adata: ad.AnnData, *, stats: MatrixStats, min_counts: int = 10, min_cells: int = 3
 ) -> ad.AnnData:
-    """Drop cells with fewer than ``min_counts`` counts, then rare genes."""
-    out = adata.copy()
-    sc.pp.filter_cells(out, min_counts=min_counts)
-    sc.pp.filter_genes(out, min_cells=min_cells)
-    out.obs = out.obs.drop(columns=["n_counts"], errors="ignore")
-    out.var = out.var.drop(columns=["n_cells"], errors="ignore")
-    if out.n_obs == 0 or out.n_vars == 0:
+    """Drop cells with fewer than ``min_counts`` counts, then genes expressed in
+    fewer than ``min_cells`` of the kept cells (scanpy's ``filter_cells`` then
+    ``filter_genes``), from ``stats`` of :func:`inspect_matrix` run with the
+    same ``min_counts``; nothing is read."""
+    cells = stats.cell_sums >= min_counts
+    genes = stats.gene_cells >= min_cells
+    if not cells.any() or not genes.any():
         raise ValueError(
-            f"Quality filtering left {out.n_obs} cells x {out.n_vars} genes "
-            f"(min_counts={min_counts}, min_cells={min_cells}); lower "
+            f"Quality filtering left {int(cells.sum())} cells x {int(genes.sum())} "
+            f"genes (min_counts={min_counts}, min_cells={min_cells}); lower "
             "preprocess.min_counts / preprocess.min_cells or check the input."
         )
-    return out
+    return adata[cells, genes].copy()
 
 
 def log_normalise(
     adata: ad.AnnData, *, target_sum: float = 1e4, keep_counts: bool = False
 ) -> ad.AnnData:
-    """``normalize_total`` + ``log1p``; raw counts kept in ``layers["counts"]``
-    only when ``keep_counts`` (they double every later read of the split and
-    no stage of scDD reads them)."""
+    """``normalize_total`` + ``log1p`` (scanpy's; lazily on a lazy ``X``); raw
+    counts kept in ``layers["counts"]`` only when ``keep_counts`` (they double
+    every later read of the split and no stage of scDD reads them)."""
     out = adata.copy()
     if keep_counts:
-        out.layers["counts"] = out.X.copy()
+        out.layers["counts"] = out.X if is_lazy(out) else out.X.copy()
     sc.pp.normalize_total(out, target_sum=target_sum)
     sc.pp.log1p(out)
     out.uns.pop("log1p", None)
-    out.X = sparse.csr_matrix(out.X, dtype=np.float32)
+    if not is_lazy(out):
+        out.X = sparse.csr_matrix(out.X, dtype=np.float32)
     return out
 
 
-def cell_totals(
-    x: np.ndarray | sparse.spmatrix, *, chunk_size: int = 50_000
-) -> np.ndarray:
+def cell_totals(x: Any) -> np.ndarray:
     """Per-cell ``sum(expm1(x))`` of log-normalised cells ``[n]`` (float64),
-    read ``chunk_size`` rows at a time: no copy of the whole matrix."""
-    totals = []
-    for start in range(0, x.shape[0], chunk_size):
-        block = sparse.csr_matrix(x[start : start + chunk_size], dtype=np.float64)
-        totals.append(np.asarray(block.expm1().sum(1)).ravel())
-    return np.concatenate(totals) if totals else np.zeros(0)
+    one row block at a time (lazy or in-memory ``x``)."""
+
+    def totals(block: sparse.csr_matrix) -> np.ndarray:
+        block = sparse.csr_matrix(block, dtype=np.float64)
+        return np.asarray(block.expm1().sum(1)).ravel()
+
+    parts = reduce_blocks(lazy_matrix(x), totals)
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def rescale_log_normalised(
-    adata: ad.AnnData, *, target_sum: float = 1e4, tolerance: float = 1e-3
+    adata: ad.AnnData,
+    *,
+    totals: np.ndarray,
+    target_sum: float = 1e4,
+    tolerance: float = 1e-3,
 ) -> tuple[ad.AnnData, float]:
     """Put log-normalised cells on ``target_sum`` total counts, as CellTypist and
     SCimilarity expect, without normalising twice.
 
     Each cell's ``expm1`` profile is scaled to ``target_sum`` (its expression
-    ratios stay as they are). Input already within ``tolerance`` (relative)
-    of the target is returned unchanged.
+    ratios stay as they are); ``totals`` are the cells' ``sum(expm1(x))``
+    (:attr:`MatrixStats.cell_expm1_sums`). Input already within ``tolerance``
+    (relative) of the target is returned unchanged.
 
     Returns:
         The cells and the median per-cell total the input had.
     """
-    totals = cell_totals(adata.X)
     median = float(np.median(totals))
     if np.all(np.abs(totals - target_sum) <= tolerance * target_sum):
         return adata, median
@@ -258,10 +336,24 @@ def rescale_log_normalised(
             f"{int(np.sum(totals <= 0))} cells have no expression at all; "
             "remove them before running scDD."
         )
-    x = sparse.csr_matrix(adata.X, dtype=np.float32, copy=True)
-    scale = np.repeat(target_sum / totals, np.diff(x.indptr))
-    x.data = np.log1p(np.expm1(x.data.astype(np.float64)) * scale).astype(np.float32)
-    out = ad.AnnData(X=x, obs=adata.obs.copy(), var=adata.var.copy())
+
+    def rescale(block: sparse.csr_matrix) -> sparse.csr_matrix:
+        block = sparse.csr_matrix(block, dtype=np.float32, copy=True)
+        linear = np.expm1(block.data.astype(np.float64))
+        own = np.bincount(
+            np.repeat(np.arange(block.shape[0]), np.diff(block.indptr)),
+            weights=linear,
+            minlength=block.shape[0],
+        )
+        scale = np.repeat(target_sum / own, np.diff(block.indptr))
+        block.data = np.log1p(linear * scale).astype(np.float32)
+        return block
+
+    out = ad.AnnData(
+        X=map_csr_blocks(adata.X, rescale, n_cols=adata.n_vars),
+        obs=adata.obs.copy(),
+        var=adata.var.copy(),
+    )
     out.uns.update(adata.uns)
     return out, median
 

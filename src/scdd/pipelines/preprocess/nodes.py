@@ -25,6 +25,10 @@ def preprocess_adata(
         data: ``params:data`` (``input``, ``label_key``, ``layer``).
         params: ``params:preprocess``.
 
+    One pass reads the matrix (checks, totals, per-gene counts); the result
+    is lazy (``X`` a dask graph over the input's row blocks), written block by
+    block when the splits are saved.
+
     Returns:
         The log-normalised AnnData (raw counts in ``layers["counts"]`` when the
         input had them and ``preprocess.keep_counts``) and a summary dict for
@@ -41,8 +45,9 @@ def preprocess_adata(
     }
     adata = pp.check_labels(adata, label_key=label_key)
     summary["cells_unlabelled"] = summary["cells_in"] - int(adata.n_obs)
-    pp.check_values(adata)
-    kind = pp.detect_input_kind(adata, max_log_value=params.max_log_value)
+    stats = pp.inspect_matrix(adata, min_counts=params.min_counts)
+    pp.check_values(stats)
+    kind = pp.detect_input_kind(stats, max_log_value=params.max_log_value)
     logger.info(
         "Input %s looks like %s",
         data.input,
@@ -50,24 +55,30 @@ def preprocess_adata(
         if kind == "counts"
         else "log-normalised values: used as they are, not normalised again",
     )
-    adata = pp.dedupe_genes(adata, strategy=params.duplicate_genes, kind=kind)
     before_qc = adata.shape
+    merged = pp.dedupe_genes(adata, strategy=params.duplicate_genes, kind=kind)
     if kind == "counts":
+        if merged.n_vars != adata.n_vars:  # merged columns: count their cells anew
+            stats = pp.inspect_matrix(merged, min_counts=params.min_counts)
         adata = pp.quality_filter(
-            adata, min_counts=params.min_counts, min_cells=params.min_cells
+            merged,
+            stats=stats,
+            min_counts=params.min_counts,
+            min_cells=params.min_cells,
         )
         adata = pp.log_normalise(
             adata, target_sum=params.target_sum, keep_counts=params.keep_counts
         )
-    else:
-        rescaled, total = pp.rescale_log_normalised(adata, target_sum=params.target_sum)
-        if rescaled is not adata:
+    else:  # merging in linear space keeps each cell's sum(expm1)
+        adata, total = pp.rescale_log_normalised(
+            merged, totals=stats.cell_expm1_sums, target_sum=params.target_sum
+        )
+        if adata is not merged:
             logger.info(
                 "Cells were normalised to ~%.0f counts (median); rescaled to %g",
                 total,
                 params.target_sum,
             )
-        adata = rescaled
     summary["cells_removed_by_qc"] = before_qc[0] - int(adata.n_obs)
     summary["genes_removed_by_qc"] = before_qc[1] - int(adata.n_vars)
     n_before_classes = int(adata.n_obs)

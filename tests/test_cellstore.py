@@ -1,0 +1,86 @@
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+from kedro.io import DatasetError
+from scipy import sparse
+
+from scdd import cellstore as cs
+from scdd.datasets import H5ADDataset
+
+
+def _written(tmp_path: Path, adata: ad.AnnData) -> Path:
+    adata.layers["counts"] = adata.X.copy()
+    adata.raw = adata[:, :10].copy()
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+def test_read_lazy_reads_nothing_until_asked(tmp_path: Path, counts_adata) -> None:
+    path = _written(tmp_path, counts_adata)
+    lazy = cs.read_lazy(path, chunk_rows=7)
+    assert cs.is_lazy(lazy) and lazy.X.chunks[0][:2] == (7, 7)
+    assert list(lazy.obs_names) == list(counts_adata.obs_names)
+    for x, ref in (
+        (lazy.X, counts_adata.X),
+        (lazy.layers["counts"], counts_adata.layers["counts"]),
+        (lazy.raw.X, counts_adata.raw.X),
+    ):
+        np.testing.assert_array_equal(x.compute().toarray(), ref.toarray())
+
+
+def test_take_rows_in_the_order_given(counts_adata) -> None:
+    lazy = cs.as_lazy(counts_adata, chunk_rows=7)
+    rows = np.array([50, 3, 89, 0])
+    got = cs.take_rows(lazy, rows)
+    assert not cs.is_lazy(got) and sparse.isspmatrix_csr(got.X)
+    np.testing.assert_array_equal(got.X.toarray(), counts_adata.X[rows].toarray())
+    assert list(got.obs_names) == list(counts_adata.obs_names[rows])
+
+
+def test_blocks_cover_every_row_once(counts_adata) -> None:
+    x = cs.lazy_matrix(counts_adata.X, chunk_rows=13)
+    starts, parts = zip(*cs.blocks(x), strict=True)
+    assert starts == tuple(range(0, 90, 13))
+    np.testing.assert_array_equal(
+        sparse.vstack(parts).toarray(), counts_adata.X.toarray()
+    )
+
+
+def test_reduce_blocks_slices_per_row_arrays(counts_adata) -> None:
+    x = cs.lazy_matrix(counts_adata.X, chunk_rows=20)
+    labels = np.arange(90)
+    parts = cs.reduce_blocks(x, lambda block, rows: (block.shape[0], rows[0]), labels)
+    assert parts == [(20, 0), (20, 20), (20, 40), (20, 60), (10, 80)]
+
+
+def test_lazy_save_is_written_block_by_block(tmp_path: Path, counts_adata) -> None:
+    lazy = cs.as_lazy(counts_adata, chunk_rows=7)
+    ds = H5ADDataset(filepath=str(tmp_path / "out.h5ad"), lazy=True, chunk_rows=11)
+    ds.save(lazy)
+    back = ds.load()
+    assert cs.is_lazy(back) and back.X.chunks[0][0] == 11
+    np.testing.assert_array_equal(back.X.compute().toarray(), counts_adata.X.toarray())
+
+
+def test_killed_write_leaves_no_half_written_store(
+    tmp_path: Path, counts_adata
+) -> None:
+    """A failure after some blocks were written (disk full, a killed worker)
+    leaves neither the target nor a temporary file behind."""
+    lazy = cs.as_lazy(counts_adata, chunk_rows=7)
+    calls = []
+
+    def fail_on_third(block):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("No space left on device")
+        return block
+
+    lazy.X = lazy.X.map_blocks(fail_on_third, dtype=np.float32, meta=lazy.X._meta)
+    with pytest.raises(DatasetError, match="No space left"):
+        H5ADDataset(filepath=str(tmp_path / "split.h5ad")).save(lazy)
+    assert len(calls) == 3
+    assert list(tmp_path.iterdir()) == []
