@@ -111,35 +111,35 @@ def blocks(x: da.Array) -> Iterator[tuple[int, sparse.csr_matrix]]:
 
 
 def take_rows(adata: ad.AnnData, rows: np.ndarray | None = None) -> ad.AnnData:
-    """Rows ``rows`` (positions; all when ``None``) of ``adata`` in memory, in
-    the order given, ``X`` as float32 CSR. Reads only the blocks that hold them."""
+    """Rows ``rows`` (positions, any order; all when ``None``) of ``adata`` in
+    memory, ``X`` as float32 CSR. Reads only the blocks that hold them."""
     rows = np.arange(adata.n_obs) if rows is None else np.asarray(rows, dtype=np.int64)
-    order = np.argsort(rows, kind="stable")
-    x = take_matrix_rows(adata.X, rows[order])
-    x = x[np.argsort(order, kind="stable")]
-    out = ad.AnnData(
-        X=x,
+    return ad.AnnData(
+        X=take_matrix_rows(adata.X, rows),
         obs=adata.obs.iloc[rows].copy(),
         var=adata.var.copy(),
         uns=dict(adata.uns),
         obsm={k: np.asarray(v)[rows] for k, v in adata.obsm.items()},
     )
-    return out
 
 
 def take_matrix_rows(x: Any, rows: np.ndarray) -> sparse.csr_matrix:
-    """Sorted row positions ``rows`` of ``x`` (lazy or in memory) as CSR."""
+    """Row positions ``rows`` (any order, repeats allowed) of ``x`` (lazy or
+    in memory) as float32 CSR; a lazy ``x`` is read only in the blocks
+    that hold them, one block at a time."""
+    rows = np.asarray(rows, dtype=np.int64)
     if not isinstance(x, da.Array):
         return _as_csr(x[rows])
+    order = np.argsort(rows, kind="stable")
+    wanted = rows[order]
     bounds = np.cumsum((0, *x.chunks[0]))
-    parts = []
-    for i in np.unique(np.searchsorted(bounds, rows, side="right") - 1):
-        inside = rows[(rows >= bounds[i]) & (rows < bounds[i + 1])] - bounds[i]
+    parts = [sparse.csr_matrix((0, x.shape[1]), dtype=np.float32)]
+    for i in np.unique(np.searchsorted(bounds, wanted, side="right") - 1):
+        inside = wanted[(wanted >= bounds[i]) & (wanted < bounds[i + 1])] - bounds[i]
         block = x.blocks[int(i)].compute(scheduler="synchronous")
         parts.append(_as_csr(block)[inside])
-    if not parts:
-        return sparse.csr_matrix((0, x.shape[1]), dtype=np.float32)
-    return sparse.vstack(parts, format="csr", dtype=np.float32)
+    stacked = sparse.vstack(parts, format="csr", dtype=np.float32)
+    return stacked[np.argsort(order, kind="stable")]
 
 
 def reduce_blocks(

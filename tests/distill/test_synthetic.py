@@ -13,12 +13,8 @@ from scipy import sparse
 from sklearn.exceptions import ConvergenceWarning
 
 from scdd.distill.methods import MethodOutput
-from scdd.distill.synthetic import (
-    class_zero_fractions,
-    finalise_genes,
-    real_target_sum,
-    synthetic_adata,
-)
+from scdd.distill.real_cells import summarise_real_cells
+from scdd.distill.synthetic import finalise_genes, synthetic_adata
 from scdd.preprocessing import log_normalise
 from tests.conftest import make_counts_adata
 from tests.distill.test_methods import LABEL_KEY, Tiny, make_inputs, make_tiny, run
@@ -87,24 +83,6 @@ def test_a_row_thresholded_to_zero_keeps_its_top_gene() -> None:
     np.testing.assert_allclose(_row_totals(x), 1e4, rtol=1e-4)
 
 
-def test_real_target_sum_and_class_zero_fractions() -> None:
-    real = log_normalise(make_counts_adata())
-    assert real_target_sum(real) == pytest.approx(1e4, rel=1e-4)
-    real.X = real.X * np.float32(0.5)  # not log1p of a 1e4 total any more
-    assert real_target_sum(real) < 1e3
-
-    hand = ad.AnnData(
-        X=sparse.csr_matrix(
-            np.array(
-                [[1, 0, 0, 2], [0, 0, 0, 0], [3, 4, 5, 6], [0, 7, 0, 0]],
-                dtype=np.float32,
-            )
-        )
-    )
-    fractions = class_zero_fractions(hand, np.array([0, 0, 1, 1]), 2)
-    np.testing.assert_allclose(fractions, [6 / 8, 3 / 8])
-
-
 def test_synthetic_adata_layout(tmp_path: Path) -> None:
     real = log_normalise(make_counts_adata((10, 10, 10), n_genes=20))
     real_labels = real.obs[LABEL_KEY].cat.codes.to_numpy()
@@ -121,8 +99,7 @@ def test_synthetic_adata_layout(tmp_path: Path) -> None:
         label_key=LABEL_KEY,
         categories=CATEGORIES,
         var_names=list(real.var_names),
-        real=real,
-        real_labels=real_labels,
+        stats=summarise_real_cells(real.X, real_labels, CATEGORIES),
         method="scdd",
     )
     assert isinstance(syn.obs[LABEL_KEY].dtype, pd.CategoricalDtype)
@@ -168,8 +145,11 @@ def _scdd_synthetic(tiny: Tiny, **kwargs) -> ad.AnnData:
         label_key=LABEL_KEY,
         categories=list(tiny.train.obs[LABEL_KEY].cat.categories),
         var_names=tiny.foundation.gene_order,
-        real=kwargs.get("real", tiny.train),
-        real_labels=inputs.labels,
+        stats=summarise_real_cells(
+            kwargs.get("real", tiny.train).X,
+            inputs.labels,
+            list(tiny.train.obs[LABEL_KEY].cat.categories),
+        ),
         method="scdd",
     )
 

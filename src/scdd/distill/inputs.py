@@ -11,7 +11,8 @@ import torch
 
 from scdd.distill.methods import ConditionSpec, DistillInputs, MethodOutput, run_method
 from scdd.distill.optimise import DistillConfig
-from scdd.distill.synthetic import real_target_sum, synthetic_adata
+from scdd.distill.real_cells import RealCellStats, summarise_real_cells
+from scdd.distill.synthetic import synthetic_adata
 from scdd.generation import check_embeddings_match, embedding_matrix, load_generator
 from scdd.models.foundation import FoundationModel, align_genes
 
@@ -48,12 +49,17 @@ def prepare_inputs(
     *,
     label_key: str,
     min_gene_overlap: int,
-) -> tuple[DistillInputs, list[str], ad.AnnData]:
-    """Training cells in F's gene order, their cached embeddings, frozen models.
+    stats: RealCellStats | None = None,
+) -> tuple[DistillInputs, list[str], RealCellStats]:
+    """Training cells in F's gene order (lazy when ``train`` is: only the seed
+    rows a method asks for are read), their cached embeddings, frozen models.
+
+    ``stats`` are the cached :class:`RealCellStats` of these cells; without
+    them they are computed here (one pass over ``train``).
 
     Returns:
-        The inputs, the class names (index = class index) and the aligned
-        training AnnData (the real reference for sparsity and normalisation).
+        The inputs, the class names (index = class index) and the real-cell
+        statistics (sparsity and library size the synthetic cells match).
     """
     check_embeddings_match(train, train_embeddings, "train")
     categories = list(map(str, train.obs[label_key].cat.categories))
@@ -64,23 +70,33 @@ def prepare_inputs(
     aligned = align_genes(
         train, gene_order=foundation.gene_order, min_overlap=min_gene_overlap
     )
+    labels = train.obs[label_key].cat.codes.to_numpy().astype(np.int64)
+    if stats is None:
+        stats = summarise_real_cells(aligned.X, labels, categories)
+    elif stats.categories != categories or stats.n_genes != aligned.n_vars:
+        raise ValueError(
+            "real_cell_stats describe other cells (classes "
+            f"{stats.categories[:5]}..., {stats.n_genes} genes) than the training "
+            f"split ({categories[:5]}..., {aligned.n_vars} genes); rebuild them with "
+            "kedro run --pipeline latent_distillation."
+        )
     inputs = DistillInputs(
-        genes=aligned.X.tocsr(),
+        genes=aligned.X,
         embeddings=embedding_matrix(train_embeddings),
-        labels=train.obs[label_key].cat.codes.to_numpy().astype(np.int64),
+        labels=labels,
         num_classes=len(categories),
         foundation=foundation,
         generator=generator,
         conditions=conditions,
-        target_sum=real_target_sum(aligned),
+        target_sum=stats.target_sum,
     )
-    return inputs, categories, aligned
+    return inputs, categories, stats
 
 
 def distill_synthetic(
     inputs: DistillInputs,
     categories: list[str],
-    aligned: ad.AnnData,
+    stats: RealCellStats,
     *,
     method: str,
     params: dict[str, Any],
@@ -116,8 +132,7 @@ def distill_synthetic(
         label_key=label_key,
         categories=categories,
         var_names=inputs.foundation.gene_order,
-        real=aligned,
-        real_labels=inputs.labels,
+        stats=stats,
         zero_threshold=params["zero_threshold"],
         method=method,
     )

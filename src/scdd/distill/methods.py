@@ -24,12 +24,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import dask.array as da
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import sparse
 from torch import Tensor
 
+from scdd.cellstore import take_matrix_rows
 from scdd.distill.expression import as_log_normalised
 from scdd.distill.losses import RealEmbeddingBank
 from scdd.distill.optimise import DistillConfig, distill
@@ -107,7 +109,8 @@ class DistillInputs:
     during optimisation.
 
     Attributes:
-        genes: training cells in the foundation gene order ``[N, G]`` (CSR).
+        genes: training cells in the foundation gene order ``[N, G]`` (CSR, or
+            lazy row blocks of which only the seed rows are read).
         embeddings: cached ``F(genes)`` ``[N, D]``.
         labels: class index per training cell ``[N]``.
         num_classes: ``C``.
@@ -119,7 +122,7 @@ class DistillInputs:
             optimisation sees cells as they will be written.
     """
 
-    genes: sparse.csr_matrix
+    genes: sparse.csr_matrix | da.Array
     embeddings: np.ndarray
     labels: np.ndarray
     num_classes: int
@@ -201,7 +204,7 @@ def run_method(
     )
     labels = inputs.labels[seeds]
     if method == "random_real":
-        return MethodOutput(labels=labels, genes=inputs.genes[seeds])
+        return MethodOutput(labels=labels, genes=take_matrix_rows(inputs.genes, seeds))
 
     foundation = inputs.foundation.freeze()
     encoder = foundation.encoder.to(device)
@@ -241,7 +244,9 @@ def run_method(
         )
 
     if method in ("dm", "dc"):
-        codes = torch.as_tensor(inputs.genes[seeds].toarray(), device=device)
+        codes = torch.as_tensor(
+            take_matrix_rows(inputs.genes, seeds).toarray(), device=device
+        )
         enc = encoder
 
         def fn(c: Tensor, _: Tensor) -> Tensor:

@@ -11,32 +11,14 @@ synthetic cells on its own scale, which is the scale F was trained on.
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
 from scdd.distill.methods import MethodOutput
-from scdd.preprocessing import cell_totals
-
-
-def real_target_sum(real: AnnData) -> float:
-    """Median per-cell ``sum(expm1(X))`` of the real cells (1e4 after our
-    normalisation), read in row chunks."""
-    return float(np.median(cell_totals(real.X)))
-
-
-def class_zero_fractions(
-    real: AnnData, labels: np.ndarray, num_classes: int
-) -> np.ndarray:
-    """Fraction of zero entries in the real cells of each class ``[C]``."""
-    x = sparse.csr_matrix(real.X)
-    nnz = np.diff(x.indptr)
-    out = np.empty(num_classes)
-    for c in range(num_classes):
-        rows = labels == c
-        out[c] = 1.0 - nnz[rows].sum() / max(rows.sum() * x.shape[1], 1)
-    return out
+from scdd.distill.real_cells import RealCellStats
 
 
 def finalise_genes(
@@ -88,8 +70,7 @@ def synthetic_adata(
     label_key: str,
     categories: list[str],
     var_names: list[str],
-    real: AnnData | None = None,
-    real_labels: np.ndarray | None = None,
+    stats: RealCellStats | None = None,
     zero_threshold: float | None = None,
     method: str = "scdd",
 ) -> AnnData:
@@ -98,9 +79,10 @@ def synthetic_adata(
     ``obsm["X_optimised_codes"]`` (latent codes, features or gene values) and
     F-space features of feature-level methods in ``obsm["X_foundation"]``.
 
-    ``real`` (training cells in the same gene order) and ``real_labels`` give
-    the sparsity and normalisation to match; rows that are real cells
-    (``random_real``, ``full``) are kept as they are.
+    ``stats`` of the training cells (same gene order) give the sparsity and
+    normalisation to match; rows that are real cells (``random_real``,
+    ``full``) are kept as they are (``full``'s lazy matrix stays lazy, to be
+    written block by block).
     """
     n = len(output.labels)
     obs = pd.DataFrame(
@@ -116,13 +98,15 @@ def synthetic_adata(
     else:
         var = pd.DataFrame(index=list(var_names))
         if method in ("random_real", "full"):
-            x = sparse.csr_matrix(output.genes, dtype=np.float32)
+            x = output.genes
+            if not isinstance(x, da.Array):
+                x = sparse.csr_matrix(x, dtype=np.float32)
         else:
             x = finalise_genes(
                 output.genes,
                 output.labels,
-                zero_fractions=class_zero_fractions(real, real_labels, len(categories)),
-                target_sum=real_target_sum(real),
+                zero_fractions=stats.zero_fractions,
+                target_sum=stats.target_sum,
                 zero_threshold=zero_threshold,
             )
     adata = AnnData(X=x, obs=obs, var=var)

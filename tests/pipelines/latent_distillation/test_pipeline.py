@@ -10,16 +10,17 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from scdd import generation
+from scdd.cellstore import as_lazy
 from scdd.datasets import H5ADDataset
 from scdd.distill.expression import as_log_normalised
-from scdd.distill.synthetic import (
-    class_zero_fractions,
-    finalise_genes,
-    real_target_sum,
-)
+from scdd.distill.real_cells import summarise_real_cells
+from scdd.distill.synthetic import finalise_genes
 from scdd.params import DataParams, DistillParams, FoundationParams
 from scdd.pipelines.latent_distillation import create_pipeline
-from scdd.pipelines.latent_distillation.nodes import distill_synthetic_set
+from scdd.pipelines.latent_distillation.nodes import (
+    distill_synthetic_set,
+    summarise_training_cells,
+)
 from scdd.provenance import weights_digest
 from tests.distill.test_methods import LABEL_KEY, SCDG_MODEL, Tiny, make_tiny
 from tests.kedro_helpers import run_session
@@ -55,9 +56,15 @@ def tiny() -> Tiny:
 
 
 def _distill(tiny: Tiny, params=PARAMS, **overrides):
+    """The node as Kedro runs it: a lazy split (blocks of 7 cells) and its
+    cached statistics."""
+    train = as_lazy(overrides.pop("train", tiny.train), chunk_rows=7)
     args = {
-        "train": tiny.train,
+        "train": train,
         "train_embeddings": tiny.embeddings,
+        "real_cell_stats": summarise_training_cells(
+            train, tiny.foundation, DATA, FOUNDATION
+        ),
         "foundation": tiny.foundation,
         "generator_checkpoint": tiny.checkpoint,
         "params": params,
@@ -115,6 +122,7 @@ def test_latent_codes_round_trip_through_the_pipeline(
         {
             "train_adata": MemoryDataset(tiny.train),
             "train_embeddings": MemoryDataset(tiny.embeddings),
+            "real_cell_stats": MemoryDataset(),
             "foundation_model": MemoryDataset(tiny.foundation, copy_mode="assign"),
             "generator_checkpoint": MemoryDataset(tiny.checkpoint, copy_mode="assign"),
             "synthetic_adata": H5ADDataset(filepath=str(tmp_path / "syn.h5ad")),
@@ -135,6 +143,11 @@ def test_latent_codes_round_trip_through_the_pipeline(
     # X is finalise(G(codes)) of the stored codes D(U(codes)), log-normalised
     # inside the optimisation, then sparsified
     generator, _ = generation.load_generator(tiny.checkpoint)
+    stats = summarise_real_cells(
+        tiny.train.X,
+        tiny.train.obs[LABEL_KEY].cat.codes.to_numpy(),
+        list(tiny.train.obs[LABEL_KEY].cat.categories),
+    )
     labels = synthetic.obs[LABEL_KEY].cat.codes.to_numpy().astype(np.int64)
     cond = torch.as_tensor(labels)[:, None]
     with torch.no_grad():
@@ -146,14 +159,10 @@ def test_latent_codes_round_trip_through_the_pipeline(
                     cond,
                 )
             ),
-            target_sum=real_target_sum(tiny.train),
+            target_sum=stats.target_sum,
         ).numpy()
-    real_labels = tiny.train.obs[LABEL_KEY].cat.codes.to_numpy()
     expected = finalise_genes(
-        genes,
-        labels,
-        zero_fractions=class_zero_fractions(tiny.train, real_labels, 3),
-        target_sum=real_target_sum(tiny.train),
+        genes, labels, zero_fractions=stats.zero_fractions, target_sum=stats.target_sum
     )
     np.testing.assert_allclose(
         synthetic.X.toarray(), expected.toarray(), rtol=1e-4, atol=1e-4

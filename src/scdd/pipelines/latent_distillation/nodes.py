@@ -11,17 +11,49 @@ import pandas as pd
 
 from scdd.distill.inputs import distill_synthetic, prepare_inputs
 from scdd.distill.methods import NEEDS_GENERATOR
+from scdd.distill.real_cells import RealCellStats, summarise_real_cells
 from scdd.models.device import resolve_device
-from scdd.models.foundation import FoundationModel
+from scdd.models.foundation import FoundationModel, align_genes
 from scdd.params import DataParams, DistillParams, FoundationParams
 from scdd.provenance import record_provenance, weights_digest
 
 logger = logging.getLogger(__name__)
 
 
+def summarise_training_cells(
+    train: ad.AnnData,
+    foundation: FoundationModel,
+    data: DataParams,
+    foundation_params: FoundationParams,
+) -> dict[str, Any]:
+    """One chunked pass over the training split: the per-class sparsity and the
+    library size synthetic cells are written at, cached for every distillation
+    run (and the benchmark) to read."""
+    start = time.perf_counter()
+    aligned = align_genes(
+        train,
+        gene_order=foundation.gene_order,
+        min_overlap=foundation_params.min_gene_overlap,
+    )
+    labels = train.obs[data.label_key]
+    stats = summarise_real_cells(
+        aligned.X,
+        labels.cat.codes.to_numpy(),
+        list(map(str, labels.cat.categories)),
+    )
+    logger.info(
+        "Summarised %d training cells in %.1f s (median library size %.0f)",
+        train.n_obs,
+        time.perf_counter() - start,
+        stats.target_sum,
+    )
+    return stats.to_checkpoint()
+
+
 def distill_synthetic_set(
     train: ad.AnnData,
     train_embeddings: ad.AnnData,
+    real_cell_stats: dict[str, Any],
     foundation: FoundationModel,
     generator_checkpoint: dict[str, Any] | None,
     params: DistillParams,
@@ -34,8 +66,9 @@ def distill_synthetic_set(
     """Run ``distill.method`` and write its synthetic set as AnnData.
 
     Args:
-        train: log-normalised training cells.
+        train: log-normalised training cells (lazy: only seed rows are read).
         train_embeddings: cached ``F(train)`` (same cells, same order).
+        real_cell_stats: cached :class:`RealCellStats` of ``train``.
         foundation: frozen E and D.
         generator_checkpoint: trained SCDG.
         params: ``params:distill``.
@@ -47,13 +80,14 @@ def distill_synthetic_set(
     """
     start = time.perf_counter()
     key, method = data.label_key, params.method
-    inputs, categories, aligned = prepare_inputs(
+    inputs, categories, stats = prepare_inputs(
         train,
         train_embeddings,
         foundation,
         generator_checkpoint if method in NEEDS_GENERATOR else None,
         label_key=key,
         min_gene_overlap=foundation_params.min_gene_overlap,
+        stats=RealCellStats.from_checkpoint(real_cell_stats),
     )
     logger.info(
         "Distilling %d cells of %d classes with %s, SPC %d",
@@ -65,7 +99,7 @@ def distill_synthetic_set(
     synthetic, output = distill_synthetic(
         inputs,
         categories,
-        aligned,
+        stats,
         method=method,
         params=params.model_dump(),
         label_key=key,
