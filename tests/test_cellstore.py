@@ -84,3 +84,18 @@ def test_killed_write_leaves_no_half_written_store(
         H5ADDataset(filepath=str(tmp_path / "split.h5ad")).save(lazy)
     assert len(calls) == 3
     assert list(tmp_path.iterdir()) == []
+
+
+def _rows_in_blocks(x) -> int:
+    return sum(cs.reduce_blocks(x, lambda block: block.shape[0]))
+
+
+def test_forked_workers_can_read_blocks(counts_adata) -> None:
+    """Kedro's ParallelRunner forks after the parent used dask's thread pool;
+    the inherited pool has no threads, and the child waited forever on it."""
+    import multiprocessing
+
+    x = cs.lazy_matrix(counts_adata.X, chunk_rows=7)
+    assert _rows_in_blocks(x) == 90  # the parent's pool exists now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_rows_in_blocks, (x,)).get(timeout=30) == 90

@@ -11,6 +11,8 @@ per-cell or per-gene vectors. Stage code uses the helpers here rather than
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import anndata as ad
 import dask
 import dask.array as da
+import dask.threaded
 import h5py
 import numpy as np
 import pandas as pd
@@ -28,6 +31,18 @@ from scipy import sparse
 CHUNK_ROWS = 5000
 
 _CSR_META = sparse.csr_matrix((0, 0), dtype=np.float32)
+
+
+def _forget_dask_thread_pools() -> None:
+    """A forked child (Kedro's ParallelRunner workers) inherits dask's thread
+    pools without their threads, and its first computation would wait forever
+    on them: start with no pools, as a fresh process does."""
+    dask.threaded.default_pool = None
+    dask.threaded.pools.clear()
+    dask.threaded.pools_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_dask_thread_pools)
 
 
 def _as_csr(block: Any) -> sparse.csr_matrix:
