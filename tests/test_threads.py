@@ -36,3 +36,16 @@ def test_scanpy_does_not_reset_the_torch_thread_count() -> None:
         [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, check=True
     )
     assert out.stdout.split()[-1] == "1"
+
+
+def test_dask_passes_use_the_chosen_count() -> None:
+    import dask
+
+    from scdd.threads import apply_threads
+
+    before = dask.config.get("num_workers", None)
+    try:
+        apply_threads(1)
+        assert dask.config.get("num_workers") == 1
+    finally:
+        dask.config.set(num_workers=before)

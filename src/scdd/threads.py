@@ -1,4 +1,4 @@
-"""One CPU thread count for torch, numba (scanpy) and BLAS, chosen once per run.
+"""One CPU thread count for torch, numba (scanpy), BLAS and dask, chosen per run.
 
 On a shared machine, more compute threads than free cores makes every
 parallel region wait for a thread the scheduler has parked: a 2-core machine
@@ -14,6 +14,7 @@ import logging
 import os
 import time
 
+import dask
 import numba
 import torch
 from threadpoolctl import threadpool_limits
@@ -73,7 +74,9 @@ def resolve_threads(threads: int | None, *, sample_s: float = 0.3) -> tuple[int,
 
 
 def apply_threads(n: int) -> None:
-    """Hold torch, numba and the BLAS/OpenMP pools to ``n`` threads."""
+    """Hold torch, numba, the BLAS/OpenMP pools and dask's threaded scheduler
+    (the chunked passes over cells) to ``n`` threads."""
+    dask.config.set(num_workers=n)
     torch.set_num_threads(n)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     threadpool_limits(n)
