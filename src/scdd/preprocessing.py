@@ -215,6 +215,36 @@ def check_labels(
     return adata
 
 
+def _merge_columns(
+    block: sparse.csr_matrix, *, indicator: sparse.csr_matrix, kind: InputKind
+) -> sparse.csr_matrix:
+    """Sum the columns ``indicator`` maps together (in linear space for
+    log-normalised values)."""
+    block = sparse.csr_matrix(block, dtype=np.float32, copy=True)
+    if kind == "log_normalised":
+        block.data = np.expm1(block.data)
+    merged = sparse.csr_matrix(block @ indicator, dtype=np.float32)
+    if kind == "log_normalised":
+        merged.data = np.log1p(merged.data)
+    return merged
+
+
+def _rescale_rows(block: sparse.csr_matrix, *, target_sum: float) -> sparse.csr_matrix:
+    """Each row's ``expm1`` profile scaled to ``target_sum``, back in log1p."""
+    block = sparse.csr_matrix(block, dtype=np.float32, copy=True)
+    linear = np.expm1(block.data.astype(np.float64))
+    per_row = np.diff(block.indptr)
+    totals = np.bincount(
+        np.repeat(np.arange(block.shape[0]), per_row),
+        weights=linear,
+        minlength=block.shape[0],
+    )
+    block.data = np.log1p(linear * np.repeat(target_sum / totals, per_row)).astype(
+        np.float32
+    )
+    return block
+
+
 def dedupe_genes(
     adata: ad.AnnData,
     *,
@@ -246,15 +276,7 @@ def dedupe_genes(
         shape=(len(codes), len(uniques)),
     )
 
-    def merge(block: sparse.csr_matrix) -> sparse.csr_matrix:
-        block = sparse.csr_matrix(block, dtype=np.float32, copy=True)
-        if kind == "log_normalised":
-            block.data = np.expm1(block.data)
-        merged = sparse.csr_matrix(block @ indicator, dtype=np.float32)
-        if kind == "log_normalised":
-            merged.data = np.log1p(merged.data)
-        return merged
-
+    merge = partial(_merge_columns, indicator=indicator, kind=kind)
     merged = map_csr_blocks(adata.X, merge, n_cols=len(uniques))
     first = ~names.duplicated()
     var = adata.var.loc[first].copy()
@@ -298,18 +320,6 @@ def log_normalise(
     return out
 
 
-def cell_totals(x: Any) -> np.ndarray:
-    """Per-cell ``sum(expm1(x))`` of log-normalised cells ``[n]`` (float64),
-    one row block at a time (lazy or in-memory ``x``)."""
-
-    def totals(block: sparse.csr_matrix) -> np.ndarray:
-        block = sparse.csr_matrix(block, dtype=np.float64)
-        return np.asarray(block.expm1().sum(1)).ravel()
-
-    parts = reduce_blocks(lazy_matrix(x), totals)
-    return np.concatenate(parts) if parts else np.zeros(0)
-
-
 def rescale_log_normalised(
     adata: ad.AnnData,
     *,
@@ -337,20 +347,10 @@ def rescale_log_normalised(
             "remove them before running scDD."
         )
 
-    def rescale(block: sparse.csr_matrix) -> sparse.csr_matrix:
-        block = sparse.csr_matrix(block, dtype=np.float32, copy=True)
-        linear = np.expm1(block.data.astype(np.float64))
-        own = np.bincount(
-            np.repeat(np.arange(block.shape[0]), np.diff(block.indptr)),
-            weights=linear,
-            minlength=block.shape[0],
-        )
-        scale = np.repeat(target_sum / own, np.diff(block.indptr))
-        block.data = np.log1p(linear * scale).astype(np.float32)
-        return block
-
     out = ad.AnnData(
-        X=map_csr_blocks(adata.X, rescale, n_cols=adata.n_vars),
+        X=map_csr_blocks(
+            adata.X, partial(_rescale_rows, target_sum=target_sum), n_cols=adata.n_vars
+        ),
         obs=adata.obs.copy(),
         var=adata.var.copy(),
     )

@@ -35,12 +35,17 @@ def test_versioned_saves_keep_both(tmp_path: Path, counts_adata: ad.AnnData) -> 
     assert first.n_obs == counts_adata.n_obs
 
 
-def test_backed_load_is_read_only(tmp_path: Path, counts_adata: ad.AnnData) -> None:
+def test_lazy_load_reads_blocks_on_demand(
+    tmp_path: Path, counts_adata: ad.AnnData
+) -> None:
     path = tmp_path / "b.h5ad"
     H5ADDataset(filepath=str(path)).save(counts_adata)
-    back = H5ADDataset(filepath=str(path), backed=True).load()
-    assert back.isbacked
-    assert back.shape == counts_adata.shape
+    back = H5ADDataset(filepath=str(path), lazy=True, chunk_rows=32).load()
+    assert back.X.chunks[0] == (32, 32, 26)
+    assert list(back.obs["cell_type"]) == list(counts_adata.obs["cell_type"])
+    np.testing.assert_array_equal(back.X.compute().toarray(), counts_adata.X.toarray())
+    with pytest.raises(DatasetError, match="chunk_rows"):
+        H5ADDataset(filepath=str(path), lazy=True, chunk_rows=0)
 
 
 def test_failed_save_leaves_old_file_and_no_temp(

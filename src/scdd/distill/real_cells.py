@@ -5,6 +5,7 @@ distillation run costs O(SPC x classes) whatever the number of real cells."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -75,7 +76,7 @@ def summarise_real_cells(
     x = lazy_matrix(genes)
     parts = reduce_blocks(
         x,
-        lambda block, lab: _block_parts(block, lab, num_classes=num_classes),
+        partial(_block_parts, num_classes=num_classes),
         labels,
     )
     counts = np.bincount(labels, minlength=num_classes)
