@@ -221,6 +221,9 @@ class FoundationParams(_Group):
     model: FoundationArchitectureParams = FoundationArchitectureParams()
     train: TrainConfig = TrainConfig()
     embed: FoundationEmbedParams = FoundationEmbedParams()
+    #: The report's linear probes train on a stratified sample of at most
+    #: this many training cells and score as many test cells (gene rows read).
+    probe_max_cells: PositiveInt = 50_000
 
     @model_validator(mode="after")
     def _pretrained_directory(self) -> FoundationParams:
@@ -469,6 +472,9 @@ class FidelityParams(_Group):
 
     top_k: PositiveInt = 50
     marker_method: Literal[MARKER_METHODS] = "mean_difference"
+    #: Real cells a scanpy ``marker_method`` reads (stratified sample);
+    #: ``None``: all. ``mean_difference`` reads every cell, block by block.
+    marker_max_cells: PositiveInt | None = 50_000
     #: ``None``: every real cell in the MMD kernel matrix.
     mmd_max_cells: PositiveInt | None = 2000
 
@@ -587,7 +593,16 @@ class HvgParams(_Group):
     """``report.hvg``."""
 
     n_genes: PositiveInt = 20
-    #: Real cells the genes are ranked on (stratified sample); ``None``: all.
+    #: Real cells the genes are ranked and averaged on (stratified sample);
+    #: ``None``: all.
+    max_cells: PositiveInt | None = 20_000
+
+
+class CorrelationParams(_Group):
+    """``report.correlation``."""
+
+    #: Real cells the class means are taken over (stratified sample);
+    #: ``None``: all.
     max_cells: PositiveInt | None = 20_000
 
 
@@ -604,6 +619,7 @@ class ReportParams(_Group):
     """``params:report``: the report pipeline's figures."""
 
     umap: UmapParams = UmapParams()
+    correlation: CorrelationParams = CorrelationParams()
     hvg: HvgParams = HvgParams()
     figsize: FigsizeParams = FigsizeParams()
 

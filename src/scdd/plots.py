@@ -5,6 +5,10 @@ and never save or show it, so the ``report`` pipeline writes them through the
 catalog and a notebook displays them inline. A feature-only synthetic set
 (``n_vars == 0``, e.g. FeatDistill) has no genes: the gene-level figures then
 show a text panel naming the method instead of failing.
+
+The real cells may be a lazy split (``X`` read from disk by row blocks,
+:mod:`scdd.cellstore`): the gene-level figures read only a capped, seeded,
+stratified sample of its cells (one read, only the genes they draw).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import scanpy as sc
 from matplotlib.figure import Figure
 from scipy import sparse
 
+from scdd.cellstore import is_lazy, take_matrix_rows
 from scdd.sampling import stratified_rows
 
 logger = logging.getLogger(__name__)
@@ -85,6 +90,11 @@ def _shared_genes(real: ad.AnnData, synthetic: ad.AnnData) -> pd.Index:
     return real.var_names[real.var_names.isin(synthetic.var_names)]
 
 
+def _shared_positions(real: ad.AnnData, synthetic: ad.AnnData) -> np.ndarray:
+    """Positions of :func:`_shared_genes` in ``real``."""
+    return np.flatnonzero(real.var_names.isin(synthetic.var_names))
+
+
 def _class_means(
     adata: ad.AnnData, genes: pd.Index, label_key: str, categories: Sequence[str]
 ) -> np.ndarray:
@@ -97,6 +107,27 @@ def _class_means(
         if mask.any():
             means[i] = _dense(x[mask].mean(axis=0)).ravel()
     return means
+
+
+def _real_sample(
+    real: ad.AnnData,
+    label_key: str,
+    cols: np.ndarray,
+    *,
+    max_cells: int | None,
+    seed: int,
+) -> ad.AnnData:
+    """At most about ``max_cells`` real cells (seeded, stratified) and only
+    the genes at positions ``cols``, in memory; a lazy ``real`` is read once,
+    only the row blocks that hold the sample."""
+    rows = stratified_rows(real.obs[label_key].astype(str).to_numpy(), max_cells, seed)
+    if not is_lazy(real):
+        return (real if len(rows) == real.n_obs else real[rows])[:, cols]
+    return ad.AnnData(
+        X=take_matrix_rows(real.X[:, cols], rows),
+        obs=real.obs.iloc[rows].copy(),
+        var=pd.DataFrame(index=real.var_names[cols]),
+    )
 
 
 def _no_genes(
@@ -229,6 +260,8 @@ def correlation_figure(
     synthetic: ad.AnnData,
     label_key: str,
     *,
+    max_cells: int | None = 20_000,
+    seed: int = 0,
     figsize: Sequence[float] = (7, 6),
 ) -> Figure:
     """Pearson correlation of each synthetic cell with each real class mean.
@@ -238,10 +271,14 @@ def correlation_figure(
     has a dominant block diagonal: each cell looks most like its own class.
 
     Args:
-        real: real log-normalised cells (genes in ``X``), labels in obs.
+        real: real log-normalised cells (genes in ``X``, in memory or lazy),
+            labels in obs.
         synthetic: synthetic cells (genes in ``X``, any gene order) or a
             feature-only set (``n_vars == 0``).
         label_key: obs column holding the class.
+        max_cells: real cells the class means are taken over (a seeded,
+            stratified sample; ``None``: all).
+        seed: seed of that sample.
         figsize: figure size in inches.
 
     Returns:
@@ -254,7 +291,14 @@ def correlation_figure(
         return fallback
     categories = _categories(real, label_key)
     genes = _shared_genes(real, synthetic)
-    real_means = _class_means(real, genes, label_key, categories)
+    sample = _real_sample(
+        real,
+        label_key,
+        _shared_positions(real, synthetic),
+        max_cells=max_cells,
+        seed=seed,
+    )
+    real_means = _class_means(sample, genes, label_key, categories)
     syn_labels = synthetic.obs[label_key].astype(str).to_numpy()
     order = np.argsort(
         pd.Index(categories).get_indexer(syn_labels), kind="stable"
@@ -301,12 +345,14 @@ def hvg_figure(
     same pattern as the real one.
 
     Args:
-        real: real log-normalised cells (genes in ``X``), labels in obs.
+        real: real log-normalised cells (genes in ``X``, in memory or lazy),
+            labels in obs.
         synthetic: synthetic cells (genes in ``X``) or a feature-only set.
         label_key: obs column holding the class.
         n_genes: number of highly variable genes shown.
-        max_cells: real cells the genes are ranked on (a seeded, stratified
-            sample; ``None``: all); class means use every cell.
+        max_cells: real cells the genes are ranked on and the real class
+            means taken over (a seeded, stratified sample, read once;
+            ``None``: all).
         seed: seed of that sample.
         figsize: figure size in inches.
 
@@ -321,8 +367,13 @@ def hvg_figure(
     if n_genes < 1:
         raise ValueError(f"report.hvg.n_genes must be >= 1, got {n_genes}.")
     categories = _categories(real, label_key)
-    rows = stratified_rows(real.obs[label_key].astype(str).to_numpy(), max_cells, seed)
-    shared = real[rows][:, _shared_genes(real, synthetic)]
+    shared = _real_sample(
+        real,
+        label_key,
+        _shared_positions(real, synthetic),
+        max_cells=max_cells,
+        seed=seed,
+    )
     hvg = ad.AnnData(X=shared.X.copy(), var=pd.DataFrame(index=shared.var_names))
     sc.pp.highly_variable_genes(
         hvg, flavor="seurat", n_top_genes=min(n_genes, hvg.n_vars)
@@ -330,14 +381,19 @@ def hvg_figure(
     dispersion = hvg.var["dispersions_norm"].where(hvg.var["highly_variable"])
     genes = pd.Index(dispersion.dropna().sort_values(ascending=False).index)
     genes = genes[:n_genes]
-    real_means = _class_means(real, genes, label_key, categories)
+    real_means = _class_means(shared, genes, label_key, categories)
     syn_means = _class_means(synthetic, genes, label_key, categories)
     vmax = float(np.nanmax(np.concatenate([real_means.ravel(), syn_means.ravel()])))
+    real_cells = (
+        f"{real.n_obs} cells"
+        if shared.n_obs == real.n_obs
+        else f"{shared.n_obs} of {real.n_obs} cells"
+    )
 
     fig = Figure(figsize=tuple(figsize), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for ax, means, name in (
-        (axes[0], real_means, f"real ({real.n_obs} cells)"),
+        (axes[0], real_means, f"real ({real_cells})"),
         (
             axes[1],
             syn_means,

@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy import sparse
 
+from scdd.cellstore import as_lazy
 from scdd.evaluation.celltypist_eval import evaluate_celltypist
 from scdd.evaluation.gene_mlp import evaluate_gene_mlp
 from scdd.evaluation.suite import check_models, compact, with_retention
@@ -114,10 +115,14 @@ def test_celltypist_predictions_in_chunks_match_whole(splits) -> None:
 
     train, test = splits
     model = celltypist.train(train, labels=KEY, use_SGD=True, check_expression=False)
-    whole = _annotate(celltypist, test, model)
-    np.testing.assert_array_equal(
-        _annotate(celltypist, test, model, chunk_size=7), whole
-    )
+    (whole,) = _annotate(celltypist, test, [model])
+    (chunked,) = _annotate(celltypist, test, [model], chunk_size=7)
+    np.testing.assert_array_equal(chunked, whole)
+    # a lazy test split (blocks of 5 rows): the same labels, one pass for
+    # several models
+    lazy = as_lazy(test, chunk_rows=5)
+    for labels in _annotate(celltypist, lazy, [model, model], chunk_size=7):
+        np.testing.assert_array_equal(labels, whole)
 
 
 def test_celltypist_needs_the_same_gene_order(splits) -> None:
@@ -168,3 +173,64 @@ def test_sparse_and_dense_mlp_inputs_agree(splits) -> None:
         train.X.toarray(), y, sparse.csc_matrix(test.X), y_test, **kwargs
     )
     assert a["per_init"] == b["per_init"]
+
+
+def test_lazy_test_cells_score_like_in_memory_ones(splits, monkeypatch) -> None:
+    """Test cells read by row blocks of 7: the scores of in-memory test cells,
+    every block read once for all runs, never the whole matrix."""
+    from scdd.evaluation.deepinsight_cnn import evaluate_deepinsight_cnn
+    from scdd.evaluation.gene_transformer import evaluate_gene_transformer
+    from tests.evaluation.lazy_helpers import no_whole_matrix, spied
+
+    train, test = splits
+    lazy, reads = spied(test)
+    n_blocks = len(lazy.X.chunks[0])
+    common = {"num_classes": 3, "n_inits": 2, "steps": 20, "batch_size": 16}
+    runs = (
+        (evaluate_gene_mlp, {"hidden": 16}),
+        (evaluate_gene_transformer, {"genes_per_token": 8, "d_model": 8, "heads": 2}),
+        (evaluate_deepinsight_cnn, {"pixels": 8, "layout": "pca", "width": 2}),
+    )
+    for evaluate, kwargs in runs:
+        reads.clear()
+        with no_whole_matrix(monkeypatch):
+            got = evaluate(
+                train.X, _codes(train), lazy.X, _codes(test), **common, **kwargs
+            )
+        assert sorted(reads.counts.values()) == [1] * n_blocks
+        expected = evaluate(
+            train.X, _codes(train), test.X, _codes(test), **common, **kwargs
+        )
+        assert got == expected
+    reads.clear()
+    kwargs = {"label_key": KEY, "categories": CATEGORIES, "n_inits": 2, "seed": 0}
+    with no_whole_matrix(monkeypatch):
+        got = evaluate_celltypist(train, lazy, **kwargs)
+    assert sorted(reads.counts.values()) == [1] * n_blocks
+    assert got == evaluate_celltypist(train, test, **kwargs)
+
+
+def test_training_cells_must_be_in_memory(splits) -> None:
+    from tests.evaluation.lazy_helpers import spied
+
+    train, test = splits
+    lazy, reads = spied(train)
+    with pytest.raises(TypeError, match="take_rows"):
+        evaluate_gene_mlp(lazy.X, _codes(train), test.X, _codes(test), num_classes=3)
+    with pytest.raises(TypeError, match="take_rows"):
+        evaluate_celltypist(lazy, test, label_key=KEY, categories=CATEGORIES)
+    assert not reads.counts
+
+
+def test_nan_in_lazy_test_cells_is_refused(splits) -> None:
+    from tests.evaluation.lazy_helpers import spied
+
+    train, test = splits
+    bad = test.copy()
+    bad.X = bad.X.toarray()
+    bad.X[40, 3] = np.nan
+    lazy, _ = spied(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate_gene_mlp(
+            train.X, _codes(train), lazy.X, _codes(test), num_classes=3, steps=2
+        )

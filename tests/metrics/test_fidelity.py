@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pytest
 from scipy import sparse
@@ -14,8 +15,11 @@ from scdd.metrics.fidelity import (
     marker_overlap,
     mmd_rbf,
     moment_correlations,
+    summarise_classes,
     zero_fraction,
 )
+from scdd.sampling import stratified_rows
+from tests.evaluation.lazy_helpers import no_whole_matrix, spied
 
 NAMES = ["a", "b", "c"]
 
@@ -153,3 +157,66 @@ def test_gene_orders_must_match() -> None:
         fidelity_report(
             x, labels, x[:, :10], labels, real_z=x, syn_z=x, class_names=NAMES
         )
+
+
+def _lazy(x: np.ndarray, chunk_rows: int = 7):
+    """``x`` as a lazy matrix of tiny CSR row blocks, with a record of reads."""
+    adata, reads = spied(ad.AnnData(X=sparse.csr_matrix(x)), chunk_rows)
+    return adata.X, reads
+
+
+def test_lazy_class_moments_match_in_memory_in_one_pass(monkeypatch) -> None:
+    x, labels = _cells()  # 60 cells: 9 blocks of <= 7 rows
+    lazy, reads = _lazy(x)
+    with no_whole_matrix(monkeypatch):
+        summary = summarise_classes(lazy, labels, num_classes=4)
+        means, var, counts = class_moments(lazy, labels, num_classes=4)
+    assert reads.max_rows == 7
+    assert sorted(reads.counts.values()) == [2] * 9  # each block once per call
+    expected = class_moments(x, labels, num_classes=4)
+    for got, want in zip((means, var, counts), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(summary.means, expected[0], equal_nan=True)
+    assert summary.zero_fraction == pytest.approx(zero_fraction(x))
+    with no_whole_matrix(monkeypatch):
+        assert zero_fraction(lazy) == pytest.approx(zero_fraction(x))
+
+
+@pytest.mark.parametrize("method", ["mean_difference", "t-test", "wilcoxon"])
+def test_lazy_real_cells_give_the_same_report(monkeypatch, method: str) -> None:
+    x, labels = _cells()
+    syn, syn_labels = _cells(seed=1, n_per_class=3)
+    lazy, reads = _lazy(x)
+    kwargs = {
+        "real_z": x,
+        "syn_z": syn,
+        "class_names": NAMES,
+        "top_k": 5,
+        "marker_method": method,
+    }
+    with no_whole_matrix(monkeypatch):
+        report = fidelity_report(lazy, labels, syn, syn_labels, **kwargs)
+    assert report == fidelity_report(x, labels, syn, syn_labels, **kwargs)
+    # one pass for moments, zeros and mean-difference markers; a scanpy rule
+    # reads its (here: whole) sample once more
+    passes = 1 if method == "mean_difference" else 2
+    assert sorted(reads.counts.values()) == [passes] * 9
+    # a feature-only set reads the real cells once, for their zero fraction
+    reads.clear()
+    with no_whole_matrix(monkeypatch):
+        report = fidelity_report(lazy, labels, None, syn_labels, **kwargs)
+    assert report["zero_fraction"]["real"] == pytest.approx(zero_fraction(x))
+    assert sorted(reads.counts.values()) == [1] * 9
+
+
+def test_scanpy_markers_read_a_capped_stratified_sample() -> None:
+    x, labels = _cells()
+    lazy, reads = _lazy(x)
+    found = find_markers(
+        lazy, labels, num_classes=3, top_k=5, method="t-test", max_cells=30
+    )
+    for c in range(3):  # 10 cells per class still find the planted genes
+        assert sorted(found[c].tolist()) == list(range(5 * c, 5 * c + 5))
+    rows = stratified_rows(labels, 30, 0)
+    assert len(rows) == 30
+    assert set(reads.counts) == set(np.unique(rows // 7))

@@ -15,6 +15,11 @@ on the full training split. For a label column other than the main one
 fewer than ``min_cells`` training cells are dropped, as preprocessing does
 for the main label.
 
+The splits may be lazy (``X`` read from disk by row blocks,
+:mod:`scdd.cellstore`): label views stay lazy, and scoring reads samples and
+row blocks (:mod:`scdd.evaluation.scoring`). The distillation inputs are
+:func:`scdd.distill.inputs.prepare_inputs`' business.
+
 Plain functions (no Kedro): settings come as values and dicts (the
 parameter groups' ``model_dump()``).
 """
@@ -27,12 +32,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 import torch
 
 from scdd import generation
+from scdd.cellstore import is_lazy, obs_subset
 from scdd.distill.inputs import distill_synthetic, prepare_inputs
 from scdd.distill.methods import METHODS, NEEDS_GENERATOR
+from scdd.distill.real_cells import RealCellStats
 from scdd.evaluation import scoring
 from scdd.evaluation.benchmark_table import benchmark_markdown, benchmark_table
 from scdd.models.foundation import FoundationModel
@@ -64,7 +72,8 @@ def label_view(
     For another column, unlabelled cells are left out, classes with fewer than
     ``min_cells`` training cells are dropped (with a warning), test cells of
     dropped classes are left out, and ``obs[key]`` becomes a categorical of
-    the kept classes on all four.
+    the kept classes on all four. A lazy split's view stays lazy (nothing is
+    read); the embeddings, in memory, are subset.
 
     Raises:
         ValueError: the column is missing, or fewer than 2 classes remain.
@@ -78,9 +87,11 @@ def label_view(
                 f"(obs columns: {list(adata.obs.columns)}); remove it from "
                 "benchmark.label_keys."
             )
-    try:
+    try:  # on the labels only: no gene matrix is copied
         cleaned, dropped = filter_small_classes(
-            check_labels(train, label_key=key), label_key=key, min_cells=min_cells
+            check_labels(ad.AnnData(obs=train.obs), label_key=key),
+            label_key=key,
+            min_cells=min_cells,
         )
     except ValueError as err:
         raise ValueError(f"benchmark.label_keys: column '{key}': {err}") from err
@@ -91,7 +102,7 @@ def label_view(
     def select(
         cells: ad.AnnData, embeddings: ad.AnnData, what: str
     ) -> tuple[ad.AnnData, ad.AnnData]:
-        # Boolean masks, not obs names: merged datasets may repeat cell names.
+        # Positions, not obs names: merged datasets may repeat cell names.
         labels = cells.obs[key]
         keep = labels.notna().to_numpy() & labels.astype(str).isin(classes).to_numpy()
         if not keep.any():
@@ -99,8 +110,11 @@ def label_view(
                 f"benchmark.label_keys: column '{key}': no cell of the {what} has "
                 f"one of the training classes {list(classes)}."
             )
-        codes = pd.Categorical(labels[keep].astype(str), categories=classes)
-        out = cells[keep].copy(), embeddings[keep].copy()
+        rows = np.flatnonzero(keep)
+        codes = pd.Categorical(labels.iloc[rows].astype(str), categories=classes)
+        # a lazy split stays lazy (nothing read); an in-memory one is subset
+        view = obs_subset(cells, rows) if is_lazy(cells) else cells[rows].copy()
+        out = view, embeddings[rows].copy()
         for adata in out:
             adata.obs[key] = codes
         return out
@@ -209,6 +223,7 @@ def cell_runs(
     label_keys: Sequence[str],
     primary: str,
     min_cells: int,
+    primary_stats: RealCellStats | None = None,
     draws: int,
     distill: dict[str, Any],
     evaluate: dict[str, Any],
@@ -229,6 +244,8 @@ def cell_runs(
         references: :func:`label_references`' output.
         label_keys, primary, min_cells: the label columns, as
             :func:`label_generators`.
+        primary_stats: the cached real-cell statistics of the primary label
+            (other columns' are computed here, one pass each).
         draws: draws per label column (seeds ``seed``, ``seed + 1``, ...).
         distill: ``params:distill`` of this cell (``method``, ``spc``) as a
             dict.
@@ -256,6 +273,7 @@ def cell_runs(
             checkpoint if method in NEEDS_GENERATOR else None,
             references[key],
             label_key=key,
+            stats=primary_stats if key == primary else None,
             draws=draws,
             distill=distill,
             evaluate=evaluate,
@@ -275,6 +293,7 @@ def _label_runs(
     full_reference: dict[str, Any],
     *,
     label_key: str,
+    stats: RealCellStats | None,
     draws: int,
     distill: dict[str, Any],
     evaluate: dict[str, Any],
@@ -287,13 +306,14 @@ def _label_runs(
     """Every draw of one (label column, method, SPC)."""
     train, test, train_embeddings, test_embeddings = splits
     key, method, spc = label_key, distill["method"], distill["spc"]
-    inputs, categories, aligned = prepare_inputs(
+    inputs, categories, stats = prepare_inputs(
         train,
         train_embeddings,
         foundation,
         generator_checkpoint,
         label_key=key,
         min_gene_overlap=min_gene_overlap,
+        stats=stats,
     )
     runs = []
     for draw in range(draws):
@@ -302,7 +322,7 @@ def _label_runs(
         synthetic, _ = distill_synthetic(
             inputs,
             categories,
-            aligned,
+            stats,
             method=method,
             params=distill,
             label_key=key,

@@ -26,7 +26,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from scdd.evaluation.gene_classifier import require_in_memory
 from scdd.evaluation.summary import score_predictions, summarise_inits
+from scdd.metrics.chunks import row_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +46,25 @@ def _quiet_celltypist() -> Iterator[None]:
 
 
 def _annotate(
-    celltypist: Any, cells: ad.AnnData, model: Any, chunk_size: int = 20_000
-) -> np.ndarray:
-    """Predicted labels of ``cells``, ``chunk_size`` rows at a time
-    (``celltypist.annotate`` densifies and scales what it is given)."""
-    out = []
-    for start in range(0, cells.n_obs, chunk_size):
-        chunk = cells[start : start + chunk_size].copy()
-        result = celltypist.annotate(chunk, model=model, majority_voting=False)
-        out.append(result.predicted_labels["predicted_labels"].to_numpy())
-    return np.concatenate(out)
+    celltypist: Any, cells: ad.AnnData, models: list[Any], chunk_size: int = 20_000
+) -> list[np.ndarray]:
+    """Labels each of ``models`` predicts for ``cells``: one pass over the
+    cells, ``chunk_size`` rows at a time (``celltypist.annotate`` densifies
+    and scales what it is given); a lazy ``cells.X`` is read one row block
+    at a time."""
+    out: list[list[np.ndarray]] = [[] for _ in models]
+    names = cells.obs_names
+    var = pd.DataFrame(index=cells.var_names)
+    for start, rows in row_chunks(cells.X, chunk_size):
+        chunk = ad.AnnData(
+            X=rows,
+            obs=pd.DataFrame(index=names[start : start + rows.shape[0]]),
+            var=var,
+        )
+        for i, model in enumerate(models):
+            result = celltypist.annotate(chunk, model=model, majority_voting=False)
+            out[i].append(result.predicted_labels["predicted_labels"].to_numpy())
+    return [np.concatenate(labels) for labels in out]
 
 
 def evaluate_celltypist(
@@ -70,10 +81,12 @@ def evaluate_celltypist(
     """Train CellTypist on ``train``; annotate ``test`` (no majority voting).
 
     Args:
-        train: cells ``[n, G]`` with log-normalised ``X`` and ``obs[label_key]``
-            (a synthetic set, or the real training split for the reference).
+        train: cells ``[n, G]`` with log-normalised ``X`` (in memory) and
+            ``obs[label_key]`` (a synthetic set, or a sample of the real
+            training split for the reference).
         test: real test cells with the same ``var_names`` in the same order
-            (``align_genes`` them first) and ``obs[label_key]``.
+            (``align_genes`` them first) and ``obs[label_key]``; ``X`` in
+            memory or lazy (read one row block at a time, once for all runs).
         label_key: label column.
         categories: class names; index = the int class scored.
         n_inits: training runs; run ``i`` uses ``random_state = seed + i``
@@ -103,6 +116,7 @@ def evaluate_celltypist(
         )
     if n_inits < 1:
         raise ValueError(f"celltypist n_inits must be >= 1, got {n_inits}")
+    require_in_memory(train.X, "CellTypist")
     index = pd.Index(categories)
 
     def codes(labels: pd.Series | np.ndarray, what: str) -> np.ndarray:
@@ -122,7 +136,7 @@ def evaluate_celltypist(
         ),
         var=pd.DataFrame(index=train.var_names),
     )
-    per_init = []
+    per_init, models = [], []
     for init in range(n_inits):
         kwargs = {
             "use_SGD": True,
@@ -134,18 +148,28 @@ def evaluate_celltypist(
         }
         with _quiet_celltypist():
             model = celltypist.train(fit, labels=label_key, **kwargs)
-            test_pred = _annotate(celltypist, test, model)
-            train_pred = _annotate(celltypist, fit, model)
+            (train_pred,) = _annotate(celltypist, fit, [model])
+        models.append(model)
         per_init.append(
             {
                 "init": init,
                 "seed": seed + init,
-                **score_predictions(
-                    y_test, codes(test_pred, "predicted"), num_classes=len(categories)
-                ),
                 "train_accuracy": float(
                     (codes(train_pred, "predicted") == y_train).mean()
                 ),
             }
         )
+    with _quiet_celltypist():  # every run scored in one pass over the test cells
+        test_preds = _annotate(celltypist, test, models)
+    per_init = [
+        {
+            "init": row["init"],
+            "seed": row["seed"],
+            **score_predictions(
+                y_test, codes(pred, "predicted"), num_classes=len(categories)
+            ),
+            "train_accuracy": row["train_accuracy"],
+        }
+        for row, pred in zip(per_init, test_preds, strict=True)
+    ]
     return summarise_inits(per_init, n_train=train.n_obs, n_test=test.n_obs)

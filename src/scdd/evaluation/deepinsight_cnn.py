@@ -30,6 +30,7 @@ from scdd.evaluation.gene_classifier import (
     check_gene_split,
     dense_rows,
     evaluate_gene_classifier,
+    require_in_memory,
 )
 
 LAYOUTS = ("tsne", "pca")
@@ -168,6 +169,7 @@ def evaluate_deepinsight_cnn(
     """
     if width < 1:
         raise ValueError("deepinsight_cnn.width must be >= 1")
+    require_in_memory(train_x, "DeepInsight CNN")
     check_gene_split(train_x, train_labels, num_classes, "train_x")
     coords = fit_pixel_layout(
         train_x, pixels=pixels, layout=layout, max_cells=layout_max_cells, seed=seed

@@ -8,6 +8,11 @@ mean cross-entropy for a fixed number of optimiser steps, and the scores of
 :mod:`scdd.evaluation.summary`. A step budget (not epochs) gives a 10-cell
 synthetic set and a training split of thousands of cells the same amount of
 training: the first is trained full batch, the second on mini-batches.
+
+Training cells are in memory (a synthetic set, or a sample of a split). The
+test cells may be lazy (a dask array of CSR row blocks,
+:mod:`scdd.cellstore`): every run's network is trained first, then one pass
+over the test cells, a chunk at a time, predicts with all of them.
 """
 
 from __future__ import annotations
@@ -22,8 +27,7 @@ from tqdm.auto import tqdm
 
 from scdd.evaluation.linear_head import _torch_threads
 from scdd.evaluation.summary import score_predictions, summarise_inits
-
-Matrix = np.ndarray | sparse.spmatrix
+from scdd.metrics.chunks import Matrix, is_lazy_matrix, row_chunks
 
 
 def dense_rows(x: Matrix, rows: np.ndarray | slice) -> np.ndarray:
@@ -33,10 +37,22 @@ def dense_rows(x: Matrix, rows: np.ndarray | slice) -> np.ndarray:
     return np.ascontiguousarray(block, dtype=np.float32)
 
 
+def require_in_memory(train_x: Matrix, name: str) -> None:
+    """Refuse a lazy training matrix: models train on cells in memory."""
+    if is_lazy_matrix(train_x):
+        raise TypeError(
+            f"{name}: train_x must be in memory; read a sample of a lazy split "
+            "with scdd.cellstore.take_rows"
+        )
+
+
 def check_gene_split(
     x: Matrix, y: np.ndarray, num_classes: int, name: str
 ) -> np.ndarray:
-    """Validate one ``[n, G]`` split and its labels; return int64 labels."""
+    """Validate one ``[n, G]`` split and its labels; return int64 labels.
+
+    A lazy ``x`` is not read: its values are checked as they are read.
+    """
     y = np.asarray(y)
     if x.ndim != 2 or x.shape[0] == 0 or y.shape != (x.shape[0],):
         raise ValueError(
@@ -45,6 +61,8 @@ def check_gene_split(
         )
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= num_classes:
         raise ValueError(f"{name} labels must be ints in [0, {num_classes})")
+    if is_lazy_matrix(x):
+        return y.astype(np.int64)
     values = x.data if sparse.issparse(x) else np.asarray(x)
     if not np.isfinite(values).all():
         raise ValueError(f"{name} contains NaN or inf")
@@ -52,14 +70,26 @@ def check_gene_split(
 
 
 def _predict(
-    model: nn.Module, x: Matrix, device: torch.device, chunk_size: int
+    models: list[nn.Module],
+    x: Matrix,
+    device: torch.device,
+    chunk_size: int,
+    name: str,
 ) -> np.ndarray:
-    out = []
+    """Predicted classes ``[len(models), n]``: one pass over ``x``'s rows,
+    ``chunk_size`` at a time (a lazy ``x``: one row block at a time, its
+    values checked for NaN/inf)."""
+    check = is_lazy_matrix(x)
+    out: list[list[np.ndarray]] = [[] for _ in models]
     with torch.inference_mode():
-        for start in range(0, x.shape[0], chunk_size):
-            block = torch.from_numpy(dense_rows(x, slice(start, start + chunk_size)))
-            out.append(model(block.to(device)).argmax(1).cpu().numpy())
-    return np.concatenate(out)
+        for _, rows in row_chunks(x, chunk_size):
+            block = dense_rows(rows, slice(None))
+            if check and not np.isfinite(block).all():
+                raise ValueError(f"{name} contains NaN or inf")
+            block = torch.from_numpy(block).to(device)
+            for i, model in enumerate(models):
+                out[i].append(model(block).argmax(1).cpu().numpy())
+    return np.stack([np.concatenate(pred) for pred in out])
 
 
 def evaluate_gene_classifier(
@@ -90,9 +120,11 @@ def evaluate_gene_classifier(
 
     Args:
         make_model: builds a fresh network ``[b, G] -> [b, num_classes]``.
-        train_x: ``[n, G]`` log-normalised training genes (dense or sparse).
+        train_x: ``[n, G]`` log-normalised training genes in memory (dense or
+            sparse; sample a lazy split with :func:`scdd.cellstore.take_rows`).
         train_labels: ``[n]`` ints in ``[0, num_classes)``.
-        test_x: ``[m, G]`` test genes in the same gene order.
+        test_x: ``[m, G]`` test genes in the same gene order (in memory, or
+            lazy: read one row block at a time, once for all runs).
         test_labels: ``[m]`` ints.
         num_classes: ``C``.
         n_inits: training runs from different seeds.
@@ -117,6 +149,7 @@ def evaluate_gene_classifier(
             f"train and test gene counts differ: {train_x.shape[1]} vs "
             f"{test_x.shape[1]}; align the test cells with align_genes first"
         )
+    require_in_memory(train_x, name)
     y_train = check_gene_split(train_x, train_labels, num_classes, "train_x")
     y_test = check_gene_split(test_x, test_labels, num_classes, "test_x")
     if sparse.issparse(train_x):
@@ -144,7 +177,7 @@ def evaluate_gene_classifier(
                     y_all[torch.from_numpy(rows).to(device)],
                 )
 
-    per_init = []
+    per_init, models = [], []
     with _torch_threads(device):
         for init in tqdm(range(n_inits), desc=name, disable=not progress):
             run_seed = seed + init
@@ -161,14 +194,24 @@ def evaluate_gene_classifier(
                     loss.backward()
                     optimiser.step()
             model.eval()
-            pred = _predict(model, test_x, device, chunk_size)
-            train_pred = _predict(model, train_x, device, chunk_size)
+            models.append(model)
+            (train_pred,) = _predict([model], train_x, device, chunk_size, "train_x")
             per_init.append(
                 {
                     "init": init,
                     "seed": run_seed,
-                    **score_predictions(y_test, pred, num_classes=num_classes),
                     "train_accuracy": float((train_pred == y_train).mean()),
                 }
             )
+        # every run scored in one pass over the (possibly lazy) test cells
+        preds = _predict(models, test_x, device, chunk_size, "test_x")
+    per_init = [
+        {
+            "init": row["init"],
+            "seed": row["seed"],
+            **score_predictions(y_test, pred, num_classes=num_classes),
+            "train_accuracy": row["train_accuracy"],
+        }
+        for row, pred in zip(per_init, preds, strict=True)
+    ]
     return summarise_inits(per_init, n_train=n, n_test=test_x.shape[0])

@@ -9,6 +9,13 @@ full training split), fidelity against the real training cells, and the
 Settings come as plain values; ``evaluate`` is the ``params:evaluate`` group
 as a dict (``EvaluateParams.model_dump()``): see
 :func:`scdd.evaluation.suite.run_models`.
+
+The real splits may be lazy (``X`` read from disk by row blocks,
+:mod:`scdd.cellstore`) or in memory. Models train on cells in memory (the
+synthetic set, or a stratified sample of the training split read once);
+test predictions and fidelity moments read the real cells one row block at a
+time, aligned to the training genes as they are read
+(:mod:`scdd.evaluation.cells`): no split is ever read whole.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from scdd.evaluation.cells import aligned_cells, sample_cells
 from scdd.evaluation.suite import GENE_MODELS, compact, run_models, with_retention
 from scdd.generation import check_embeddings_match, embedding_matrix
 from scdd.metrics.fidelity import fidelity_report
@@ -162,8 +170,10 @@ def full_reference(
     Gene-level models read the training split in its own gene space, on a
     stratified sample of at most ``evaluate["reference_max_cells"]`` cells
     (CellTypist densifies its input; each model's ``n_train`` says how many it
-    saw); the F-head reads the 128-d features of every cell. Pass the
-    reference settings (``EvaluateParams.for_reference()``).
+    saw), read into memory once and shared by every gene-level model; the
+    F-head reads the 128-d features of every cell. The test split is read
+    one row block at a time, once per model. Pass the reference settings
+    (``EvaluateParams.for_reference()``).
 
     Returns:
         ``{"label_key", "categories", "n_train", "n_test",
@@ -186,7 +196,7 @@ def full_reference(
         len(rows),
         max_cells,
     )
-    test_genes = align_genes(
+    test_genes = aligned_cells(  # lazy splits: nothing read until predicted
         test, gene_order=list(train.var_names), min_overlap=min_gene_overlap
     )
     shared = {
@@ -213,8 +223,8 @@ def full_reference(
             train_genes=None,
             **shared,
         )[0]
-    if genes:  # models that densify genes: a bounded sample of the cells
-        sample = train if len(rows) == train.n_obs else train[rows]
+    if genes:  # models that densify genes: a bounded sample, read once
+        sample = sample_cells(train, rows)
         results |= run_models(
             models=genes,
             train_z=train_z[rows],
@@ -252,7 +262,8 @@ def synthetic_model_metrics(
     Args:
         synthetic: the synthetic set (genes, or feature-only).
         synthetic_embeddings: output of :func:`embed_synthetic`.
-        test: real test cells (log-normalised, data gene space).
+        test: real test cells (log-normalised, data gene space; lazy or in
+            memory: read one row block at a time).
         test_embeddings: cached F(test).
         reference: output of :func:`full_reference`.
         evaluate: ``params:evaluate`` as a dict.
@@ -271,7 +282,7 @@ def synthetic_model_metrics(
     test_genes = (
         None
         if feature_only
-        else align_genes(
+        else aligned_cells(
             test, gene_order=list(synthetic.var_names), min_overlap=min_gene_overlap
         )
     )
@@ -311,14 +322,16 @@ def fidelity(
     min_gene_overlap: int,
     top_k: int = 50,
     marker_method: str = "mean_difference",
+    marker_max_cells: int | None = 50_000,
     mmd_max_cells: int | None = 2000,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Gene-level fidelity (moments, sparsity, markers) and MMD in F-space.
 
-    The training cells are aligned to the synthetic set's gene order first;
-    for a feature-only set only the MMD is computed (gene metrics are null).
-    See :func:`scdd.metrics.fidelity.fidelity_report`.
+    The training cells are aligned to the synthetic set's gene order (a lazy
+    split block by block, as its one chunked pass reads them); for a
+    feature-only set only the MMD is computed (gene metrics are null). See
+    :func:`scdd.metrics.fidelity.fidelity_report`.
     """
     start = time.perf_counter()
     key = label_key
@@ -328,7 +341,7 @@ def fidelity(
     real = (
         train
         if feature_only
-        else align_genes(
+        else aligned_cells(
             train, gene_order=list(synthetic.var_names), min_overlap=min_gene_overlap
         )
     )
@@ -342,6 +355,7 @@ def fidelity(
         class_names=categories,
         top_k=top_k,
         marker_method=marker_method,
+        marker_max_cells=marker_max_cells,
         mmd_max_cells=mmd_max_cells,
         seed=seed,
     )

@@ -12,17 +12,25 @@ takes integer class labels in ``[0, num_classes)``:
 - MMD between the two sets in foundation-model space (RBF kernel, median
   heuristic bandwidth).
 
-Expression matrices may be dense or scipy-sparse: class moments are computed
-with sparse products, so 100k+ real cells never get densified.
+Expression matrices may be dense, scipy-sparse, or lazy (a dask array of CSR
+row blocks, a split read from disk: :mod:`scdd.cellstore`). The real cells'
+class moments, zero count and mean-difference markers come from one chunked
+pass over them (:func:`summarise_classes`), in float64 one chunk at a time:
+100k+ real cells are never densified, copied or read whole.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
+
+from scdd.cellstore import take_matrix_rows
+from scdd.metrics.chunks import Matrix, is_lazy_matrix, sum_over_rows
+from scdd.sampling import stratified_rows
 
 logger = logging.getLogger(__name__)
 
@@ -31,28 +39,130 @@ MEAN_DIFFERENCE = "mean_difference"
 #: ``sc.tl.rank_genes_groups`` methods that need >= 2 cells in every group.
 _NEEDS_TWO_CELLS = ("t-test", "t-test_overestim_var", "wilcoxon")
 
-Matrix = np.ndarray | sparse.spmatrix
+__all__ = [
+    "MEAN_DIFFERENCE",
+    "ClassSummary",
+    "class_moments",
+    "fidelity_report",
+    "find_markers",
+    "latent_mmd",
+    "marker_overlap",
+    "mmd_rbf",
+    "moment_correlations",
+    "summarise_classes",
+    "zero_fraction",
+]
 
 
-def zero_fraction(x: Matrix) -> float:
-    """Fraction of exactly-zero entries of ``x`` ``[n, G]`` (0.0 for an empty x)."""
+def _nonzeros(block: Matrix) -> int:
+    if sparse.issparse(block):
+        return int(np.count_nonzero(sparse.csr_matrix(block).data))
+    return int(np.count_nonzero(np.asarray(block)))
+
+
+def zero_fraction(x: Matrix, *, chunk_size: int = 20_000) -> float:
+    """Fraction of exactly-zero entries of ``x`` ``[n, G]`` (0.0 for an empty x);
+    a lazy ``x`` is counted block by block."""
     size = x.shape[0] * x.shape[1]
     if size == 0:
         return 0.0
-    if sparse.issparse(x):
-        x = sparse.csr_matrix(x)
-        return float(1.0 - np.count_nonzero(x.data) / size)
-    return float(1.0 - np.count_nonzero(np.asarray(x)) / size)
+    if not is_lazy_matrix(x):
+        return float(1.0 - _nonzeros(x) / size)
+    return float(1.0 - sum_over_rows(x, _nonzeros, chunk_size=chunk_size) / size)
+
+
+@dataclass(frozen=True)
+class ClassSummary:
+    """What the gene-level fidelity metrics need of one set of cells.
+
+    Attributes:
+        means: per-class gene means ``[C, G]`` (NaN for empty classes).
+        variances: per-class unbiased gene variances ``[C, G]`` (NaN below
+            2 cells).
+        counts: cells per class ``[C]``.
+        zero_fraction: fraction of exactly-zero entries of the matrix.
+    """
+
+    means: np.ndarray
+    variances: np.ndarray
+    counts: np.ndarray
+    zero_fraction: float
+
+
+def _chunk_sums(
+    block: Matrix, labels: np.ndarray, num_classes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Per-class sums and sums of squares (float64), counts and nonzero
+    entries of one row chunk."""
+    labels = np.asarray(labels, dtype=np.int64)
+    onehot = sparse.csr_matrix(
+        (np.ones(len(labels)), (labels, np.arange(len(labels)))),
+        shape=(num_classes, len(labels)),
+    )
+    if sparse.issparse(block):
+        block = sparse.csr_matrix(block, dtype=np.float64)
+        squares = block.multiply(block)
+    else:
+        block = np.asarray(block, dtype=np.float64)
+        squares = np.square(block)
+    return (
+        _dense(onehot @ block),
+        _dense(onehot @ squares),
+        np.bincount(labels, minlength=num_classes).astype(np.float64),
+        _nonzeros(block),
+    )
+
+
+def summarise_classes(
+    x: Matrix, labels: np.ndarray, *, num_classes: int, chunk_size: int = 20_000
+) -> ClassSummary:
+    """Class means, variances, counts and the zero fraction of ``x`` in one pass.
+
+    Sums are taken ``chunk_size`` rows at a time (a lazy ``x``: one row block
+    at a time, in one dask computation), in float64 per chunk: no float64
+    copy of the whole matrix, no densified matrix.
+
+    Args:
+        x: expression ``[n, G]``: dense, sparse or lazy.
+        labels: int classes ``[n]`` in ``[0, num_classes)``.
+        num_classes: ``C``.
+        chunk_size: rows per chunk of an in-memory ``x``.
+    """
+    labels = np.asarray(labels)
+    if labels.shape != (x.shape[0],):
+        raise ValueError(
+            f"labels must have one entry per cell: {labels.shape} for "
+            f"{x.shape[0]} cells"
+        )
+    sums, sq_sums, counts, nonzeros = sum_over_rows(
+        x,
+        lambda block, rows: _chunk_sums(block, rows, num_classes),
+        labels,
+        chunk_size=chunk_size,
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        means = sums / counts[:, None]
+        var = (sq_sums - counts[:, None] * means**2) / (counts[:, None] - 1)
+    means[counts == 0] = np.nan
+    var[counts < 2] = np.nan
+    size = x.shape[0] * x.shape[1]
+    return ClassSummary(
+        means=means,
+        variances=np.clip(var, 0.0, None),
+        counts=counts,
+        zero_fraction=float(1.0 - nonzeros / size) if size else 0.0,
+    )
 
 
 def class_moments(
     x: Matrix, labels: np.ndarray, *, num_classes: int, chunk_size: int = 20_000
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class gene means, unbiased variances and cell counts, summed over
-    ``chunk_size`` rows at a time (no float64 copy of the whole matrix).
+    ``chunk_size`` rows at a time (no float64 copy of the whole matrix; a lazy
+    ``x`` is read block by block: :func:`summarise_classes`).
 
     Args:
-        x: expression ``[n, G]``, dense or sparse.
+        x: expression ``[n, G]``, dense, sparse or lazy.
         labels: int classes ``[n]`` in ``[0, num_classes)``.
         num_classes: ``C``.
 
@@ -61,31 +171,10 @@ def class_moments(
         with fewer than 2 cells) and counts ``[C]``. Means of empty classes
         are NaN.
     """
-    labels = np.asarray(labels)
-    onehot = sparse.csr_matrix(
-        (np.ones(len(labels)), (labels, np.arange(len(labels)))),
-        shape=(num_classes, len(labels)),
+    summary = summarise_classes(
+        x, labels, num_classes=num_classes, chunk_size=chunk_size
     )
-    counts = np.asarray(onehot.sum(1)).ravel()
-    sums = np.zeros((num_classes, x.shape[1]))
-    sq_sums = np.zeros_like(sums)
-    for start in range(0, x.shape[0], chunk_size):  # float64 one chunk at a time
-        rows = slice(start, start + chunk_size)
-        block = x[rows]
-        if sparse.issparse(block):
-            block = sparse.csr_matrix(block, dtype=np.float64)
-            squares = block.multiply(block)
-        else:
-            block = np.asarray(block, dtype=np.float64)
-            squares = np.square(block)
-        sums += _dense(onehot[:, rows] @ block)
-        sq_sums += _dense(onehot[:, rows] @ squares)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        means = sums / counts[:, None]
-        var = (sq_sums - counts[:, None] * means**2) / (counts[:, None] - 1)
-    means[counts == 0] = np.nan
-    var[counts < 2] = np.nan
-    return means, np.clip(var, 0.0, None), counts
+    return summary.means, summary.variances, summary.counts
 
 
 def _dense(x: Matrix) -> np.ndarray:
@@ -104,6 +193,19 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
 def _mean_or_none(values: list[float | None]) -> float | None:
     kept = [v for v in values if v is not None]
     return float(np.mean(kept)) if kept else None
+
+
+def _correlations(
+    real: ClassSummary, syn: ClassSummary, class_names: list[str]
+) -> dict:
+    out = {}
+    for key, a, b in (
+        ("mean_correlation", real.means, syn.means),
+        ("variance_correlation", real.variances, syn.variances),
+    ):
+        per_class = {name: _pearson(a[c], b[c]) for c, name in enumerate(class_names)}
+        out[key] = {"per_class": per_class, "mean": _mean_or_none(per_class.values())}
+    return out
 
 
 def moment_correlations(
@@ -125,22 +227,15 @@ def moment_correlations(
         {"per_class", "mean"}}`` with per-class dicts keyed by class name.
     """
     num_classes = len(class_names)
-    real_mean, real_var, _ = class_moments(real_x, real_labels, num_classes=num_classes)
-    syn_mean, syn_var, _ = class_moments(syn_x, syn_labels, num_classes=num_classes)
-    out = {}
-    for key, real, syn in (
-        ("mean_correlation", real_mean, syn_mean),
-        ("variance_correlation", real_var, syn_var),
-    ):
-        per_class = {
-            name: _pearson(real[c], syn[c]) for c, name in enumerate(class_names)
-        }
-        out[key] = {"per_class": per_class, "mean": _mean_or_none(per_class.values())}
-    return out
+    return _correlations(
+        summarise_classes(real_x, real_labels, num_classes=num_classes),
+        summarise_classes(syn_x, syn_labels, num_classes=num_classes),
+        class_names,
+    )
 
 
-def _mean_difference_markers(
-    x: Matrix, labels: np.ndarray, *, num_classes: int, top_k: int
+def _markers_from_means(
+    means: np.ndarray, counts: np.ndarray, *, top_k: int
 ) -> list[np.ndarray | None]:
     """Top-k genes per class by ``mean_c - mean over the other classes' means``.
 
@@ -150,10 +245,9 @@ def _mean_difference_markers(
     log-fold-change that ``rank_genes_groups`` reports. Classes without cells,
     or without another class present, get ``None``.
     """
-    means, _, counts = class_moments(x, labels, num_classes=num_classes)
     present = counts > 0
     markers: list[np.ndarray | None] = []
-    for c in range(num_classes):
+    for c in range(len(counts)):
         others = present.copy()
         others[c] = False
         if not present[c] or not others.any():
@@ -167,7 +261,8 @@ def _mean_difference_markers(
 def _scanpy_markers(
     x: Matrix, labels: np.ndarray, *, num_classes: int, top_k: int, method: str
 ) -> list[np.ndarray | None]:
-    """Top-k genes per class from ``sc.tl.rank_genes_groups`` (one vs rest)."""
+    """Top-k genes per class from ``sc.tl.rank_genes_groups`` (one vs rest);
+    ``x`` in memory."""
     import anndata as ad
     import pandas as pd
     import scanpy as sc
@@ -201,25 +296,77 @@ def find_markers(
     num_classes: int,
     top_k: int,
     method: str = MEAN_DIFFERENCE,
+    max_cells: int | None = None,
+    seed: int = 0,
+    summary: ClassSummary | None = None,
 ) -> list[np.ndarray | None]:
     """Indices of the top-``top_k`` marker genes of each class (``None``: none).
 
     Args:
-        x: log-normalised expression ``[n, G]``.
+        x: log-normalised expression ``[n, G]`` (dense, sparse or lazy).
         labels: int classes ``[n]``.
         num_classes: ``C``.
         top_k: markers per class.
-        method: ``"mean_difference"`` (see :func:`_mean_difference_markers`)
-            or a ``sc.tl.rank_genes_groups`` method (``"t-test"``,
-            ``"wilcoxon"``, ``"logreg"``, ...).
+        method: ``"mean_difference"`` (class means of every cell, one chunked
+            pass; see :func:`_markers_from_means`) or a
+            ``sc.tl.rank_genes_groups`` method (``"t-test"``, ``"wilcoxon"``,
+            ``"logreg"``, ...), which reads its cells into memory:
+        max_cells: ... at most about this many (a seeded, stratified sample
+            of the rows; ``None``: all).
+        seed: seed of that sample.
+        summary: ``x``'s :func:`summarise_classes`, when already computed.
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if method == MEAN_DIFFERENCE:
-        return _mean_difference_markers(x, labels, num_classes=num_classes, top_k=top_k)
+        if summary is None:
+            summary = summarise_classes(x, labels, num_classes=num_classes)
+        return _markers_from_means(summary.means, summary.counts, top_k=top_k)
+    labels = np.asarray(labels)
+    rows = stratified_rows(labels, max_cells, seed)
+    if is_lazy_matrix(x) or len(rows) < len(labels):
+        x, labels = take_matrix_rows(x, rows), labels[rows]
     return _scanpy_markers(
         x, labels, num_classes=num_classes, top_k=top_k, method=method
     )
+
+
+def _marker_method(method: str, syn_labels: np.ndarray, num_classes: int) -> str:
+    """``method``, or mean_difference when it needs 2 cells a synthetic class lacks."""
+    counts = np.bincount(np.asarray(syn_labels), minlength=num_classes)
+    if method in _NEEDS_TWO_CELLS and (counts[counts > 0] < 2).any():
+        logger.info(
+            "Marker genes: %s needs >= 2 synthetic cells per class; using %s on "
+            "both real and synthetic cells",
+            method,
+            MEAN_DIFFERENCE,
+        )
+        return MEAN_DIFFERENCE
+    return method
+
+
+def _overlap(
+    real: list[np.ndarray | None],
+    syn: list[np.ndarray | None],
+    *,
+    class_names: list[str],
+    top_k: int,
+    method: str,
+) -> dict:
+    overlap, jaccard = {}, {}
+    for c, name in enumerate(class_names):
+        if real[c] is None or syn[c] is None:
+            overlap[name] = jaccard[name] = None
+            continue
+        a, b = set(real[c].tolist()), set(syn[c].tolist())
+        overlap[name] = len(a & b) / top_k
+        jaccard[name] = len(a & b) / len(a | b)
+    return {
+        "method": method,
+        "top_k": top_k,
+        "overlap": {"per_class": overlap, "mean": _mean_or_none(overlap.values())},
+        "jaccard": {"per_class": jaccard, "mean": _mean_or_none(jaccard.values())},
+    }
 
 
 def marker_overlap(
@@ -231,6 +378,10 @@ def marker_overlap(
     class_names: list[str],
     top_k: int = 50,
     method: str = MEAN_DIFFERENCE,
+    max_cells: int | None = None,
+    seed: int = 0,
+    real_summary: ClassSummary | None = None,
+    syn_summary: ClassSummary | None = None,
 ) -> dict:
     """Overlap of per-class top-k marker genes, real vs synthetic.
 
@@ -239,7 +390,10 @@ def marker_overlap(
     *both* sides fall back to ``"mean_difference"`` (logged, and recorded in
     ``method``), so the two marker lists stay comparable. ``"mean_difference"``
     is the default because it is defined for any SPC, which keeps the metric
-    comparable across SPC 1, 2, 5, 10.
+    comparable across SPC 1, 2, 5, 10. A scanpy rule reads at most about
+    ``max_cells`` real cells (stratified, ``seed``; see :func:`find_markers`).
+    ``real_summary`` / ``syn_summary``: the sets' :func:`summarise_classes`,
+    when already computed.
 
     Returns:
         ``{"method", "top_k", "overlap": {"per_class", "mean"}, "jaccard":
@@ -248,36 +402,26 @@ def marker_overlap(
     """
     num_classes = len(class_names)
     top_k = min(int(top_k), real_x.shape[1])
-    counts = np.bincount(np.asarray(syn_labels), minlength=num_classes)
-    used = method
-    if method in _NEEDS_TWO_CELLS and (counts[counts > 0] < 2).any():
-        used = MEAN_DIFFERENCE
-        logger.info(
-            "Marker genes: %s needs >= 2 synthetic cells per class; using %s on "
-            "both real and synthetic cells",
-            method,
-            MEAN_DIFFERENCE,
-        )
+    used = _marker_method(method, syn_labels, num_classes)
     real = find_markers(
-        real_x, real_labels, num_classes=num_classes, top_k=top_k, method=used
+        real_x,
+        real_labels,
+        num_classes=num_classes,
+        top_k=top_k,
+        method=used,
+        max_cells=max_cells,
+        seed=seed,
+        summary=real_summary,
     )
     syn = find_markers(
-        syn_x, syn_labels, num_classes=num_classes, top_k=top_k, method=used
+        syn_x,
+        syn_labels,
+        num_classes=num_classes,
+        top_k=top_k,
+        method=used,
+        summary=syn_summary,
     )
-    overlap, jaccard = {}, {}
-    for c, name in enumerate(class_names):
-        if real[c] is None or syn[c] is None:
-            overlap[name] = jaccard[name] = None
-            continue
-        a, b = set(real[c].tolist()), set(syn[c].tolist())
-        overlap[name] = len(a & b) / top_k
-        jaccard[name] = len(a & b) / len(a | b)
-    return {
-        "method": used,
-        "top_k": top_k,
-        "overlap": {"per_class": overlap, "mean": _mean_or_none(overlap.values())},
-        "jaccard": {"per_class": jaccard, "mean": _mean_or_none(jaccard.values())},
-    }
+    return _overlap(real, syn, class_names=class_names, top_k=top_k, method=used)
 
 
 def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -385,13 +529,21 @@ def fidelity_report(
     class_names: list[str],
     top_k: int = 50,
     marker_method: str = MEAN_DIFFERENCE,
+    marker_max_cells: int | None = 50_000,
     mmd_max_cells: int | None = 2000,
     seed: int = 0,
+    chunk_size: int = 20_000,
 ) -> dict:
     """All fidelity metrics of one synthetic set.
 
+    The real cells are read once, chunk by chunk (a lazy ``real_x`` block by
+    block): class means and variances, the zero fraction and the
+    mean-difference markers all come from that pass. A scanpy marker method
+    reads a stratified sample of at most about ``marker_max_cells`` of them.
+
     Args:
-        real_x: real training cells ``[n, G]`` (log-normalised).
+        real_x: real training cells ``[n, G]`` (log-normalised; dense, sparse
+            or lazy).
         real_labels: their int classes ``[n]``.
         syn_x: synthetic cells ``[m, G]`` in the same gene order, or ``None``
             for a feature-only set (gene-level metrics are then ``None``).
@@ -401,8 +553,11 @@ def fidelity_report(
         class_names: class names, index = int label.
         top_k: marker genes per class.
         marker_method: see :func:`marker_overlap`.
+        marker_max_cells: real cells a scanpy marker method reads (``None``:
+            all).
         mmd_max_cells: real-cell cap of the MMD kernel matrices.
-        seed: seed of the MMD subsample.
+        seed: seed of the MMD subsample and of the marker sample.
+        chunk_size: rows per chunk of an in-memory ``real_x``.
 
     Returns:
         ``{"mean_correlation", "variance_correlation", "zero_fraction":
@@ -415,7 +570,10 @@ def fidelity_report(
         report.update(
             mean_correlation=None,
             variance_correlation=None,
-            zero_fraction={"synthetic": None, "real": zero_fraction(real_x)},
+            zero_fraction={
+                "synthetic": None,
+                "real": zero_fraction(real_x, chunk_size=chunk_size),
+            },
             markers=None,
         )
     else:
@@ -424,14 +582,15 @@ def fidelity_report(
                 f"synthetic ({syn_x.shape[1]}) and real ({real_x.shape[1]}) cells "
                 "must be in the same gene order; align them with align_genes first"
             )
-        report.update(
-            moment_correlations(
-                real_x, real_labels, syn_x, syn_labels, class_names=class_names
-            )
+        num_classes = len(class_names)
+        real = summarise_classes(
+            real_x, real_labels, num_classes=num_classes, chunk_size=chunk_size
         )
+        syn = summarise_classes(syn_x, syn_labels, num_classes=num_classes)
+        report.update(_correlations(real, syn, class_names))
         report["zero_fraction"] = {
-            "synthetic": zero_fraction(syn_x),
-            "real": zero_fraction(real_x),
+            "synthetic": syn.zero_fraction,
+            "real": real.zero_fraction,
         }
         report["markers"] = marker_overlap(
             real_x,
@@ -441,6 +600,10 @@ def fidelity_report(
             class_names=class_names,
             top_k=top_k,
             method=marker_method,
+            max_cells=marker_max_cells,
+            seed=seed,
+            real_summary=real,
+            syn_summary=syn,
         )
     report["mmd"] = latent_mmd(
         real_z,

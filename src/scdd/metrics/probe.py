@@ -6,6 +6,8 @@ import numpy as np
 from scipy import sparse
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
+from scdd.cellstore import take_matrix_rows
+from scdd.metrics.chunks import Matrix, is_lazy_matrix, row_chunks
 from scdd.metrics.latent import fit_latent_classifier
 from scdd.sampling import stratified_rows
 
@@ -15,9 +17,9 @@ def _dense(x: np.ndarray | sparse.spmatrix) -> np.ndarray:
 
 
 def linear_probe(
-    train_x: np.ndarray | sparse.spmatrix,
+    train_x: Matrix,
     train_y: np.ndarray,
-    test_x: np.ndarray | sparse.spmatrix,
+    test_x: Matrix,
     test_y: np.ndarray,
     *,
     max_train_cells: int = 20_000,
@@ -30,21 +32,22 @@ def linear_probe(
     sample) are used and the test cells are densified ``chunk_size`` rows at a
     time, so the probe stays cheap on large inputs; features are standardised
     (:func:`fit_latent_classifier`), which lets lbfgs converge in a few dozen
-    iterations.
+    iterations. Either matrix may be lazy (a dask array of CSR row blocks):
+    only the training sample is read into memory, the test cells one block at
+    a time.
 
     Returns:
         Test accuracy and balanced accuracy.
     """
     train_y = np.asarray(train_y)
     keep = stratified_rows(train_y, max_train_cells, seed)
-    if len(keep) < len(train_y):
+    if is_lazy_matrix(train_x):
+        train_x, train_y = take_matrix_rows(train_x, keep), train_y[keep]
+    elif len(keep) < len(train_y):
         train_x, train_y = train_x[keep], train_y[keep]
     clf = fit_latent_classifier(_dense(train_x), train_y, seed=seed)
     pred = np.concatenate(
-        [
-            clf.predict(_dense(test_x[start : start + chunk_size]))
-            for start in range(0, test_x.shape[0], chunk_size)
-        ]
+        [clf.predict(_dense(rows)) for _, rows in row_chunks(test_x, chunk_size)]
     )
     return {
         "accuracy": float(accuracy_score(test_y, pred)),

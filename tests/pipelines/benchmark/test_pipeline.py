@@ -16,13 +16,16 @@ from kedro_datasets.text import TextDataset
 from pydantic import ValidationError
 
 from scdd import generation
+from scdd.cellstore import as_lazy, is_lazy, take_rows
 from scdd.datasets import TorchCheckpointDataset
-from scdd.evaluation.benchmark_runs import label_view
+from scdd.evaluation.benchmark_runs import label_references, label_view
 from scdd.params import BenchmarkParams, GeneratorParams, PreprocessParams
 from scdd.pipelines.benchmark import create_pipeline
 from scdd.pipelines.benchmark.nodes import BENCHMARK_METHODS, BENCHMARK_SPCS
 from scdd.pipelines.evaluate.nodes import evaluate_full_reference
+from scdd.pipelines.latent_distillation.nodes import summarise_training_cells
 from tests.conftest import TINY_SCDG_MODEL
+from tests.evaluation.lazy_helpers import no_whole_matrix, spied
 from tests.pipelines.evaluate.test_pipeline import (  # noqa: F401  (fixture)
     DATA,
     FOUNDATION,
@@ -115,11 +118,14 @@ def test_label_view_cleans_another_label_column(tiny: Tiny) -> None:  # noqa: F8
         BenchmarkParams(label_keys=["a", "a"])
 
 
-def test_pipeline_writes_a_row_per_label_and_method(
+def _run_benchmark(
     tiny: Tiny,  # noqa: F811
+    splits: list,
     tmp_path: Path,
-) -> None:
-    train, test, train_z, test_z = _with_coarse_label(tiny)
+) -> tuple[DataCatalog, dict]:
+    """The benchmark (random_real and scdd at SPC 2, labels cell_type and
+    coarse, one draw) on ``splits``; its catalog and the cell_type reference."""
+    train, test, train_z, test_z = splits
     reference = evaluate_full_reference(
         train,
         test,
@@ -137,13 +143,16 @@ def test_pipeline_writes_a_row_per_label_and_method(
     )
     catalog = DataCatalog(
         {
-            "train_adata": MemoryDataset(train),
-            "test_adata": MemoryDataset(test),
+            "train_adata": MemoryDataset(train, copy_mode="assign"),
+            "test_adata": MemoryDataset(test, copy_mode="assign"),
             "train_embeddings": MemoryDataset(train_z),
             "test_embeddings": MemoryDataset(test_z),
             "foundation_model": MemoryDataset(tiny.foundation, copy_mode="assign"),
             "generator_checkpoint": MemoryDataset(main_generator, copy_mode="assign"),
             "full_reference_metrics": MemoryDataset(reference),
+            "real_cell_stats": MemoryDataset(
+                summarise_training_cells(train, tiny.foundation, DATA, FOUNDATION)
+            ),
             # as in conf/base/catalog.yml
             "benchmark_label_generators": TorchCheckpointDataset(
                 filepath=str(tmp_path / "generators.pt")
@@ -182,6 +191,14 @@ def test_pipeline_writes_a_row_per_label_and_method(
     # cells return a skipped marker at once).
     sliced = create_pipeline().to_outputs("benchmark_table")
     SequentialRunner().run(sliced, catalog)
+    return catalog, reference
+
+
+def test_pipeline_writes_a_row_per_label_and_method(
+    tiny: Tiny,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    catalog, reference = _run_benchmark(tiny, _with_coarse_label(tiny), tmp_path)
 
     # only the label the main generator lacks gets its own SCDG
     generators = catalog.load("benchmark_label_generators")
@@ -207,3 +224,59 @@ def test_pipeline_writes_a_row_per_label_and_method(
     assert "## Label `coarse`" in md and "| Method | SPC 2 |" in md
     for method in ("full", "random_real", "scdd"):
         assert md.count(f"| {method} |") == 4  # 2 labels x (accuracy, retention)
+
+
+def test_lazy_label_views_stay_lazy(tiny: Tiny, monkeypatch) -> None:  # noqa: F811
+    splits = _with_coarse_label(tiny)
+    train, train_reads = spied(splits[0])
+    test, test_reads = spied(splits[1])
+    lazy = [train, test, *splits[2:]]
+    with no_whole_matrix(monkeypatch):
+        views = label_view(*lazy, key="coarse", primary="cell_type", min_cells=3)
+    assert is_lazy(views[0]) and is_lazy(views[1])
+    assert not train_reads.counts and not test_reads.counts  # nothing read
+    expected = label_view(*splits, key="coarse", primary="cell_type", min_cells=3)
+    for got, want in zip(views, expected, strict=True):
+        assert got.obs.equals(want.obs) and got.var_names.equals(want.var_names)
+    for got, want in zip(views[:2], expected[:2], strict=True):
+        np.testing.assert_array_equal(
+            take_rows(got).X.toarray(), np.asarray(want.X.todense())
+        )
+
+
+def test_lazy_label_references_match_in_memory(
+    tiny: Tiny,  # noqa: F811
+    monkeypatch,
+) -> None:
+    splits = _with_coarse_label(tiny)
+    lazy = [spied(splits[0])[0], spied(splits[1])[0], *splits[2:]]
+    settings = EVALUATE.model_copy(
+        update={"models": ["f_head", "gene_mlp"], "reference_max_cells": 40}
+    )
+    kwargs = {
+        "label_keys": ["cell_type", "coarse"],
+        "primary": "cell_type",
+        "min_cells": 3,
+        "evaluate": settings.for_reference().model_dump(),
+        "min_gene_overlap": 10,
+    }
+    with no_whole_matrix(monkeypatch):
+        got = label_references({}, lazy, **kwargs)
+    assert got == label_references({}, splits, **kwargs)
+    assert got["coarse"]["categories"] == ["a", "b"]
+
+
+def test_benchmark_on_lazy_splits_matches_in_memory(
+    tiny: Tiny,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    splits = _with_coarse_label(tiny)
+    _run_benchmark(tiny, splits, tmp_path / "memory")
+    lazy = [as_lazy(splits[0], chunk_rows=7), as_lazy(splits[1], chunk_rows=7)]
+    _run_benchmark(tiny, [*lazy, *splits[2:]], tmp_path / "lazy")
+    expected = pd.read_csv(tmp_path / "memory" / "benchmark.csv")
+    got = pd.read_csv(tmp_path / "lazy" / "benchmark.csv")
+    timing = [c for c in got.columns if "seconds" in c]
+    pd.testing.assert_frame_equal(
+        got.drop(columns=timing), expected.drop(columns=timing)
+    )

@@ -17,6 +17,8 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 from scipy import sparse
 
+from scdd.cellstore import is_lazy
+from scdd.datasets import H5ADDataset
 from scdd.models.foundation import (
     FoundationModel,
     TrainConfig,
@@ -35,6 +37,7 @@ from scdd.pipelines.evaluate.nodes import (
 )
 from scdd.preprocessing import log_normalise
 from tests.conftest import make_counts_adata
+from tests.evaluation.lazy_helpers import BlockReads, no_whole_matrix, spied
 
 KEY = "cell_type"
 LATENT = 8
@@ -411,3 +414,75 @@ def test_pipeline_runs_and_reuses_the_cached_reference(
     again = json.loads((tmp_path / "metrics.json").read_text())
     assert again["feature_only"] is True
     assert again["models"]["f_head"]["full"] == metrics["models"]["f_head"]["full"]
+
+
+def _lazy_tiny(tiny: Tiny) -> tuple[Tiny, BlockReads, BlockReads]:
+    """``tiny`` with both splits read lazily by row blocks of 7 cells."""
+    train, train_reads = spied(tiny.train)
+    test, test_reads = spied(tiny.test)
+    lazy = Tiny(
+        train, test, tiny.train_embeddings, tiny.test_embeddings, tiny.foundation
+    )
+    return lazy, train_reads, test_reads
+
+
+def test_lazy_splits_give_the_same_metrics(
+    tiny: Tiny, reference: dict, monkeypatch
+) -> None:
+    """Splits read by row blocks of 7 cells score exactly as in-memory ones;
+    no step computes a whole gene matrix."""
+    lazy, train_reads, test_reads = _lazy_tiny(tiny)
+    n_train_blocks = len(lazy.train.X.chunks[0])
+    n_test_blocks = len(lazy.test.X.chunks[0])
+    args = (PARAMS, DATA, FOUNDATION, 0, "cpu", False)
+    splits = (lazy.train, lazy.test, lazy.train_embeddings, lazy.test_embeddings)
+    with no_whole_matrix(monkeypatch):
+        lazy_reference = evaluate_full_reference(*splits, *args)
+    assert lazy_reference == reference
+    # the gene models' training sample (here every cell) is read once; the
+    # test split once per gene-level model (all its runs in one pass)
+    assert sorted(train_reads.counts.values()) == [1] * n_train_blocks
+    assert sorted(test_reads.counts.values()) == [4] * n_test_blocks
+
+    capped = PARAMS.model_copy(
+        update={"models": ["celltypist", "gene_mlp"], "reference_max_cells": 30}
+    )
+    train_reads.clear()
+    with no_whole_matrix(monkeypatch):
+        sampled = evaluate_full_reference(*splits, capped, *args[1:])
+    assert sampled == evaluate_full_reference(
+        tiny.train,
+        tiny.test,
+        tiny.train_embeddings,
+        tiny.test_embeddings,
+        capped,
+        *args[1:],
+    )
+    assert sum(train_reads.counts.values()) <= n_train_blocks  # one read
+
+    for synthetic in (_class_means(tiny), _feature_only(tiny)):
+        train_reads.clear()
+        with no_whole_matrix(monkeypatch):
+            metrics = _evaluate(lazy, synthetic, reference)
+        assert metrics == _evaluate(tiny, synthetic, reference)
+        # fidelity: one chunked pass over the training split
+        assert sorted(train_reads.counts.values()) == [1] * n_train_blocks
+
+
+def test_pipeline_reads_lazy_h5ad_splits(
+    tiny: Tiny, reference: dict, tmp_path: Path
+) -> None:
+    """The catalog's lazy splits (``H5ADDataset(lazy=True)``) give the metrics
+    of the same splits in memory."""
+    catalog = _catalog(tiny, _class_means(tiny), tmp_path / "memory")
+    SequentialRunner().run(create_pipeline(), catalog)
+    lazy_catalog = _catalog(tiny, _class_means(tiny), tmp_path / "lazy")
+    for name, adata in (("train_adata", tiny.train), ("test_adata", tiny.test)):
+        path = tmp_path / f"{name}.h5ad"
+        adata.write_h5ad(path)
+        lazy_catalog[name] = H5ADDataset(filepath=str(path), lazy=True, chunk_rows=7)
+    assert is_lazy(lazy_catalog.load("train_adata"))
+    SequentialRunner().run(create_pipeline(), lazy_catalog)
+    for name in ("reference.json", "metrics.json"):
+        expected = json.loads((tmp_path / "memory" / name).read_text())
+        assert json.loads((tmp_path / "lazy" / name).read_text()) == expected, name

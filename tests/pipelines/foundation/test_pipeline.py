@@ -15,6 +15,7 @@ from scdd.pipelines.foundation import create_pipeline
 from scdd.pipelines.foundation.nodes import build_foundation_model
 from scdd.preprocessing import log_normalise, stratified_split
 from tests.conftest import make_counts_adata, shared_dataset
+from tests.evaluation.lazy_helpers import no_whole_matrix, spied
 from tests.kedro_helpers import run_session
 
 DATA = DataParams(input="scanpy://pbmc68k_reduced", label_key="cell_type")
@@ -49,8 +50,8 @@ def splits():
 def _catalog(train, test, tmp_path: Path, params=PARAMS) -> DataCatalog:
     catalog = DataCatalog(
         {
-            "train_adata": MemoryDataset(train),
-            "test_adata": MemoryDataset(test),
+            "train_adata": MemoryDataset(train, copy_mode="assign"),
+            "test_adata": MemoryDataset(test, copy_mode="assign"),
             "foundation_model": FoundationModelDataset(path=str(tmp_path / "fm")),
             "train_embeddings": H5ADDataset(filepath=str(tmp_path / "train_z.h5ad")),
             "foundation_report": JSONDataset(filepath=str(tmp_path / "report.json")),
@@ -80,16 +81,46 @@ def test_pipeline_trains_embeds_and_reports(splits, tmp_path: Path) -> None:
     # marker genes make the toy classes separable: the latent must keep that
     assert report["linear_probe_latent"]["accuracy"] > 0.9
     assert (tmp_path / "fm" / "gene_order.tsv").is_file()
+    assert report["probe_max_cells"] == 50_000
+    assert report["probe_train_cells"] == train.n_obs
+    assert report["probe_test_cells"] == test.n_obs
+    # 15 passes (or fewer, early stopped) over the cells not held out
+    n_fit = train.n_obs - round(0.1 * train.n_obs)
+    assert report["cells_seen"] == report["epochs"] * n_fit
+    assert report["rounds"] == report["epochs"] <= 15
+
+
+def test_pipeline_streams_lazy_splits(splits, tmp_path: Path, monkeypatch) -> None:
+    """Lazy splits of 7-row blocks: trained, embedded and probed block by block;
+    the gene probe reads a capped stratified sample of the cells."""
+    train, test = splits
+    (lazy_train, train_reads), (lazy_test, test_reads) = spied(train), spied(test)
+    params = FoundationParams.model_validate({**SETTINGS, "probe_max_cells": 30})
+    catalog = _catalog(lazy_train, lazy_test, tmp_path, params)
+    with no_whole_matrix(monkeypatch):
+        SequentialRunner().run(create_pipeline(), catalog)
+    assert train_reads.max_rows == test_reads.max_rows == 7
+    report = catalog.load("foundation_report")
+    assert report["probe_max_cells"] == 30
+    assert 30 <= report["probe_train_cells"] <= 33  # >= 1 cell of each class
+    assert 30 <= report["probe_test_cells"] <= 33
+    assert report["linear_probe_latent"]["accuracy"] > 0.9
+    emb = catalog.load("train_embeddings")
+    assert emb.shape == (train.n_obs, 16)
+    np.testing.assert_allclose(np.linalg.norm(emb.X, axis=1), 1, atol=1e-5)
 
 
 def test_pretrained_source_loads_directory(splits, tmp_path: Path) -> None:
     train, _ = splits
     local, _ = build_foundation_model(train, DATA, PARAMS, 0, "cpu", False)
     save_model_dir(local, tmp_path)
+    lazy, reads = spied(train)
     model, history = build_foundation_model(
-        train, DATA, _pretrained(tmp_path), 0, "cpu", False
+        lazy, DATA, _pretrained(tmp_path), 0, "cpu", False
     )
     assert model.gene_order == list(train.var_names) and history.empty
+    assert list(history.columns) == ["round", "cells_seen", "train_loss", "val_loss"]
+    assert not reads.counts  # the gene check reads names only
 
 
 def test_pretrained_with_other_genes_fails_before_writing(

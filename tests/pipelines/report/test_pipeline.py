@@ -13,9 +13,13 @@ from kedro.runner import SequentialRunner
 from kedro_datasets.matplotlib import MatplotlibDataset
 from pydantic import ValidationError
 
+from scdd.cellstore import as_lazy
 from scdd.params import DataParams, ReportParams
 from scdd.pipelines.report import create_pipeline
+from scdd.plots import correlation_figure, hvg_figure
+from scdd.sampling import stratified_rows
 from tests.conftest import make_counts_adata
+from tests.evaluation.lazy_helpers import no_whole_matrix, spied
 
 KEY = "cell_type"
 PLOTS = ("umap_plot", "correlation_plot", "hvg_plot", "loss_plot")
@@ -93,3 +97,51 @@ def test_figure_sizes_are_two_positive_numbers() -> None:
     figsize = {**SETTINGS["figsize"], "hvg": [0, 3]}
     with pytest.raises(ValidationError, match="figsize.hvg.0"):
         ReportParams.model_validate({**SETTINGS, "figsize": figsize})
+
+
+def _images(fig) -> list[np.ndarray]:
+    return [np.ma.filled(im.get_array(), np.nan) for ax in fig.axes for im in ax.images]
+
+
+def _ticks(fig) -> list[list[str]]:
+    return [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes]
+
+
+def test_lazy_training_split_draws_the_same_figures(monkeypatch) -> None:
+    """A training split read by row blocks of 7 cells: the same heatmaps, only
+    the capped stratified sample read, never the whole matrix."""
+    inputs = _inputs()
+    train, synthetic = inputs["train_adata"], inputs["synthetic_adata"]
+    lazy, reads = spied(train)
+    n_blocks = len(lazy.X.chunks[0])
+    for plot, settings in ((correlation_figure, {}), (hvg_figure, {"n_genes": 6})):
+        for max_cells in (None, 12):
+            reads.clear()
+            with no_whole_matrix(monkeypatch):
+                got = plot(lazy, synthetic, KEY, max_cells=max_cells, **settings)
+            expected = plot(train, synthetic, KEY, max_cells=max_cells, **settings)
+            assert _ticks(got) == _ticks(expected)
+            for a, b in zip(_images(got), _images(expected), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+            assert set(reads.counts.values()) == {1}  # one read of the sample
+            if max_cells is None:
+                assert len(reads.counts) == n_blocks
+            else:  # 12 cells of 45: some blocks are not read at all
+                rows = stratified_rows(train.obs[KEY].to_numpy(), max_cells, 0)
+                assert set(reads.counts) == set(np.unique(rows // 7))
+                assert len(reads.counts) < n_blocks
+
+
+def test_report_pipeline_with_a_lazy_split(tmp_path: Path) -> None:
+    inputs = _inputs()
+    inputs["train_adata"] = as_lazy(inputs["train_adata"], chunk_rows=7)
+    report = REPORT.model_copy(
+        update={
+            "correlation": REPORT.correlation.model_copy(update={"max_cells": 20}),
+            "hvg": REPORT.hvg.model_copy(update={"max_cells": 20}),
+        }
+    )
+    inputs["params:report"] = report
+    SequentialRunner().run(create_pipeline(), _catalog(tmp_path, inputs))
+    for name in PLOTS:
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000, name

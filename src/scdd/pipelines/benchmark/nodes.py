@@ -21,6 +21,7 @@ import anndata as ad
 import pandas as pd
 
 from scdd.distill.methods import NEEDS_GENERATOR
+from scdd.distill.real_cells import RealCellStats
 from scdd.evaluation import benchmark_runs
 from scdd.evaluation.benchmark_runs import BENCHMARK_METHODS, BENCHMARK_SPCS
 from scdd.models.device import resolve_device
@@ -136,6 +137,7 @@ def benchmark_cell(
     test: ad.AnnData,
     train_embeddings: ad.AnnData,
     test_embeddings: ad.AnnData,
+    real_cell_stats: dict[str, Any],
     foundation: FoundationModel,
     generator_checkpoint: dict[str, Any] | None,
     label_generators: dict[str, dict[str, Any]],
@@ -156,8 +158,9 @@ def benchmark_cell(
     """All label columns and draws of one (method, SPC), or a skipped marker.
 
     Args:
-        train, test: real splits (log-normalised).
+        train, test: real splits (log-normalised; lazy or in memory).
         train_embeddings, test_embeddings: cached F(train), F(test).
+        real_cell_stats: cached statistics of the training cells (main label).
         foundation: frozen E and D.
         generator_checkpoint: the main SCDG (read only by methods that need
             one), used for the label columns it is conditioned on.
@@ -188,6 +191,7 @@ def benchmark_cell(
         label_generators,
         references,
         **_labels(params, data, preprocess),
+        primary_stats=RealCellStats.from_checkpoint(real_cell_stats),
         draws=params.draws,
         distill=distill.for_cell(method, spc, params.steps).model_dump(),
         evaluate=evaluate.model_copy(

@@ -33,6 +33,7 @@ _SPLITS = ["train_adata", "test_adata", "train_embeddings", "test_embeddings"]
 _RUN = ["params:seed", "params:device", "params:progress"]
 _INPUTS = [
     *_SPLITS,
+    "real_cell_stats",
     "foundation_model",
     "generator_checkpoint",
     "benchmark_label_generators",

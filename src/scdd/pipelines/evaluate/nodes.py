@@ -7,6 +7,11 @@ Fidelity compares the synthetic cells with the real training cells; privacy
 compares their nearest-neighbour distances to training vs test cells. The
 work is done by :mod:`scdd.evaluation.scoring`; these wrappers unpack the
 parameter groups.
+
+The splits (``train_adata``, ``test_adata``) arrive lazy from the catalog:
+the references train on a stratified sample read once
+(``evaluate.reference_max_cells``), test predictions and fidelity moments read
+the splits one row block at a time; nothing holds a whole split's genes.
 """
 
 from __future__ import annotations
@@ -120,7 +125,8 @@ def evaluate_synthetic_models(
     Args:
         synthetic: the synthetic set (genes, or feature-only).
         synthetic_embeddings: output of :func:`embed_synthetic_set`.
-        test: real test cells (log-normalised, data gene space).
+        test: real test cells (log-normalised, data gene space; lazy or in
+            memory).
         test_embeddings: cached F(test).
         full_reference: output of :func:`evaluate_full_reference`.
         params: ``params:evaluate``.

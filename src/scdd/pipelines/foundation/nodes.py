@@ -11,19 +11,26 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from scdd.cellstore import take_rows
 from scdd.metrics.probe import linear_probe
 from scdd.models.device import resolve_device
 from scdd.models.foundation import (
     FoundationModel,
     align_genes,
     embed_cells,
+    gene_positions,
     load_model_dir,
     train_foundation,
+    validation_size,
 )
 from scdd.params import DataParams, FoundationParams
 from scdd.provenance import record_provenance
+from scdd.sampling import stratified_rows
 
 logger = logging.getLogger(__name__)
+
+#: Columns of ``foundation_history``: one row per validation round.
+HISTORY_COLUMNS = ["round", "cells_seen", "train_loss", "val_loss"]
 
 
 def build_foundation_model(
@@ -37,24 +44,27 @@ def build_foundation_model(
     """Load the pretrained SCimilarity model, or train one on the training split.
 
     Args:
-        train: Log-normalised training cells.
+        train: Log-normalised training cells (lazy or in memory; training
+            streams its row blocks).
         data: ``params:data``.
         params: ``params:foundation`` (``source``: ``local`` or ``pretrained``).
         seed, device, progress: run-wide parameters.
 
     Returns:
-        The frozen model and its training history (empty when pretrained).
+        The frozen model and its training history, one row per validation
+        round (``round``, ``cells_seen``, ``train_loss``, ``val_loss``; empty
+        when pretrained).
     """
     if params.source == "pretrained":  # pretrained_path checked by FoundationParams
         path = Path(params.pretrained_path)
         model = load_model_dir(path)
-        align_genes(  # fail now, before anything is written, if genes do not match
-            train[:1],
+        gene_positions(  # fail now, before anything is written, on the gene names
+            train.var_names,
             gene_order=model.gene_order,
             min_overlap=params.min_gene_overlap,
         )
         logger.info("Loaded pretrained foundation model from %s", path)
-        return model, pd.DataFrame(columns=["epoch", "train_loss", "val_loss"])
+        return model, pd.DataFrame(columns=HISTORY_COLUMNS)
     labels = train.obs[data.label_key]
     model, history = train_foundation(
         train.X,
@@ -77,7 +87,11 @@ def _embed(
     device: str,
     progress: bool,
 ) -> ad.AnnData:
-    """Embeddings of ``adata`` as AnnData: X = latents, obs = the cells' obs."""
+    """Embeddings of ``adata`` as AnnData: X = latents, obs = the cells' obs.
+
+    A lazy ``adata`` is aligned and embedded block by block; only the latents
+    ``[N, latent_dim]`` are held in memory.
+    """
     aligned = align_genes(
         adata, gene_order=model.gene_order, min_overlap=params.min_gene_overlap
     )
@@ -113,7 +127,10 @@ def embed_splits(
     device: str,
     progress: bool,
 ) -> tuple[ad.AnnData, ad.AnnData]:
-    """Cache F(train) and F(test); every later stage reads these, not F again."""
+    """Cache F(train) and F(test); every later stage reads these, not F again.
+
+    Both splits stream through E one row block at a time.
+    """
     return (
         _embed(model, train, params, device, progress),
         _embed(model, test, params, device, progress),
@@ -127,6 +144,7 @@ def report_foundation(
     test: ad.AnnData,
     history: pd.DataFrame,
     data: DataParams,
+    params: FoundationParams,
     seed: int,
 ) -> dict[str, Any]:
     """Does F carry the biology? Linear probes on latents vs on genes.
@@ -134,34 +152,61 @@ def report_foundation(
     A logistic regression trained on the training split is scored on the test
     split, once on the cached embeddings and once on the log-normalised genes;
     ``latent_to_gene_ratio`` near 1 means little label information was lost.
+    Both probes use the same cells: a seeded, stratified sample of at most
+    ``params.probe_max_cells`` training cells and as many test cells (only
+    those rows of the gene matrices are read).
     """
     key = data.label_key
     y_train = train.obs[key].astype(str).to_numpy()
     y_test = test.obs[key].astype(str).to_numpy()
-    latent = linear_probe(
-        np.asarray(train_embeddings.X),
-        y_train,
-        np.asarray(test_embeddings.X),
-        y_test,
-        seed=seed,
+    cap = params.probe_max_cells
+    train_rows = stratified_rows(y_train, cap, seed)
+    test_rows = stratified_rows(y_test, cap, seed)
+    start = time.perf_counter()
+
+    def probe(train_x: Any, test_x: Any) -> dict[str, float]:
+        return linear_probe(
+            train_x,
+            y_train[train_rows],
+            test_x,
+            y_test[test_rows],
+            max_train_cells=len(train_rows),
+            seed=seed,
+        )
+
+    latent = probe(
+        np.asarray(train_embeddings.X)[train_rows],
+        np.asarray(test_embeddings.X)[test_rows],
     )
-    genes = linear_probe(train.X, y_train, test.X, y_test, seed=seed)
+    genes = probe(take_rows(train, train_rows).X, take_rows(test, test_rows).X)
+    n_fit = train.n_obs - validation_size(train.n_obs, params.train)
+    cells_seen = int(history["cells_seen"].iloc[-1]) if len(history) else 0
     report = {
         "label_key": key,
         "train_cells": int(train.n_obs),
         "test_cells": int(test.n_obs),
         "genes": int(train.n_vars),
         "latent_dim": int(train_embeddings.n_vars),
-        "epochs": int(len(history)),
+        "rounds": int(len(history)),
+        "cells_seen": cells_seen,
+        # passes over the training cells (not held out for validation)
+        "epochs": round(cells_seen / max(n_fit, 1), 3),
         "best_val_mse": float(history["val_loss"].min()) if len(history) else None,
+        "probe_max_cells": cap,
+        "probe_train_cells": int(len(train_rows)),
+        "probe_test_cells": int(len(test_rows)),
         "linear_probe_latent": latent,
         "linear_probe_genes": genes,
         "latent_to_gene_ratio": latent["accuracy"] / max(genes["accuracy"], 1e-12),
     }
     logger.info(
-        "Linear probe accuracy: latent %.3f vs genes %.3f (ratio %.3f)",
+        "Linear probe accuracy on %d test cells (trained on %d): latent %.3f vs "
+        "genes %.3f (ratio %.3f) in %.1f s",
+        len(test_rows),
+        len(train_rows),
         latent["accuracy"],
         genes["accuracy"],
         report["latent_to_gene_ratio"],
+        time.perf_counter() - start,
     )
     return report

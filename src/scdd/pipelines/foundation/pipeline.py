@@ -46,6 +46,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "test_adata",
                     "foundation_history",
                     "params:data",
+                    "params:foundation",
                     "params:seed",
                 ],
                 outputs="foundation_report",

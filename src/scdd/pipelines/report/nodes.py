@@ -2,6 +2,8 @@
 
 Each node returns a matplotlib Figure; the catalog's ``MatplotlibDataset``
 writes it as a versioned PNG under ``data/08_reporting`` (and closes it).
+The gene-level figures read a capped stratified sample of the (lazy)
+training split: ``report.correlation.max_cells``, ``report.hvg.max_cells``.
 """
 
 from __future__ import annotations
@@ -70,10 +72,11 @@ def plot_correlation(
     """Correlation matrix of synthetic cells vs real class-mean profiles.
 
     Args:
-        train: log-normalised training cells.
+        train: log-normalised training cells (lazy or in memory; a sample of
+            at most ``report.correlation.max_cells`` is read).
         synthetic: the synthetic set (a text panel if it has no genes).
         data: ``params:data`` (``label_key``).
-        report: ``params:report`` (``figsize``).
+        report: ``params:report`` (``correlation.max_cells``, ``figsize``).
 
     Returns:
         The correlation heatmap.
@@ -82,6 +85,7 @@ def plot_correlation(
         train,
         synthetic,
         data.label_key,
+        max_cells=report.correlation.max_cells,
         figsize=_figsize(report, "correlation"),
     )
 
@@ -95,10 +99,12 @@ def plot_hvg(
     """Per-class mean expression of the top real HVGs, real vs synthetic.
 
     Args:
-        train: log-normalised training cells.
+        train: log-normalised training cells (lazy or in memory; a sample of
+            at most ``report.hvg.max_cells`` is read).
         synthetic: the synthetic set (a text panel if it has no genes).
         data: ``params:data`` (``label_key``).
-        report: ``params:report`` (``hvg.n_genes``, ``figsize``).
+        report: ``params:report`` (``hvg.n_genes``, ``hvg.max_cells``,
+            ``figsize``).
 
     Returns:
         The side-by-side heatmaps.
