@@ -223,7 +223,7 @@ class FoundationParams(_Group):
     embed: FoundationEmbedParams = FoundationEmbedParams()
     #: The report's linear probes train on a stratified sample of at most
     #: this many training cells and score as many test cells (gene rows read).
-    probe_max_cells: PositiveInt = 50_000
+    probe_max_cells: PositiveInt = 20_000
 
     @model_validator(mode="after")
     def _pretrained_directory(self) -> FoundationParams:

@@ -110,8 +110,11 @@ def class_consistency(
 
 
 def _as_points(x: np.ndarray, name: str) -> np.ndarray:
-    """Finite float64 ``[n >= 2, d]`` array or a ``ValueError`` naming ``name``."""
-    x = np.asarray(x, dtype=np.float64)
+    """Finite float ``[n >= 2, d]`` array (float32 kept: a gene-level probe's
+    sample is cells x genes) or a ``ValueError`` naming ``name``."""
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"{name} must be [n >= 2, d], got shape {x.shape}.")
     if not np.isfinite(x).all():

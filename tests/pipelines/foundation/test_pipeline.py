@@ -81,7 +81,7 @@ def test_pipeline_trains_embeds_and_reports(splits, tmp_path: Path) -> None:
     # marker genes make the toy classes separable: the latent must keep that
     assert report["linear_probe_latent"]["accuracy"] > 0.9
     assert (tmp_path / "fm" / "gene_order.tsv").is_file()
-    assert report["probe_max_cells"] == 50_000
+    assert report["probe_max_cells"] == 20_000
     assert report["probe_train_cells"] == train.n_obs
     assert report["probe_test_cells"] == test.n_obs
     # 15 passes (or fewer, early stopped) over the cells not held out
