@@ -99,3 +99,33 @@ def test_forked_workers_can_read_blocks(counts_adata) -> None:
     assert _rows_in_blocks(x) == 90  # the parent's pool exists now
     with multiprocessing.get_context("fork").Pool(1) as pool:
         assert pool.apply_async(_rows_in_blocks, (x,)).get(timeout=30) == 90
+
+
+def test_sum_over_rows_same_lazy_or_in_memory(counts_adata) -> None:
+    labels = counts_adata.obs["cell_type"].cat.codes.to_numpy()
+
+    def per_class(rows, lab):
+        return np.bincount(lab, weights=np.asarray(rows.sum(1)).ravel(), minlength=3)
+
+    whole = cs.sum_over_rows(counts_adata.X, per_class, labels, chunk_size=11)
+    lazy = cs.sum_over_rows(
+        cs.lazy_matrix(counts_adata.X, chunk_rows=7), per_class, labels
+    )
+    np.testing.assert_allclose(lazy, whole)
+    np.testing.assert_allclose(whole.sum(), counts_adata.X.sum())
+
+
+def test_row_chunks_split_large_blocks(counts_adata) -> None:
+    x = cs.lazy_matrix(counts_adata.X, chunk_rows=40)
+    starts = [start for start, _ in cs.row_chunks(x, 25)]
+    assert starts == [0, 25, 40, 65, 80]
+    assert [s for s, _ in cs.row_chunks(counts_adata.X, 25)] == [0, 25, 50, 75]
+
+
+def test_obs_subset_reads_nothing(counts_adata) -> None:
+    lazy = cs.as_lazy(counts_adata, chunk_rows=7)
+    sub = cs.obs_subset(lazy, np.array([1, 5, 80]), np.arange(60) < 10)
+    assert cs.is_lazy(sub) and sub.shape == (3, 10)
+    np.testing.assert_array_equal(
+        sub.X.compute().toarray(), counts_adata.X[[1, 5, 80]][:, :10].toarray()
+    )

@@ -26,9 +26,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from scdd.cellstore import row_chunks
 from scdd.evaluation.gene_classifier import require_in_memory
 from scdd.evaluation.summary import score_predictions, summarise_inits
-from scdd.metrics.chunks import row_chunks
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from scipy import sparse
 from torch import nn
 from tqdm.auto import tqdm
 
+from scdd.cellstore import Matrix, is_lazy_matrix, row_chunks
 from scdd.evaluation.linear_head import _torch_threads
 from scdd.evaluation.summary import score_predictions, summarise_inits
-from scdd.metrics.chunks import Matrix, is_lazy_matrix, row_chunks
 
 
 def dense_rows(x: Matrix, rows: np.ndarray | slice) -> np.ndarray:

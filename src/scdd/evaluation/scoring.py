@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scdd.evaluation.cells import aligned_cells, sample_cells
+from scdd.cellstore import take_rows
 from scdd.evaluation.suite import GENE_MODELS, compact, run_models, with_retention
 from scdd.generation import check_embeddings_match, embedding_matrix
 from scdd.metrics.fidelity import fidelity_report
@@ -196,7 +196,7 @@ def full_reference(
         len(rows),
         max_cells,
     )
-    test_genes = aligned_cells(  # lazy splits: nothing read until predicted
+    test_genes = align_genes(  # lazy splits: nothing read until predicted
         test, gene_order=list(train.var_names), min_overlap=min_gene_overlap
     )
     shared = {
@@ -224,7 +224,7 @@ def full_reference(
             **shared,
         )[0]
     if genes:  # models that densify genes: a bounded sample, read once
-        sample = sample_cells(train, rows)
+        sample = take_rows(train, rows)
         results |= run_models(
             models=genes,
             train_z=train_z[rows],
@@ -282,7 +282,7 @@ def synthetic_model_metrics(
     test_genes = (
         None
         if feature_only
-        else aligned_cells(
+        else align_genes(
             test, gene_order=list(synthetic.var_names), min_overlap=min_gene_overlap
         )
     )
@@ -341,7 +341,7 @@ def fidelity(
     real = (
         train
         if feature_only
-        else aligned_cells(
+        else align_genes(
             train, gene_order=list(synthetic.var_names), min_overlap=min_gene_overlap
         )
     )

@@ -28,8 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from scdd.cellstore import take_matrix_rows
-from scdd.metrics.chunks import Matrix, is_lazy_matrix, sum_over_rows
+from scdd.cellstore import Matrix, is_lazy_matrix, sum_over_rows, take_matrix_rows
 from scdd.sampling import stratified_rows
 
 logger = logging.getLogger(__name__)

@@ -6,8 +6,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-from scdd.cellstore import take_matrix_rows
-from scdd.metrics.chunks import Matrix, is_lazy_matrix, row_chunks
+from scdd.cellstore import Matrix, is_lazy_matrix, row_chunks, take_matrix_rows
 from scdd.metrics.latent import fit_latent_classifier
 from scdd.sampling import stratified_rows
 
