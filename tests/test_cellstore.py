@@ -129,3 +129,11 @@ def test_obs_subset_reads_nothing(counts_adata) -> None:
     np.testing.assert_array_equal(
         sub.X.compute().toarray(), counts_adata.X[[1, 5, 80]][:, :10].toarray()
     )
+
+
+def test_too_large_for_memory_names_the_parameter(monkeypatch) -> None:
+    assert 0 < cs.free_memory_bytes()
+    monkeypatch.setattr(cs, "free_memory_bytes", lambda: 8 * 10**9)
+    cs.check_dense_fits(50_000, 12_500, what="x", parameter="p")  # 5 GB: fits
+    with pytest.raises(MemoryError, match=r"700,000 cells.*set p to at most 80,000"):
+        cs.check_dense_fits(700_000, 12_500, what="The references", parameter="p")

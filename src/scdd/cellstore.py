@@ -120,6 +120,37 @@ def read_lazy(path: Path | str, *, chunk_rows: int = CHUNK_ROWS) -> ad.AnnData:
     return adata
 
 
+def free_memory_bytes() -> int:
+    """Memory available to new allocations (``MemAvailable``; physical pages
+    where ``/proc/meminfo`` is missing)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_dense_fits(
+    n_cells: int, n_genes: int, *, what: str, parameter: str, copies: int = 2
+) -> None:
+    """Refuse, before anything is read, to hold ``n_cells x n_genes`` dense
+    float32 (``copies`` of it) when that exceeds the free memory, naming the
+    ``parameter`` that caps ``n_cells``."""
+    need = n_cells * n_genes * 4 * copies
+    free = free_memory_bytes()
+    if need > free:
+        fits = max(1, free // (n_genes * 4 * copies))
+        raise MemoryError(
+            f"{what} would hold {n_cells:,} cells x {n_genes:,} genes dense "
+            f"({need / 1e9:.1f} GB with working copies) but {free / 1e9:.1f} GB "
+            f"are free; set {parameter} to at most {fits:,} "
+            f"(e.g. --params {parameter}={min(fits, 50_000)})."
+        )
+
+
 def blocks(x: da.Array) -> Iterator[tuple[int, sparse.csr_matrix]]:
     """``(first_row, block)`` for each row block of ``x``, computed one at a time."""
     start = 0

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scdd.cellstore import take_rows
+from scdd.cellstore import check_dense_fits, take_rows
 from scdd.evaluation.suite import GENE_MODELS, compact, run_models, with_retention
 from scdd.generation import check_embeddings_match, embedding_matrix
 from scdd.metrics.fidelity import fidelity_report
@@ -224,6 +224,12 @@ def full_reference(
             **shared,
         )[0]
     if genes:  # models that densify genes: a bounded sample, read once
+        check_dense_fits(
+            len(rows),
+            train.n_vars,
+            what=f"The gene-level references ({', '.join(genes)})",
+            parameter="evaluate.reference_max_cells",
+        )
         sample = take_rows(train, rows)
         results |= run_models(
             models=genes,

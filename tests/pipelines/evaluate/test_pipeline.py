@@ -281,6 +281,30 @@ def test_gene_models_reference_is_a_capped_stratified_sample(tiny: Tiny) -> None
     assert list(capped["models"]) == ["f_head", "celltypist", "gene_mlp"]
 
 
+def test_reference_too_large_for_memory_is_refused_before_reading(
+    tiny: Tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scdd import cellstore
+
+    monkeypatch.setattr(cellstore, "free_memory_bytes", lambda: 1000)
+    params = PARAMS.model_copy(
+        update={"models": ["gene_mlp"], "reference_max_cells": None}
+    )
+    with pytest.raises(MemoryError, match="evaluate.reference_max_cells"):
+        evaluate_full_reference(
+            tiny.train,
+            tiny.test,
+            tiny.train_embeddings,
+            tiny.test_embeddings,
+            params,
+            DATA,
+            FOUNDATION,
+            0,
+            "cpu",
+            False,
+        )
+
+
 def test_gene_level_set(tiny: Tiny, reference: dict) -> None:
     metrics = _evaluate(tiny, _class_means(tiny), reference)
     assert (metrics["method"], metrics["spc"], metrics["n_synthetic"]) == (

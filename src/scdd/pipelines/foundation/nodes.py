@@ -11,7 +11,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from scdd.cellstore import take_rows
+from scdd.cellstore import check_dense_fits, take_rows
 from scdd.metrics.probe import linear_probe
 from scdd.models.device import resolve_device
 from scdd.models.foundation import (
@@ -177,6 +177,12 @@ def report_foundation(
     latent = probe(
         np.asarray(train_embeddings.X)[train_rows],
         np.asarray(test_embeddings.X)[test_rows],
+    )
+    check_dense_fits(
+        len(train_rows),
+        train.n_vars,
+        what="The gene-level linear probe",
+        parameter="foundation.probe_max_cells",
     )
     genes = probe(take_rows(train, train_rows).X, take_rows(test, test_rows).X)
     n_fit = train.n_obs - validation_size(train.n_obs, params.train)
