@@ -41,7 +41,8 @@ from scdd.distill.methods import METHODS
 from scdd.evaluation.benchmark_runs import BENCHMARK_METHODS, BENCHMARK_SPCS
 from scdd.evaluation.deepinsight_cnn import LAYOUTS
 from scdd.evaluation.suite import MODELS
-from scdd.models.foundation import MODEL_FILES, TrainConfig
+from scdd.models.foundation import MODEL_FILES
+from scdd.models.foundation_training import TrainConfig
 
 __all__ = [
     "GROUPS",

@@ -22,12 +22,8 @@ from scdd.distill.methods import (
 )
 from scdd.distill.optimise import DistillConfig
 from scdd.models.device import make_generator
-from scdd.models.foundation import (
-    FoundationModel,
-    TrainConfig,
-    embed_cells,
-    train_foundation,
-)
+from scdd.models.foundation import FoundationModel, embed_cells
+from scdd.models.foundation_training import TrainConfig, train_foundation
 from scdd.preprocessing import log_normalise
 from tests.conftest import TINY_SCDG_MODEL, make_counts_adata
 

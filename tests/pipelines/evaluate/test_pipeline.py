@@ -19,12 +19,8 @@ from scipy import sparse
 
 from scdd.cellstore import is_lazy
 from scdd.datasets import H5ADDataset
-from scdd.models.foundation import (
-    FoundationModel,
-    TrainConfig,
-    embed_cells,
-    train_foundation,
-)
+from scdd.models.foundation import FoundationModel, embed_cells
+from scdd.models.foundation_training import TrainConfig, train_foundation
 from scdd.params import DataParams, EvaluateParams, FoundationParams
 from scdd.pipelines.evaluate import create_pipeline
 from scdd.pipelines.evaluate.nodes import (

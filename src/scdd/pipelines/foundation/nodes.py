@@ -20,9 +20,8 @@ from scdd.models.foundation import (
     embed_cells,
     gene_positions,
     load_model_dir,
-    train_foundation,
-    validation_size,
 )
+from scdd.models.foundation_training import train_foundation, validation_size
 from scdd.params import DataParams, FoundationParams
 from scdd.provenance import record_provenance
 from scdd.sampling import stratified_rows

@@ -1,0 +1,182 @@
+import numpy as np
+import pytest
+import torch
+from scipy import sparse
+
+from scdd import cellstore
+from scdd.models import foundation_training
+from scdd.models.foundation_training import (
+    TrainConfig,
+    batch_hard_triplet_loss,
+    train_foundation,
+)
+from tests.evaluation.lazy_helpers import no_whole_matrix, spied
+from tests.models.conftest import ARCH
+
+
+def test_training_history_and_frozen_model(trained) -> None:
+    _, model, history = trained
+    assert list(history.columns) == ["round", "cells_seen", "train_loss", "val_loss"]
+    # 81 training cells < eval_every_cells: one round per pass over them
+    assert history["cells_seen"].tolist() == [81 * (i + 1) for i in range(len(history))]
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    assert not model.encoder.training and not model.decoder.training
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert model.hyperparameters["label_blind"] is True
+
+
+def test_a_budget_of_cells_seen_ends_training_before_the_epochs(trained) -> None:
+    adata = trained[0]  # 90 cells: 81 trained on, 9 held out
+    _, history = train_foundation(
+        adata.X,
+        gene_order=list(adata.var_names),
+        architecture=ARCH,
+        config=TrainConfig(epochs=50, batch_size=32, patience=50, max_cells_seen=200),
+        seed=0,
+        progress=False,
+    )
+    assert history["cells_seen"].tolist() == [81, 162, 200]  # 81 + 81 + 38 cells
+
+
+def test_validation_every_so_many_cells_across_passes(trained) -> None:
+    adata = trained[0]  # 81 training cells, batches of 32 (the pass's last 17)
+    _, history = train_foundation(
+        adata.X,
+        gene_order=list(adata.var_names),
+        architecture=ARCH,
+        config=TrainConfig(
+            epochs=50,
+            batch_size=32,
+            patience=50,
+            max_cells_seen=200,
+            eval_every_cells=50,
+        ),
+        seed=0,
+        progress=False,
+    )
+    # rounds end at the first batch reaching 50, 100, 150 cells; then the budget
+    assert history["cells_seen"].tolist() == [64, 113, 162, 200]
+    assert history["round"].tolist() == [1, 2, 3, 4]
+
+
+def test_training_is_seeded(trained) -> None:
+    adata, model, _ = trained
+    again, _ = train_foundation(
+        adata.X,
+        gene_order=list(adata.var_names),
+        architecture=ARCH,
+        config=TrainConfig(epochs=8, batch_size=32),
+        seed=0,
+        progress=False,
+    )
+    for a, b in zip(
+        model.encoder.state_dict().values(),
+        again.encoder.state_dict().values(),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b)
+
+
+def test_triplet_loss_zero_when_separated() -> None:
+    z = torch.nn.functional.normalize(
+        torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [0.01, 1.0]])
+    )
+    labels = torch.tensor([0, 0, 1, 1])
+    assert float(batch_hard_triplet_loss(z, labels, margin=0.05)) == 0.0
+    assert (
+        float(batch_hard_triplet_loss(z, torch.tensor([0, 1, 0, 1]), margin=0.05)) > 0.5
+    )
+
+
+def test_triplet_needs_labels(trained) -> None:
+    adata, _, _ = trained
+    with pytest.raises(ValueError, match="needs labels"):
+        train_foundation(
+            adata.X,
+            gene_order=list(adata.var_names),
+            config=TrainConfig(triplet_weight=0.1),
+            progress=False,
+        )
+
+
+def _weights(model) -> list[torch.Tensor]:
+    return [*model.encoder.state_dict().values(), *model.decoder.state_dict().values()]
+
+
+def test_lazy_and_in_memory_input_train_the_same_weights(trained, monkeypatch) -> None:
+    adata = trained[0]
+    config = TrainConfig(epochs=3, batch_size=16, shuffle_blocks=2)
+    kwargs = {"gene_order": list(adata.var_names), "architecture": ARCH, "seed": 3}
+    in_memory, h1 = train_foundation(
+        adata.X, config=config, chunk_rows=7, progress=False, **kwargs
+    )
+    lazy, reads = spied(adata, chunk_rows=7)  # 13 blocks of 7 rows
+    with no_whole_matrix(monkeypatch):
+        streamed, h2 = train_foundation(lazy.X, config=config, progress=False, **kwargs)
+    for a, b in zip(_weights(in_memory), _weights(streamed), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert h1.equals(h2)
+    # a small lazy matrix is cached: each block read once for training (and
+    # once more where it holds validation cells), whatever the passes
+    assert set(reads.counts) == set(range(13)) and max(reads.counts.values()) <= 2
+    assert reads.max_rows == 7
+
+
+def test_validation_rows_are_never_trained_on(trained, monkeypatch) -> None:
+    adata = trained[0]
+    held_out, batches = [], []
+    take = foundation_training.take_matrix_rows
+    shuffled = foundation_training._shuffled_batches
+
+    def take_spy(x, rows):
+        held_out.append(np.asarray(rows))
+        return take(x, rows)
+
+    def batches_spy(*args, **kwargs):
+        for rows, x in shuffled(*args, **kwargs):
+            assert x.shape[0] == len(rows) >= 2
+            batches.append(rows)
+            yield rows, x
+
+    monkeypatch.setattr(foundation_training, "take_matrix_rows", take_spy)
+    monkeypatch.setattr(foundation_training, "_shuffled_batches", batches_spy)
+    _, history = train_foundation(
+        adata.X,
+        gene_order=list(adata.var_names),
+        architecture=ARCH,
+        config=TrainConfig(epochs=2, batch_size=8, val_fraction=0.3, val_max_cells=20),
+        chunk_rows=7,
+        seed=1,
+        progress=False,
+    )
+    (val,) = held_out
+    assert len(val) == 20  # 30% of 90 cells, capped at val_max_cells
+    trained_rows = np.concatenate(batches)
+    assert not np.isin(trained_rows, val).any()
+    # two passes: every other cell exactly twice
+    rows, counts = np.unique(trained_rows, return_counts=True)
+    np.testing.assert_array_equal(rows, np.setdiff1d(np.arange(90), val))
+    assert (counts == 2).all() and history["cells_seen"].tolist() == [70, 140]
+
+
+def test_shuffled_batches_cover_each_row_once_never_a_batch_of_one() -> None:
+    x = sparse.random(
+        50, 6, density=0.5, format="csr", dtype=np.float32, random_state=0
+    )
+    held_out = np.zeros(50, dtype=bool)
+    held_out[[3, 17, 48]] = True
+    read = foundation_training._TrainingBlocks(
+        cellstore.lazy_matrix(x, chunk_rows=7), held_out, cache=False
+    )
+    rng = np.random.default_rng(0)
+    for batch_size in (2, 5, 46):
+        got = list(
+            foundation_training._shuffled_batches(
+                read, rng, batch_size=batch_size, shuffle_blocks=3
+            )
+        )
+        rows = np.concatenate([r for r, _ in got])
+        np.testing.assert_array_equal(np.sort(rows), np.flatnonzero(~held_out))
+        assert all(2 <= len(r) <= batch_size + 1 for r, _ in got)
+        for r, xb in got:
+            np.testing.assert_array_equal(xb.toarray(), x[r].toarray())
