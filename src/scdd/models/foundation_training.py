@@ -335,15 +335,17 @@ def train_foundation(
                     "val_loss": val_loss,
                 }
             )
-            round_loss, round_cells = 0.0, 0
-            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
-            logger.debug(
-                "round %d (%d cells) train %.5f val %.5f",
+            logger.log(  # atlas-sized rounds take minutes: say how far it is
+                logging.INFO if round_cells >= 100_000 else logging.DEBUG,
+                "Round %d: %d cells seen (%.0f cells/s), train MSE %.5f, val %.5f",
                 len(history),
                 cells_seen,
+                cells_seen / max(time.perf_counter() - start, 1e-9),
                 train_loss,
                 val_loss,
             )
+            round_loss, round_cells = 0.0, 0
+            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
             if val_loss < best - 1e-6:
                 best, stale = val_loss, 0
                 best_state = copy.deepcopy((encoder.state_dict(), decoder.state_dict()))
