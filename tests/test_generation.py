@@ -144,6 +144,28 @@ def test_quality_report(trained: dict) -> None:
     assert report["real"]["test_consistency"]["accuracy"] == 1.0
 
 
+def test_report_judges_a_capped_stratified_sample(trained: dict) -> None:
+    """Atlas-sized embeddings: the classifier, reconstructions and distances
+    use at most ``max_cells`` cells of each split, every class kept."""
+    model, categories = generation.load_generator(trained)
+    train = make_embeddings_adata()
+    test = make_embeddings_adata((15, 10, 5), seed=1)
+    report = generation.generator_quality_report(
+        model,
+        categories,
+        train,
+        test,
+        label_key="cell_type",
+        seed=0,
+        **{**REPORT, "max_cells": 12},
+    )
+    assert report["max_cells"] == 12
+    counts = report["classes"].values()
+    assert 12 <= sum(c["train_cells"] for c in counts) <= 12 + len(counts)
+    assert 12 <= sum(c["test_cells"] for c in counts) <= 12 + len(counts)
+    assert all(c["train_cells"] >= 1 and c["test_cells"] >= 1 for c in counts)
+
+
 def test_report_needs_label_condition(trained: dict) -> None:
     model, categories = generation.load_generator(trained)
     data = make_embeddings_adata()

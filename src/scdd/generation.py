@@ -23,6 +23,7 @@ from scdd.metrics import class_consistency, fit_latent_classifier, frechet_dista
 from scdd.models.device import make_generator
 from scdd.models.diffusion import LatentDiffusion
 from scdd.models.scdg import SCDGConfig, load_scdg, scdg_checkpoint, train_scdg
+from scdd.sampling import stratified_rows
 
 logger = logging.getLogger(__name__)
 
@@ -218,6 +219,7 @@ def generator_quality_report(
     guidance_scale: float = 1.0,
     samples_per_class: int = 200,
     min_cells_frechet: int = 20,
+    max_cells: int | None = 20_000,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Per-class quality of SCDG in the latent space.
@@ -246,6 +248,8 @@ def generator_quality_report(
         guidance_scale: Classifier-free guidance scale.
         samples_per_class: Samples from noise per class.
         min_cells_frechet: Minimum cells per class for a per-class distance.
+        max_cells: Train and test latents are a seeded stratified sample of at
+            most this many cells each (``None``: all).
         seed: Seed of the classifier, the sampling and the reconstruction noise.
 
     Returns:
@@ -268,6 +272,10 @@ def generator_quality_report(
             )
     y_train = _labels(train.obs, label_key, classes)
     y_test = _labels(test.obs, label_key, classes)
+    rows = stratified_rows(y_train, max_cells, seed)
+    z_train, y_train = z_train[rows], y_train[rows]
+    rows = stratified_rows(y_test, max_cells, seed)
+    z_test, y_test = z_test[rows], y_test[rows]
     classifier = fit_latent_classifier(z_train, y_train, seed)
     frechet = partial(_frechet_summary, classes=classes, min_cells=min_cells_frechet)
 
@@ -323,6 +331,7 @@ def generator_quality_report(
         "guidance_scale": guidance_scale,
         "samples_per_class": samples_per_class,
         "min_cells_frechet": min_cells_frechet,
+        "max_cells": max_cells,
         "classes": {
             c: {
                 "train_cells": int((y_train == c).sum()),

@@ -296,6 +296,9 @@ class GeneratorReportParams(_Group):
     samples_per_class: PositiveInt = 200
     #: A per-class covariance needs at least 2 cells.
     min_cells_frechet: int = Field(default=20, ge=2)
+    #: The judging classifier, the reconstructions and the Fréchet distances
+    #: use a stratified sample of at most this many train and test cells.
+    max_cells: PositiveInt = 20_000
 
 
 class GeneratorParams(_Group):
