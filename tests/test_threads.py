@@ -49,3 +49,24 @@ def test_dask_passes_use_the_chosen_count() -> None:
         assert dask.config.get("num_workers") == 1
     finally:
         dask.config.set(num_workers=before)
+
+
+def test_own_spinning_threads_are_not_counted_as_busy() -> None:
+    """A thread of this process spinning while the cores are sampled (as
+    OpenMP workers do after a parallel region) is not someone else's load."""
+    import threading
+    import time
+
+    stop = time.perf_counter() + 0.6
+
+    def spin() -> None:
+        while time.perf_counter() < stop:
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        busy = busy_cores(0.3)
+    finally:
+        spinner.join()
+    assert busy < 0.6

@@ -44,18 +44,23 @@ def _cpu_times() -> tuple[float, float] | None:
 def busy_cores(sample_s: float = 0.3) -> float:
     """Cores kept busy by other processes, sampled over ``sample_s`` seconds.
 
-    This process sleeps while sampling, so what is measured is everyone else.
-    Returns 0 where ``/proc/stat`` is not available.
+    This process's own threads are subtracted: right after a node, torch's or
+    OpenMP's worker threads may still spin for a while, and counting them as
+    someone else's load made the next node run on one thread (SCDG training
+    took 50 s instead of 32 s). Returns 0 where ``/proc/stat`` is not
+    available.
     """
     first = _cpu_times()
     if first is None:
         return 0.0
+    own_start, wall_start = time.process_time(), time.perf_counter()
     time.sleep(sample_s)
     second = _cpu_times()
+    own = (time.process_time() - own_start) / (time.perf_counter() - wall_start)
     if second is None or second[1] <= first[1]:
         return 0.0
     share = (second[0] - first[0]) / (second[1] - first[1])
-    return share * (os.cpu_count() or 1)
+    return max(0.0, share * (os.cpu_count() or 1) - own)
 
 
 def resolve_threads(threads: int | None, *, sample_s: float = 0.3) -> tuple[int, str]:
