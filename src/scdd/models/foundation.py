@@ -28,7 +28,7 @@ from scimilarity.nn_models import Decoder, Encoder
 from scipy import sparse
 from tqdm.auto import tqdm
 
-from scdd.cellstore import blocks, is_lazy, lazy_matrix
+from scdd.cellstore import blocks, is_lazy, lazy_matrix, map_csr_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def _remap_columns(
     """Columns ``keep`` of a row block moved to ``target``; the rest zero (CSR)."""
     sub = sparse.csr_matrix(block, dtype=np.float32)[:, keep]
     out = sparse.csr_matrix(
-        (sub.data.copy(), target[sub.indices], sub.indptr.copy()),
+        (sub.data, target[sub.indices], sub.indptr),
         shape=(sub.shape[0], width),
     )
     out.sum_duplicates()  # canonical: sorted columns, repeated genes summed
@@ -211,17 +211,11 @@ def align_genes(
         len(gene_order),
         len(keep),
     )
-    var = pd.DataFrame(index=gene_order)
-    if is_lazy(adata):
-        x = lazy_matrix(adata.X)
-        aligned = x.map_blocks(
-            remap,
-            dtype=np.float32,
-            chunks=(x.chunks[0], (len(gene_order),)),
-            meta=sparse.csr_matrix((0, 0), dtype=np.float32),
-        )
-        return ad.AnnData(X=aligned, obs=adata.obs, var=var)
-    return ad.AnnData(X=remap(adata.X), obs=adata.obs.copy(), var=var)
+    return ad.AnnData(
+        X=map_csr_blocks(adata.X, remap, n_cols=len(gene_order)),
+        obs=adata.obs if is_lazy(adata) else adata.obs.copy(),
+        var=pd.DataFrame(index=gene_order),
+    )
 
 
 #: Chunks sparser than this go through E's first layer as a sparse product

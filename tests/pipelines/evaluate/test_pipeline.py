@@ -194,20 +194,25 @@ def _feature_only(tiny: Tiny) -> ad.AnnData:
     return synthetic
 
 
-@pytest.fixture(scope="module")
-def reference(tiny: Tiny) -> dict:
+def _full_reference(tiny: Tiny, params: EvaluateParams = PARAMS) -> dict:
+    """The reference node on the tiny splits, on CPU, seed 0."""
     return evaluate_full_reference(
         tiny.train,
         tiny.test,
         tiny.train_embeddings,
         tiny.test_embeddings,
-        PARAMS,
+        params,
         DATA,
         FOUNDATION,
         0,
         "cpu",
         False,
     )
+
+
+@pytest.fixture(scope="module")
+def reference(tiny: Tiny) -> dict:
+    return _full_reference(tiny)
 
 
 def _evaluate(tiny: Tiny, synthetic: ad.AnnData, reference: dict) -> dict:
@@ -257,18 +262,7 @@ def test_gene_models_reference_is_a_capped_stratified_sample(tiny: Tiny) -> None
             "reference_max_cells": 30,
         }
     )
-    capped = evaluate_full_reference(
-        tiny.train,
-        tiny.test,
-        tiny.train_embeddings,
-        tiny.test_embeddings,
-        params,
-        DATA,
-        FOUNDATION,
-        0,
-        "cpu",
-        False,
-    )
+    capped = _full_reference(tiny, params)
     assert capped["reference_max_cells"] == 30
     assert capped["models"]["f_head"]["n_train"] == 65  # 128-d features: all cells
     for name in ("celltypist", "gene_mlp"):
@@ -287,18 +281,7 @@ def test_reference_too_large_for_memory_is_refused_before_reading(
         update={"models": ["gene_mlp"], "reference_max_cells": None}
     )
     with pytest.raises(MemoryError, match="evaluate.reference_max_cells"):
-        evaluate_full_reference(
-            tiny.train,
-            tiny.test,
-            tiny.train_embeddings,
-            tiny.test_embeddings,
-            params,
-            DATA,
-            FOUNDATION,
-            0,
-            "cpu",
-            False,
-        )
+        _full_reference(tiny, params)
 
 
 def test_gene_level_set(tiny: Tiny, reference: dict) -> None:
