@@ -34,6 +34,23 @@ def test_every_gene_lands_in_exactly_one_token() -> None:
         assert not torch.allclose(model(bumped), base)
 
 
+@pytest.mark.parametrize("depth", [1, 2])
+def test_class_token_shortcut_equals_the_whole_encoder(depth: int) -> None:
+    torch.manual_seed(0)
+    model = GeneGroupTransformer(
+        50, 3, genes_per_token=4, d_model=8, heads=2, depth=depth
+    )
+    model.eval()
+    x = torch.rand(5, 50)
+    padded = torch.nn.functional.pad(x, (0, 1))[:, model.groups]
+    tokens = torch.einsum(
+        "btg,tgd->btd", padded.view(5, model.n_tokens, 4), model.token_weight
+    )
+    tokens = torch.cat([model.cls.expand(5, -1, -1), tokens + model.token_bias], 1)
+    whole = model.head(model.encoder(tokens)[:, 0])
+    torch.testing.assert_close(model(x), whole, atol=1e-5, rtol=1e-5)
+
+
 def test_transformer_learns_marker_genes_reproducibly() -> None:
     (x, y), (x_test, y_test) = _split(0), _split(1)
     kwargs = {

@@ -25,6 +25,7 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import pandas as pd
+import torch
 
 from scdd.cellstore import row_chunks
 from scdd.evaluation.gene_classifier import require_in_memory
@@ -98,7 +99,8 @@ def evaluate_celltypist(
             ``None``: never.
         train_kwargs: extra ``celltypist.train`` arguments (``alpha``,
             ``max_iter``, ``mini_batch``, ``feature_selection``...); they
-            override the defaults above.
+            override the defaults above. ``n_jobs`` defaults to the run's
+            thread budget (``threads``).
 
     Returns:
         The layout of ``evaluate_linear_head``: ``<metric>_mean/_std``,
@@ -144,6 +146,7 @@ def evaluate_celltypist(
             "random_state": seed + init,
             "mini_batch": mini_batch_above is not None
             and train.n_obs > mini_batch_above,
+            "n_jobs": torch.get_num_threads(),  # one-vs-rest classes in parallel
             **(train_kwargs or {}),
         }
         with _quiet_celltypist():

@@ -7,7 +7,10 @@ prepended, and a transformer encoder's class token is classified. Gene sets
 disjoint groups by a fixed seeded permutation instead: the same architecture
 with knowledge-free tokens, which is what a cross-architecture check needs.
 The encoder is post-norm: on class-mean synthetic sets (PBMC, 8 cells) it
-scored 0.82 against 0.69 for pre-norm.
+scored 0.82 against 0.69 for pre-norm. Only the class token is classified, so
+the last layer is evaluated for that token alone (its attention reads every
+token): the same function at O(tokens) instead of O(tokens^2) cost, which
+matters at 13k genes (400 tokens).
 """
 
 from __future__ import annotations
@@ -83,7 +86,22 @@ class GeneGroupTransformer(nn.Module):
         tokens = torch.einsum("btg,tgd->btd", grouped, self.token_weight)
         tokens = tokens + self.token_bias
         tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), tokens], dim=1)
-        return self.head(self.encoder(tokens)[:, 0])
+        *first, last = self.encoder.layers
+        for layer in first:
+            tokens = layer(tokens)
+        return self.head(_class_token_output(last, tokens))
+
+
+def _class_token_output(
+    layer: nn.TransformerEncoderLayer, tokens: torch.Tensor
+) -> torch.Tensor:
+    """What the post-norm ``layer`` outputs at the class token (position 0)
+    of ``tokens`` ``[b, T, d]``, without computing the other positions."""
+    cls = tokens[:, :1]
+    attended = layer.self_attn(cls, tokens, tokens, need_weights=False)[0]
+    h = layer.norm1(cls + layer.dropout1(attended))
+    feed = layer.linear2(layer.dropout(layer.activation(layer.linear1(h))))
+    return layer.norm2(h + layer.dropout2(feed))[:, 0]
 
 
 def evaluate_gene_transformer(
