@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from scdd.cellstore import Matrix, is_lazy_matrix, row_chunks
 from scdd.evaluation.linear_head import _torch_threads
 from scdd.evaluation.summary import score_predictions, summarise_inits
+from scdd.models.device import fused_adam
 
 
 def dense_rows(x: Matrix, rows: np.ndarray | slice) -> np.ndarray:
@@ -185,7 +186,10 @@ def evaluate_gene_classifier(
                 torch.manual_seed(run_seed)
                 model = make_model().to(device).train()
                 optimiser = torch.optim.Adam(
-                    model.parameters(), lr=lr, weight_decay=weight_decay
+                    model.parameters(),
+                    lr=lr,
+                    weight_decay=weight_decay,
+                    **fused_adam(device),
                 )
                 stream = batches(np.random.default_rng(run_seed))
                 for _, (xb, yb) in zip(range(steps), stream, strict=False):

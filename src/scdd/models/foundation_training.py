@@ -32,6 +32,7 @@ from scipy import sparse
 from tqdm.auto import tqdm
 
 from scdd.cellstore import CHUNK_ROWS, lazy_matrix, take_matrix_rows
+from scdd.models.device import fused_adam
 from scdd.models.foundation import FoundationModel, build_autoencoder
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class TrainConfig(BaseModel):
     #: Training stops once this many cells (with repeats) went through the
     #: optimiser, whatever ``epochs`` says: an atlas costs a budget, not
     #: ``epochs`` passes over millions of cells. ``None``: no budget.
-    max_cells_seen: int | None = Field(default=5_000_000, ge=2)
+    max_cells_seen: int | None = Field(default=3_000_000, ge=2)
     #: Row blocks read in a seeded random order, this many at a time, their
     #: rows shuffled together into mini-batches (the shuffle buffer).
     shuffle_blocks: PositiveInt = 4
@@ -304,7 +305,7 @@ def train_foundation(
         decoder.to(device)
         params = [*encoder.parameters(), *decoder.parameters()]
         optimiser = torch.optim.AdamW(
-            params, lr=config.lr, weight_decay=config.weight_decay
+            params, lr=config.lr, weight_decay=config.weight_decay, **fused_adam(device)
         )
         best, best_state, stale = float("inf"), None, 0
         cells_seen, next_eval = 0, interval

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from scdd.models.denoiser import ConditionalDenoiser
-from scdd.models.device import make_generator
+from scdd.models.device import fused_adam, make_generator
 from scdd.models.diffusion import LatentDiffusion
 
 logger = logging.getLogger(__name__)
@@ -154,7 +154,9 @@ def train_scdg(
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     z_all, c_all = z_all.to(device), c_all.to(device)
 
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=lr, weight_decay=weight_decay, **fused_adam(device)
+    )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimiser, T_max=steps, eta_min=lr / 10
     )
