@@ -57,6 +57,7 @@ def test_own_spinning_threads_are_not_counted_as_busy() -> None:
     import threading
     import time
 
+    others = busy_cores(0.3)  # other processes' load, measured alike
     stop = time.perf_counter() + 0.6
 
     def spin() -> None:
@@ -69,4 +70,4 @@ def test_own_spinning_threads_are_not_counted_as_busy() -> None:
         busy = busy_cores(0.3)
     finally:
         spinner.join()
-    assert busy < 0.6
+    assert busy - others < 0.6

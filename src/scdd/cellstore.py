@@ -297,10 +297,23 @@ def sum_over_rows(
             part = per_chunk(rows, *(arg[start:stop] for arg in row_args))
             total = part if total is None else _add(total, part)
         return total
-    parts = _block_tasks(x, per_chunk, row_args)
+    return tree_reduce(x, per_chunk, _add, *row_args)
+
+
+def tree_reduce(
+    x: da.Array,
+    per_block: Callable[..., Any],
+    combine: Callable[[Any, Any], Any],
+    *block_args: np.ndarray,
+) -> Any:
+    """``per_block(block, *arg_slices)`` for every row block of a lazy ``x``,
+    merged pairwise by ``combine(earlier, later)`` in one dask computation:
+    only a few partial results are alive at once, whatever the number of
+    blocks."""
+    parts = _block_tasks(lazy_matrix(x), per_block, block_args)
     while len(parts) > 1:
         parts = [
-            dask.delayed(_add)(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i]
+            dask.delayed(combine)(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i]
             for i in range(0, len(parts), 2)
         ]
     (total,) = dask.compute(parts[0])

@@ -99,7 +99,9 @@ def test_synthetic_adata_layout(tmp_path: Path) -> None:
         label_key=LABEL_KEY,
         categories=CATEGORIES,
         var_names=list(real.var_names),
-        stats=summarise_real_cells(real.X, real_labels, CATEGORIES),
+        stats=summarise_real_cells(
+            real.X, real_labels, CATEGORIES, gene_names=list(real.var_names)
+        ),
         method="scdd",
     )
     assert isinstance(syn.obs[LABEL_KEY].dtype, pd.CategoricalDtype)
@@ -149,6 +151,7 @@ def _scdd_synthetic(tiny: Tiny, **kwargs) -> ad.AnnData:
             kwargs.get("real", tiny.train).X,
             inputs.labels,
             list(tiny.train.obs[LABEL_KEY].cat.categories),
+            gene_names=tiny.foundation.gene_order,
         ),
         method="scdd",
     )

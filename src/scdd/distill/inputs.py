@@ -72,8 +72,10 @@ def prepare_inputs(
     )
     labels = train.obs[label_key].cat.codes.to_numpy().astype(np.int64)
     if stats is None:
-        stats = summarise_real_cells(aligned.X, labels, categories)
-    elif stats.categories != categories or stats.n_genes != aligned.n_vars:
+        stats = summarise_real_cells(
+            aligned.X, labels, categories, gene_names=list(aligned.var_names)
+        )
+    elif stats.categories != categories or stats.genes != list(aligned.var_names):
         raise ValueError(
             "real_cell_stats describe other cells (classes "
             f"{stats.categories[:5]}..., {stats.n_genes} genes) than the training "

@@ -41,6 +41,7 @@ _NEEDS_TWO_CELLS = ("t-test", "t-test_overestim_var", "wilcoxon")
 __all__ = [
     "MEAN_DIFFERENCE",
     "ClassSummary",
+    "chunk_class_sums",
     "class_moments",
     "fidelity_report",
     "find_markers",
@@ -49,6 +50,7 @@ __all__ = [
     "mmd_rbf",
     "moment_correlations",
     "summarise_classes",
+    "summary_from_sums",
     "zero_fraction",
 ]
 
@@ -88,11 +90,12 @@ class ClassSummary:
     zero_fraction: float
 
 
-def _chunk_sums(
+def chunk_class_sums(
     block: Matrix, labels: np.ndarray, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Per-class sums and sums of squares (float64), counts and nonzero
-    entries of one row chunk."""
+    entries of one row chunk (add them up over chunks, then
+    :func:`summary_from_sums`)."""
     labels = np.asarray(labels, dtype=np.int64)
     onehot = sparse.csr_matrix(
         (np.ones(len(labels)), (labels, np.arange(len(labels)))),
@@ -109,6 +112,24 @@ def _chunk_sums(
         _dense(onehot @ squares),
         np.bincount(labels, minlength=num_classes).astype(np.float64),
         _nonzeros(block),
+    )
+
+
+def summary_from_sums(
+    sums: np.ndarray, sq_sums: np.ndarray, counts: np.ndarray, nonzeros: int
+) -> ClassSummary:
+    """The :class:`ClassSummary` of summed :func:`chunk_class_sums`."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        means = sums / counts[:, None]
+        var = (sq_sums - counts[:, None] * means**2) / (counts[:, None] - 1)
+    means[counts == 0] = np.nan
+    var[counts < 2] = np.nan
+    size = counts.sum() * sums.shape[1]
+    return ClassSummary(
+        means=means,
+        variances=np.clip(var, 0.0, None),
+        counts=counts,
+        zero_fraction=float(1.0 - nonzeros / size) if size else 0.0,
     )
 
 
@@ -133,23 +154,13 @@ def summarise_classes(
             f"labels must have one entry per cell: {labels.shape} for "
             f"{x.shape[0]} cells"
         )
-    sums, sq_sums, counts, nonzeros = sum_over_rows(
-        x,
-        lambda block, rows: _chunk_sums(block, rows, num_classes),
-        labels,
-        chunk_size=chunk_size,
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        means = sums / counts[:, None]
-        var = (sq_sums - counts[:, None] * means**2) / (counts[:, None] - 1)
-    means[counts == 0] = np.nan
-    var[counts < 2] = np.nan
-    size = x.shape[0] * x.shape[1]
-    return ClassSummary(
-        means=means,
-        variances=np.clip(var, 0.0, None),
-        counts=counts,
-        zero_fraction=float(1.0 - nonzeros / size) if size else 0.0,
+    return summary_from_sums(
+        *sum_over_rows(
+            x,
+            lambda block, rows: chunk_class_sums(block, rows, num_classes),
+            labels,
+            chunk_size=chunk_size,
+        )
     )
 
 
@@ -532,6 +543,7 @@ def fidelity_report(
     mmd_max_cells: int | None = 2000,
     seed: int = 0,
     chunk_size: int = 20_000,
+    real_summary: ClassSummary | None = None,
 ) -> dict:
     """All fidelity metrics of one synthetic set.
 
@@ -557,6 +569,8 @@ def fidelity_report(
         mmd_max_cells: real-cell cap of the MMD kernel matrices.
         seed: seed of the MMD subsample and of the marker sample.
         chunk_size: rows per chunk of an in-memory ``real_x``.
+        real_summary: the real cells' :func:`summarise_classes` when cached
+            (``real_cell_stats``): the pass over ``real_x`` is skipped.
 
     Returns:
         ``{"mean_correlation", "variance_correlation", "zero_fraction":
@@ -571,7 +585,9 @@ def fidelity_report(
             variance_correlation=None,
             zero_fraction={
                 "synthetic": None,
-                "real": zero_fraction(real_x, chunk_size=chunk_size),
+                "real": zero_fraction(real_x, chunk_size=chunk_size)
+                if real_summary is None
+                else real_summary.zero_fraction,
             },
             markers=None,
         )
@@ -582,7 +598,7 @@ def fidelity_report(
                 "must be in the same gene order; align them with align_genes first"
             )
         num_classes = len(class_names)
-        real = summarise_classes(
+        real = real_summary or summarise_classes(
             real_x, real_labels, num_classes=num_classes, chunk_size=chunk_size
         )
         syn = summarise_classes(syn_x, syn_labels, num_classes=num_classes)

@@ -19,6 +19,8 @@ from scipy import sparse
 
 from scdd.cellstore import is_lazy
 from scdd.datasets import H5ADDataset
+from scdd.distill.real_cells import RealCellStats, summarise_real_cells
+from scdd.evaluation import scoring
 from scdd.models.foundation import FoundationModel, embed_cells
 from scdd.models.foundation_training import TrainConfig, train_foundation
 from scdd.params import DataParams, EvaluateParams, FoundationParams
@@ -215,8 +217,57 @@ def reference(tiny: Tiny) -> dict:
     return _full_reference(tiny)
 
 
-def _evaluate(tiny: Tiny, synthetic: ad.AnnData, reference: dict) -> dict:
-    """Every node in order, as the pipeline wires them."""
+def _stats(tiny: Tiny) -> dict:
+    """The cached ``real_cell_stats`` of the tiny training split."""
+    labels = tiny.train.obs[KEY]
+    return summarise_real_cells(
+        tiny.train.X,
+        labels.cat.codes.to_numpy(),
+        list(labels.cat.categories),
+        gene_names=tiny.foundation.gene_order,
+    ).to_checkpoint()
+
+
+def test_fidelity_from_cached_class_moments_equals_a_pass_over_the_split(
+    tiny: Tiny,
+) -> None:
+    synthetic = _class_means(tiny)
+    z = embed_synthetic_set(
+        synthetic,
+        tiny.train_embeddings,
+        tiny.foundation,
+        DATA,
+        FOUNDATION,
+        "cpu",
+        False,
+    )
+    kwargs = {
+        "label_key": KEY,
+        "min_gene_overlap": FOUNDATION.min_gene_overlap,
+        **PARAMS.fidelity.model_dump(),
+    }
+    cached = scoring.fidelity(
+        synthetic,
+        z,
+        tiny.train,
+        tiny.train_embeddings,
+        **kwargs,
+        real_stats=RealCellStats.from_checkpoint(_stats(tiny)),
+    )
+    read = scoring.fidelity(synthetic, z, tiny.train, tiny.train_embeddings, **kwargs)
+    for key in ("mean_correlation", "variance_correlation"):
+        assert cached[key]["per_class"] == pytest.approx(
+            read[key]["per_class"], rel=1e-9
+        )
+    assert cached["zero_fraction"] == read["zero_fraction"]
+    assert cached["markers"] == read["markers"]
+
+
+def _evaluate(
+    tiny: Tiny, synthetic: ad.AnnData, reference: dict, stats: dict | None = None
+) -> dict:
+    """Every node in order, as the pipeline wires them (``stats``: the cached
+    ``real_cell_stats``, by default summarised from ``tiny.train``)."""
     z = embed_synthetic_set(
         synthetic,
         tiny.train_embeddings,
@@ -240,7 +291,15 @@ def _evaluate(tiny: Tiny, synthetic: ad.AnnData, reference: dict) -> dict:
         False,
     )
     fidelity = measure_fidelity(
-        synthetic, z, tiny.train, tiny.train_embeddings, PARAMS, DATA, FOUNDATION, 0
+        synthetic,
+        z,
+        tiny.train,
+        tiny.train_embeddings,
+        _stats(tiny) if stats is None else stats,
+        PARAMS,
+        DATA,
+        FOUNDATION,
+        0,
     )
     privacy = measure_privacy(z, tiny.train_embeddings, tiny.test_embeddings, PARAMS)
     return assemble_metrics(synthetic, models, fidelity, privacy, DATA)
@@ -369,6 +428,7 @@ def _catalog(tiny: Tiny, synthetic: ad.AnnData, tmp_path: Path) -> DataCatalog:
             "train_embeddings": MemoryDataset(tiny.train_embeddings),
             "test_embeddings": MemoryDataset(tiny.test_embeddings),
             "foundation_model": MemoryDataset(tiny.foundation, copy_mode="assign"),
+            "real_cell_stats": MemoryDataset(_stats(tiny)),
             "full_reference_metrics": JSONDataset(
                 filepath=str(tmp_path / "reference.json")
             ),
@@ -466,10 +526,10 @@ def test_lazy_splits_give_the_same_metrics(
     for synthetic in (_class_means(tiny), _feature_only(tiny)):
         train_reads.clear()
         with no_whole_matrix(monkeypatch):
-            metrics = _evaluate(lazy, synthetic, reference)
+            metrics = _evaluate(lazy, synthetic, reference, _stats(tiny))
         assert metrics == _evaluate(tiny, synthetic, reference)
-        # fidelity: one chunked pass over the training split
-        assert sorted(train_reads.counts.values()) == [1] * n_train_blocks
+        # fidelity reads the cached class moments, not the training split
+        assert not train_reads.counts, synthetic
 
 
 def test_pipeline_reads_lazy_h5ad_splits(

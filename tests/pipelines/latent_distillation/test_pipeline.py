@@ -147,6 +147,7 @@ def test_latent_codes_round_trip_through_the_pipeline(
         tiny.train.X,
         tiny.train.obs[LABEL_KEY].cat.codes.to_numpy(),
         list(tiny.train.obs[LABEL_KEY].cat.categories),
+        gene_names=list(tiny.train.var_names),
     )
     labels = synthetic.obs[LABEL_KEY].cat.codes.to_numpy().astype(np.int64)
     cond = torch.as_tensor(labels)[:, None]

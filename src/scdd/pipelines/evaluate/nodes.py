@@ -21,6 +21,7 @@ from typing import Any
 
 import anndata as ad
 
+from scdd.distill.real_cells import RealCellStats
 from scdd.evaluation import scoring
 from scdd.generation import embedding_matrix
 from scdd.metrics.privacy import memorisation_report
@@ -156,13 +157,15 @@ def measure_fidelity(
     synthetic_embeddings: ad.AnnData,
     train: ad.AnnData,
     train_embeddings: ad.AnnData,
+    real_cell_stats: dict[str, Any],
     params: EvaluateParams,
     data: DataParams,
     foundation_params: FoundationParams,
     seed: int,
 ) -> dict[str, Any]:
     """Gene-level fidelity (moments, sparsity, markers) and MMD in F-space
-    (``evaluate.fidelity``; see :func:`scdd.evaluation.scoring.fidelity`)."""
+    (``evaluate.fidelity``; see :func:`scdd.evaluation.scoring.fidelity`);
+    the real class moments come from the cached ``real_cell_stats``."""
     return scoring.fidelity(
         synthetic,
         synthetic_embeddings,
@@ -172,6 +175,7 @@ def measure_fidelity(
         min_gene_overlap=foundation_params.min_gene_overlap,
         **params.fidelity.model_dump(),
         seed=seed,
+        real_stats=RealCellStats.from_checkpoint(real_cell_stats),
     )
 
 

@@ -74,6 +74,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "synthetic_embeddings",
                     "train_adata",
                     "train_embeddings",
+                    "real_cell_stats",
                     "params:evaluate",
                     "params:data",
                     "params:foundation",

@@ -27,8 +27,9 @@ def summarise_training_cells(
     foundation_params: FoundationParams,
 ) -> dict[str, Any]:
     """One chunked pass over the training split: the per-class sparsity and the
-    library size synthetic cells are written at, cached for every distillation
-    run (and the benchmark) to read."""
+    library size synthetic cells are written at, and the class moments
+    fidelity compares with, cached for every distillation run, the benchmark
+    and the evaluation to read."""
     start = time.perf_counter()
     aligned = align_genes(
         train,
@@ -40,6 +41,7 @@ def summarise_training_cells(
         aligned.X,
         labels.cat.codes.to_numpy(),
         list(map(str, labels.cat.categories)),
+        gene_names=list(aligned.var_names),
     )
     logger.info(
         "Summarised %d training cells in %.1f s (median library size %.0f)",
