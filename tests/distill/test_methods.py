@@ -17,6 +17,7 @@ from scdd.distill.methods import (
     METHODS,
     ConditionSpec,
     DistillInputs,
+    loss_weights,
     run_method,
     select_seeds,
 )
@@ -178,6 +179,18 @@ def test_every_method_runs_with_the_documented_output(
         # the baselines are defined by their loss weights
         assert (last["dm"] == 0.0) == (method == "dc")
         assert (last["dc"] == 0.0) == (method in ("dm", "featdistill", "textdistill"))
+
+
+@pytest.mark.parametrize("base", ["featdistill", "textdistill"])
+def test_dcdm_variants_match_gradients_also_when_scdd_turns_dc_off(
+    base: str, inputs: DistillInputs
+) -> None:
+    dm_only = replace(CONFIG, lambda_dc=0.0)  # scdd's default
+    both = run(f"{base}+dcdm", inputs, config=dm_only)
+    assert both.history[-1]["dc"] > 0 and both.history[-1]["dm"] > 0
+    assert loss_weights(f"{base}+dcdm", dm_only).lambda_dc == 1.0
+    assert loss_weights(f"{base}+dcdm", replace(CONFIG, lambda_dc=0.3)).lambda_dc == 0.3
+    assert run(base, inputs, config=dm_only).history[-1]["dc"] == 0.0
 
 
 def test_random_real_returns_the_seed_cells(inputs: DistillInputs) -> None:

@@ -41,7 +41,9 @@ from scdd.models.foundation import FoundationModel
 
 logger = logging.getLogger(__name__)
 
-#: Loss weights each baseline is defined by; ``None`` keeps the configured value.
+#: Loss weights (DM, DC) each baseline is defined by; ``None`` keeps the
+#: configured weight. The ``+dcdm`` variants are defined by using both losses
+#: (:func:`loss_weights`), whatever scdd's default says.
 _LOSSES: dict[str, tuple[float | None, float | None]] = {
     "dm": (1.0, 0.0),
     "dc": (0.0, 1.0),
@@ -52,6 +54,29 @@ _LOSSES: dict[str, tuple[float | None, float | None]] = {
     "scdd_decoder": (None, None),
     "scdd": (None, None),
 }
+
+
+def loss_weights(method: str, config: DistillConfig) -> DistillConfig:
+    """``config`` with the DM and DC weights ``method`` is defined by: fixed
+    for the single-loss baselines, the configured ones for scdd, and for the
+    ``+dcdm`` variants the configured ones with a weight of 1 for a loss the
+    configuration switches off (scdd's default ``lambda_dc: 0`` would make
+    them DM-only copies of their base method)."""
+    lambda_dm, lambda_dc = _LOSSES[method]
+    config = replace(
+        config,
+        lambda_dm=config.lambda_dm if lambda_dm is None else lambda_dm,
+        lambda_dc=config.lambda_dc if lambda_dc is None else lambda_dc,
+    )
+    if method.endswith("+dcdm"):
+        config = replace(
+            config,
+            lambda_dm=config.lambda_dm or 1.0,
+            lambda_dc=config.lambda_dc or 1.0,
+        )
+    return config
+
+
 METHODS = (
     "random_real",
     "dm",
@@ -227,12 +252,7 @@ def run_method(
             genes = decoder(latents)
         return MethodOutput(labels=labels, genes=genes.cpu().numpy())
 
-    lambda_dm, lambda_dc = _LOSSES[method]
-    config = replace(
-        config,
-        lambda_dm=config.lambda_dm if lambda_dm is None else lambda_dm,
-        lambda_dc=config.lambda_dc if lambda_dc is None else lambda_dc,
-    )
+    config = loss_weights(method, config)
     fn: Callable[[Tensor, Tensor], Tensor]
 
     def as_cells(genes: Tensor) -> Tensor:
