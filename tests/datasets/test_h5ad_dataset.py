@@ -48,6 +48,24 @@ def test_lazy_load_reads_blocks_on_demand(
         H5ADDataset(filepath=str(path), lazy=True, chunk_rows=0)
 
 
+@pytest.mark.parametrize("compression", ["gzip", "lzf"])
+def test_lazy_matrix_is_written_with_the_configured_compression(
+    tmp_path: Path, counts_adata: ad.AnnData, compression: str
+) -> None:
+    import h5py
+
+    source = tmp_path / "source.h5ad"
+    H5ADDataset(filepath=str(source)).save(counts_adata)
+    lazy = H5ADDataset(filepath=str(source), lazy=True, chunk_rows=32).load()
+    path = tmp_path / f"{compression}.h5ad"
+    H5ADDataset(filepath=str(path), save_args={"compression": compression}).save(lazy)
+    with h5py.File(path) as f:
+        assert f["X/data"].compression == compression
+    np.testing.assert_array_equal(
+        ad.read_h5ad(path).X.toarray(), counts_adata.X.toarray()
+    )
+
+
 def test_failed_save_leaves_old_file_and_no_temp(
     tmp_path: Path, counts_adata: ad.AnnData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
