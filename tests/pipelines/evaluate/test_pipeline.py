@@ -228,11 +228,9 @@ def _stats(tiny: Tiny) -> dict:
     ).to_checkpoint()
 
 
-def test_fidelity_from_cached_class_moments_equals_a_pass_over_the_split(
-    tiny: Tiny,
-) -> None:
-    synthetic = _class_means(tiny)
-    z = embed_synthetic_set(
+def _embed(tiny: Tiny, synthetic: ad.AnnData) -> ad.AnnData:
+    """The ``embed_synthetic_set`` node on CPU."""
+    return embed_synthetic_set(
         synthetic,
         tiny.train_embeddings,
         tiny.foundation,
@@ -241,6 +239,13 @@ def test_fidelity_from_cached_class_moments_equals_a_pass_over_the_split(
         "cpu",
         False,
     )
+
+
+def test_fidelity_from_cached_class_moments_equals_a_pass_over_the_split(
+    tiny: Tiny,
+) -> None:
+    synthetic = _class_means(tiny)
+    z = _embed(tiny, synthetic)
     kwargs = {
         "label_key": KEY,
         "min_gene_overlap": FOUNDATION.min_gene_overlap,
@@ -268,15 +273,7 @@ def _evaluate(
 ) -> dict:
     """Every node in order, as the pipeline wires them (``stats``: the cached
     ``real_cell_stats``, by default summarised from ``tiny.train``)."""
-    z = embed_synthetic_set(
-        synthetic,
-        tiny.train_embeddings,
-        tiny.foundation,
-        DATA,
-        FOUNDATION,
-        "cpu",
-        False,
-    )
+    z = _embed(tiny, synthetic)
     models = evaluate_synthetic_models(
         synthetic,
         z,
