@@ -70,5 +70,10 @@ def test_parallel_runs_record_lineage_too(project_copy) -> None:
 
     run_session(project_copy, "preprocess", runner=ParallelRunner(max_workers=2))
     records = sorted(p.name for p in (project_copy / "data/.lineage").iterdir())
-    assert records == ["preprocess_report.json", "test_adata.json", "train_adata.json"]
+    assert records == [
+        "preprocess_report.json",
+        "test_adata.json",
+        "train_adata.json",
+        "validation_adata.json",
+    ]
     run_session(project_copy, "foundation", {"foundation": {"train": {"epochs": 1}}})

@@ -192,6 +192,8 @@ class PreprocessParams(_Group):
     min_cells_per_class: int = Field(default=5, ge=2)
     small_classes: Literal["drop", "error"] = "drop"
     test_size: float = Field(default=0.3, gt=0, lt=1)
+    #: Fraction of the training cells held out as the validation split.
+    validation_size: float = Field(default=0.15, gt=0, lt=1)
 
 
 # --------------------------------------------------------------- foundation
@@ -494,6 +496,8 @@ class EvaluateParams(_Group):
     """``params:evaluate``: the evaluation models and the metrics' settings."""
 
     models: list[Literal[MODELS]] = Field(default=list(MODELS), min_length=1)
+    #: The held-out cells scored: ``validation`` to tune, ``test`` to report.
+    split: Literal["test", "validation"] = "test"
     #: Gene-level models train their full-split reference on a stratified
     #: sample of at most this many cells (``None``: all of them).
     reference_max_cells: PositiveInt | None = 50_000

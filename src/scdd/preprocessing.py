@@ -410,3 +410,26 @@ def stratified_split(
         random_state=seed,
     )
     return adata[np.sort(train_idx)].copy(), adata[np.sort(test_idx)].copy()
+
+
+def carve_validation(
+    train: ad.AnnData, *, label_key: str, fraction: float, seed: int = 0
+) -> tuple[ad.AnnData, ad.AnnData]:
+    """Seeded, stratified validation cells taken from the training split.
+
+    ``fraction`` is of the training cells. A class with fewer than 3
+    training cells stays whole in training (it has none to spare); the others
+    keep at least 2 training cells.
+    """
+    labels = train.obs[label_key].astype(str).to_numpy()
+    rng = np.random.default_rng(seed)
+    held = []
+    for name in np.unique(labels):
+        rows = np.flatnonzero(labels == name)
+        n_val = min(int(round(fraction * len(rows))), len(rows) - 2)
+        if n_val > 0:
+            held.append(rng.choice(rows, size=n_val, replace=False))
+    val = np.zeros(train.n_obs, dtype=bool)
+    if held:
+        val[np.concatenate(held)] = True
+    return train[~val].copy(), train[val].copy()

@@ -75,7 +75,8 @@ def test_table_puts_the_full_row_first_and_renders_markdown() -> None:
     full = table.iloc[0]
     assert pd.isna(full.spc) and full.accuracy_mean == 0.8
     assert full.retention_mean == 1.0
-    md = benchmark_markdown(table, draws=2)
+    md = benchmark_markdown(table, draws=2, scored_on="validation")
+    assert "Scored on the real **validation** split." in md
     assert "## Label `cell_type`" in md
     assert "| Method | SPC 1 | SPC 10 |" in md
     assert "| full | 80.0 ± 0.0 | 80.0 ± 0.0 |" in md

@@ -196,9 +196,16 @@ def label_references(
         ``{label column: reference}`` in ``label_keys`` order.
     """
     known = full_reference.get("models") or {}
+    same_split = full_reference.get("scored_on", "test") == evaluate.get(
+        "split", "test"
+    )
     out = {}
     for key in label_keys:
-        if key == primary and all(known.get(m) for m in evaluate["models"]):
+        if (
+            key == primary
+            and same_split
+            and all(known.get(m) for m in evaluate["models"])
+        ):
             out[key] = full_reference
             continue
         out[key] = scoring.full_reference(
@@ -437,4 +444,5 @@ def assemble(
             kind="stable",
         )
     table = benchmark_table(runs, references, list(models))
-    return table, benchmark_markdown(table, draws=draws)
+    splits = {ref.get("scored_on", "test") for ref in references.values()}
+    return table, benchmark_markdown(table, draws=draws, scored_on=", ".join(splits))

@@ -180,12 +180,18 @@ def score_grid(
 
 
 def benchmark_markdown(
-    table: pd.DataFrame, *, draws: int | None = None, digits: int = 1
+    table: pd.DataFrame,
+    *,
+    draws: int | None = None,
+    scored_on: str | None = None,
+    digits: int = 1,
 ) -> str:
     """The benchmark as markdown: per label column and model, an accuracy and
     a retention table (rows: methods, columns: SPC; cells "mean ± std" in
-    percent over draws)."""
+    percent over draws), scored on the ``scored_on`` split."""
     lines = ["# Benchmark", ""]
+    if scored_on is not None:
+        lines += [f"Scored on the real **{scored_on}** split.", ""]
     if draws is not None:
         lines += [
             f"Mean ± std over {draws} draw(s) of the seed cells (percent); "

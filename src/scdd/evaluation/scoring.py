@@ -177,7 +177,7 @@ def full_reference(
     (``EvaluateParams.for_reference()``).
 
     Returns:
-        ``{"label_key", "categories", "n_train", "n_test",
+        ``{"label_key", "categories", "n_train", "n_test", "scored_on",
         "reference_max_cells", "models": {name: result}}``.
     """
     start = time.perf_counter()
@@ -245,6 +245,7 @@ def full_reference(
         "categories": categories,
         "n_train": int(train.n_obs),
         "n_test": int(test.n_obs),
+        "scored_on": evaluate.get("split", "test"),
         "reference_max_cells": max_cells,
         "models": {name: results[name] for name in models},
     }
@@ -316,6 +317,7 @@ def synthetic_model_metrics(
             for name, result in results.items()
         },
         "skipped": skipped,
+        "scored_on": evaluate.get("split", "test"),
     }
 
 
@@ -399,7 +401,8 @@ def metrics_document(
 
     Returns:
         ``{"method", "spc", "label_key", "n_synthetic", "feature_only",
-        "models", "skipped", "fidelity", "privacy"}``.
+        "scored_on", "models", "skipped", "fidelity", "privacy"}``
+        (``scored_on``: the held-out split, ``test`` or ``validation``).
     """
     recorded = recorded_distill_params(synthetic)
     if "scdd_method" in synthetic.obs.columns and synthetic.n_obs:
@@ -444,6 +447,7 @@ def metrics_document(
         "label_key": label_key,
         "n_synthetic": int(synthetic.n_obs),
         "feature_only": is_feature_only(synthetic),
+        "scored_on": model_metrics.get("scored_on", "test"),
         "models": models,
         "skipped": model_metrics["skipped"],
         "fidelity": fidelity_metrics,

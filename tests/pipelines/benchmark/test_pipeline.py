@@ -57,8 +57,9 @@ PREPROCESS = PreprocessParams(min_cells_per_class=3)
 
 def test_one_node_per_method_and_spc() -> None:
     nodes = {n.name: n for n in create_pipeline().nodes}
-    # + label generators, label references and the table
-    assert len(nodes) == len(BENCHMARK_METHODS) * len(BENCHMARK_SPCS) + 3
+    # + label generators, label references, the table and the scored split
+    assert len(nodes) == len(BENCHMARK_METHODS) * len(BENCHMARK_SPCS) + 4
+    assert "evaluate.select_heldout_split" in nodes
     assert "full" not in BENCHMARK_METHODS
     cell = nodes["benchmark.distil_and_score_featdistill_plus_dcdm_spc5"]
     assert cell.namespace == "benchmark"
@@ -147,6 +148,8 @@ def _run_benchmark(
             "test_adata": MemoryDataset(test, copy_mode="assign"),
             "train_embeddings": MemoryDataset(train_z),
             "test_embeddings": MemoryDataset(test_z),
+            "validation_adata": MemoryDataset(None),
+            "validation_embeddings": MemoryDataset(None),
             "foundation_model": MemoryDataset(tiny.foundation, copy_mode="assign"),
             "generator_checkpoint": MemoryDataset(main_generator, copy_mode="assign"),
             "full_reference_metrics": MemoryDataset(reference),

@@ -424,6 +424,9 @@ def _catalog(tiny: Tiny, synthetic: ad.AnnData, tmp_path: Path) -> DataCatalog:
             "test_adata": MemoryDataset(tiny.test),
             "train_embeddings": MemoryDataset(tiny.train_embeddings),
             "test_embeddings": MemoryDataset(tiny.test_embeddings),
+            # not scored (evaluate.split: test): must not be read
+            "validation_adata": MemoryDataset(None),
+            "validation_embeddings": MemoryDataset(None),
             "foundation_model": MemoryDataset(tiny.foundation, copy_mode="assign"),
             "real_cell_stats": MemoryDataset(_stats(tiny)),
             "full_reference_metrics": JSONDataset(
@@ -456,18 +459,23 @@ def test_pipeline_runs_and_reuses_the_cached_reference(
         "label_key",
         "n_synthetic",
         "feature_only",
+        "scored_on",
         "models",
         "skipped",
         "fidelity",
         "privacy",
     ]
+    assert metrics["scored_on"] == "test"
     assert metrics["models"]["f_head"]["n_inits"] == 2
     reference = json.loads((tmp_path / "reference.json").read_text())
     assert reference["models"]["f_head"]["n_train"] == 65
+    assert reference["scored_on"] == "test"
 
     # Sliced run: the cached reference is read back, not recomputed.
     (tmp_path / "metrics.json").unlink()
-    sliced = create_pipeline().from_inputs("full_reference_metrics", "synthetic_adata")
+    sliced = create_pipeline().from_inputs(
+        "full_reference_metrics", "synthetic_adata", "test_adata"
+    )
     sliced = sliced - create_pipeline().only_nodes("evaluate.train_full_reference")
     assert "evaluate.train_full_reference" not in {n.name for n in sliced.nodes}
     SequentialRunner().run(sliced, _catalog(tiny, _feature_only(tiny), tmp_path))
@@ -527,6 +535,22 @@ def test_lazy_splits_give_the_same_metrics(
         assert metrics == _evaluate(tiny, synthetic, reference)
         # fidelity reads the cached class moments, not the training split
         assert not train_reads.counts, synthetic
+
+
+def test_validation_split_is_scored_when_asked(tiny: Tiny, tmp_path: Path) -> None:
+    """``evaluate.split: validation`` scores the validation cells and says so;
+    the test split is then never read."""
+    catalog = _catalog(tiny, _class_means(tiny), tmp_path)
+    catalog["validation_adata"] = MemoryDataset(tiny.test)
+    catalog["validation_embeddings"] = MemoryDataset(tiny.test_embeddings)
+    catalog["test_adata"] = MemoryDataset(None)
+    catalog["test_embeddings"] = MemoryDataset(None)
+    catalog["params:evaluate"] = PARAMS.model_copy(update={"split": "validation"})
+    SequentialRunner().run(create_pipeline(), catalog)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    reference = json.loads((tmp_path / "reference.json").read_text())
+    assert metrics["scored_on"] == reference["scored_on"] == "validation"
+    assert reference["n_test"] == tiny.test.n_obs
 
 
 def test_pipeline_reads_lazy_h5ad_splits(

@@ -52,8 +52,12 @@ def _catalog(train, test, tmp_path: Path, params=PARAMS) -> DataCatalog:
         {
             "train_adata": MemoryDataset(train, copy_mode="assign"),
             "test_adata": MemoryDataset(test, copy_mode="assign"),
+            # the validation split is embedded the same way; the test cells do
+            "validation_adata": MemoryDataset(test, copy_mode="assign"),
             "foundation_model": FoundationModelDataset(path=str(tmp_path / "fm")),
             "train_embeddings": H5ADDataset(filepath=str(tmp_path / "train_z.h5ad")),
+            "validation_embeddings": H5ADDataset(filepath=str(tmp_path / "val_z.h5ad")),
+            "test_embeddings": H5ADDataset(filepath=str(tmp_path / "test_z.h5ad")),
             "foundation_report": JSONDataset(filepath=str(tmp_path / "report.json")),
         }
     )
@@ -75,6 +79,9 @@ def test_pipeline_trains_embeds_and_reports(splits, tmp_path: Path) -> None:
     emb = catalog.load("train_embeddings")
     assert emb.shape == (train.n_obs, 16)
     assert list(emb.obs["cell_type"]) == list(train.obs["cell_type"])
+    np.testing.assert_array_equal(
+        catalog.load("validation_embeddings").X, catalog.load("test_embeddings").X
+    )
     np.testing.assert_allclose(np.linalg.norm(emb.X, axis=1), 1, atol=1e-5)
     report = catalog.load("foundation_report")
     json.dumps(report)

@@ -26,6 +26,7 @@ PARAMS = PreprocessParams(
         "min_cells_per_class": 5,
         "small_classes": "drop",
         "test_size": 0.3,
+        "validation_size": 0.15,
     }
 )
 DATA = DataParams(input="scanpy://pbmc68k_reduced", label_key="cell_type")
@@ -53,10 +54,38 @@ def test_preprocess_node_lognorm_is_not_normalised_twice(lognorm_adata) -> None:
 
 def test_split_node_report(counts_adata) -> None:
     adata, summary = preprocess_adata(counts_adata, DATA, PARAMS)
-    train, test, report = split_adata(adata, summary, DATA, 0, PARAMS)
+    train, validation, test, report = split_adata(adata, summary, DATA, 0, PARAMS)
     assert report["train_cells"] == train.n_obs and report["test_cells"] == test.n_obs
+    assert report["validation_cells"] == validation.n_obs > 0
     assert report["cells_in"] == counts_adata.n_obs
+    names = [*train.obs_names, *validation.obs_names, *test.obs_names]
+    assert len(set(names)) == len(names) == adata.n_obs  # disjoint, complete
     json.dumps(report)
+
+
+def test_validation_is_stratified_and_spares_small_classes() -> None:
+    """15% of each class's training cells, seeded; a class with fewer than 3
+    training cells gives none, the others keep at least 2."""
+    import anndata as ad
+
+    from scdd.preprocessing import carve_validation
+
+    labels = ["a"] * 100 + ["b"] * 20 + ["c"] * 2 + ["d"] * 3
+    adata = ad.AnnData(
+        np.zeros((len(labels), 2), dtype=np.float32),
+        obs=pd.DataFrame(
+            {"cell_type": labels}, index=[f"c{i}" for i in range(len(labels))]
+        ),
+    )
+    train, val = carve_validation(adata, label_key="cell_type", fraction=0.15, seed=3)
+    counts = val.obs["cell_type"].value_counts()
+    assert counts["a"] == 15 and counts["b"] == 3 and counts.get("c", 0) == 0
+    assert counts.get("d", 0) == 0  # round(0.45)
+    assert train.obs["cell_type"].value_counts().min() >= 2
+    again = carve_validation(adata, label_key="cell_type", fraction=0.15, seed=3)[1]
+    assert list(again.obs_names) == list(val.obs_names)
+    other = carve_validation(adata, label_key="cell_type", fraction=0.15, seed=4)[1]
+    assert list(other.obs_names) != list(val.obs_names)
 
 
 def _catalog(tmp_path: Path, raw) -> DataCatalog:
@@ -64,6 +93,7 @@ def _catalog(tmp_path: Path, raw) -> DataCatalog:
         {
             "raw_adata": MemoryDataset(raw),
             "train_adata": H5ADDataset(filepath=str(tmp_path / "train.h5ad")),
+            "validation_adata": H5ADDataset(filepath=str(tmp_path / "validation.h5ad")),
             "test_adata": H5ADDataset(filepath=str(tmp_path / "test.h5ad")),
         }
     )
@@ -78,7 +108,8 @@ def test_pipeline_runs_over_catalog(tmp_path: Path) -> None:
     SequentialRunner().run(create_pipeline(), catalog)
     train = H5ADDataset(filepath=str(tmp_path / "train.h5ad")).load()
     test = H5ADDataset(filepath=str(tmp_path / "test.h5ad")).load()
-    assert train.n_obs + test.n_obs == 90
+    val = H5ADDataset(filepath=str(tmp_path / "validation.h5ad")).load()
+    assert train.n_obs + val.n_obs + test.n_obs == 90 and val.n_obs > 0
     assert set(train.obs["cell_type"]) == set(test.obs["cell_type"])
 
 
@@ -97,7 +128,8 @@ def test_kedro_run_default(project_copy: Path) -> None:
         (project_copy / "data/08_reporting/preprocess_report.json").read_text()
     )
     assert report["input_kind"] == "log_normalised"
-    assert report["train_cells"] + report["test_cells"] == 700
+    cells = ("train_cells", "validation_cells", "test_cells")
+    assert sum(report[k] for k in cells) == 700
     assert (project_copy / "data/05_model_input/train.h5ad").is_file()
 
 
@@ -171,7 +203,7 @@ def test_streamed_preprocessing_equals_scanpy_in_memory(duplicates) -> None:
     raw = _awkward_counts()
     params = PARAMS.model_copy(update={"duplicate_genes": duplicates})
     out, summary = preprocess_adata(as_lazy(raw, chunk_rows=7), DATA, params)
-    train, test, report = split_adata(out, summary, DATA, 0, params)
+    train, validation, test, report = split_adata(out, summary, DATA, 0, params)
     assert train.X.chunks[0][0] <= 7  # still lazy, in blocks
 
     ref = raw[raw.obs["cell_type"].notna()].copy()
@@ -190,13 +222,14 @@ def test_streamed_preprocessing_equals_scanpy_in_memory(duplicates) -> None:
     assert report["dropped_classes"] == ["type_3"]
     assert report["cells_unlabelled"] == 2 and report["cells_removed_by_qc"] == 1
     assert "gene_10" not in train.var_names
-    for split in (train, test):
+    for split in (train, validation, test):
         np.testing.assert_allclose(
             split.X.compute().toarray(),
             ref[split.obs_names, split.var_names].X.toarray(),
             atol=1e-6,
         )
-    assert sorted([*train.obs_names, *test.obs_names]) == sorted(ref.obs_names)
+    names = [*train.obs_names, *validation.obs_names, *test.obs_names]
+    assert sorted(names) == sorted(ref.obs_names)
     whole, summary = preprocess_adata(as_lazy(raw, chunk_rows=200), DATA, params)
     again = split_adata(whole, summary, DATA, 0, params)[0]
     assert list(again.obs_names) == list(train.obs_names)  # split ignores blocks

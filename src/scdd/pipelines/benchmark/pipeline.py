@@ -26,10 +26,16 @@ from scdd.pipelines.benchmark.nodes import (
     label_references,
     train_label_generators,
 )
+from scdd.pipelines.evaluate.pipeline import heldout_pipeline
 
 NAMESPACE = "benchmark"
 
-_SPLITS = ["train_adata", "test_adata", "train_embeddings", "test_embeddings"]
+_SPLITS = [
+    "train_adata",
+    "heldout_adata",
+    "train_embeddings",
+    "heldout_embeddings",
+]
 _RUN = ["params:seed", "params:device", "params:progress"]
 _INPUTS = [
     *_SPLITS,
@@ -112,7 +118,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         outputs=["benchmark_table", "benchmark_markdown"],
         name="assemble_table",
     )
-    return pipeline(
+    return heldout_pipeline() + pipeline(
         [generators, references, *cells, assemble],
         namespace=NAMESPACE,
         prefix_datasets_with_namespace=False,

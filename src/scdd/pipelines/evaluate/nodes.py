@@ -32,6 +32,25 @@ from scdd.params import DataParams, EvaluateParams, FoundationParams
 logger = logging.getLogger(__name__)
 
 
+def select_heldout_split(
+    test: ad.AnnData,
+    test_embeddings: ad.AnnData,
+    validation: ad.AnnData,
+    validation_embeddings: ad.AnnData,
+    params: EvaluateParams,
+) -> tuple[ad.AnnData, ad.AnnData]:
+    """The cells every model is scored on: ``evaluate.split``.
+
+    ``validation`` while choosing settings, ``test`` (the default) for the
+    numbers reported; both arrive lazy, so the other is never read.
+    """
+    if params.split == "validation":
+        logger.info("Scoring on the validation split (%d cells)", validation.n_obs)
+        return validation, validation_embeddings
+    logger.info("Scoring on the test split (%d cells)", test.n_obs)
+    return test, test_embeddings
+
+
 def embed_synthetic_set(
     synthetic: ad.AnnData,
     train_embeddings: ad.AnnData,

@@ -1,4 +1,7 @@
-"""The ``evaluate`` pipeline: synthetic set + real splits -> ``metrics.json``."""
+"""The ``evaluate`` pipeline: synthetic set + real splits -> ``metrics.json``.
+
+Models are scored on ``heldout_adata``: the test split, or the validation
+split with ``evaluate.split: validation``."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
@@ -9,6 +12,7 @@ from scdd.pipelines.evaluate.nodes import (
     evaluate_synthetic_models,
     measure_fidelity,
     measure_privacy,
+    select_heldout_split,
 )
 
 NAMESPACE = "evaluate"
@@ -16,8 +20,31 @@ NAMESPACE = "evaluate"
 _RUN = ["params:seed", "params:device", "params:progress"]
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def heldout_pipeline() -> Pipeline:
+    """The node that picks the scored split (``evaluate.split``); the
+    benchmark pipeline includes the same node."""
     return pipeline(
+        [
+            node(
+                select_heldout_split,
+                inputs=[
+                    "test_adata",
+                    "test_embeddings",
+                    "validation_adata",
+                    "validation_embeddings",
+                    "params:evaluate",
+                ],
+                outputs=["heldout_adata", "heldout_embeddings"],
+                name="select_heldout_split",
+            )
+        ],
+        namespace=NAMESPACE,
+        prefix_datasets_with_namespace=False,
+    )
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return heldout_pipeline() + pipeline(
         [
             node(
                 embed_synthetic_set,
@@ -38,9 +65,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 evaluate_full_reference,
                 inputs=[
                     "train_adata",
-                    "test_adata",
+                    "heldout_adata",
                     "train_embeddings",
-                    "test_embeddings",
+                    "heldout_embeddings",
                     "params:evaluate",
                     "params:data",
                     "params:foundation",
@@ -55,8 +82,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "synthetic_adata",
                     "synthetic_embeddings",
-                    "test_adata",
-                    "test_embeddings",
+                    "heldout_adata",
+                    "heldout_embeddings",
                     "full_reference_metrics",
                     "params:evaluate",
                     "params:data",
@@ -88,7 +115,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "synthetic_embeddings",
                     "train_embeddings",
-                    "test_embeddings",
+                    "heldout_embeddings",
                     "params:evaluate",
                 ],
                 outputs="privacy_metrics",

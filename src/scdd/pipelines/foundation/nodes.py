@@ -121,18 +121,20 @@ def _embed(
 def embed_splits(
     model: FoundationModel,
     train: ad.AnnData,
+    validation: ad.AnnData,
     test: ad.AnnData,
     params: FoundationParams,
     device: str,
     progress: bool,
-) -> tuple[ad.AnnData, ad.AnnData]:
-    """Cache F(train) and F(test); every later stage reads these, not F again.
+) -> tuple[ad.AnnData, ad.AnnData, ad.AnnData]:
+    """Cache F of the train, validation and test cells; every later stage
+    reads these, not F again.
 
-    Both splits stream through E one row block at a time.
+    Each split streams through E one row block at a time.
     """
-    return (
-        _embed(model, train, params, device, progress),
-        _embed(model, test, params, device, progress),
+    return tuple(
+        _embed(model, split, params, device, progress)
+        for split in (train, validation, test)
     )
 
 

@@ -28,12 +28,17 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "foundation_model",
                     "train_adata",
+                    "validation_adata",
                     "test_adata",
                     "params:foundation",
                     "params:device",
                     "params:progress",
                 ],
-                outputs=["train_embeddings", "test_embeddings"],
+                outputs=[
+                    "train_embeddings",
+                    "validation_embeddings",
+                    "test_embeddings",
+                ],
                 name="embed_splits",
                 tags=["gpu"],
             ),

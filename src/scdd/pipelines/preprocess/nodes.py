@@ -121,23 +121,36 @@ def split_adata(
     data: DataParams,
     seed: int,
     params: PreprocessParams,
-) -> tuple[ad.AnnData, ad.AnnData, dict[str, Any]]:
-    """Stratified, seeded train/test split; completes the preprocessing report.
+) -> tuple[ad.AnnData, ad.AnnData, ad.AnnData, dict[str, Any]]:
+    """Stratified, seeded train/validation/test split; completes the report.
+
+    The test split is drawn first (``test_size`` of the cells), then
+    ``validation_size`` of the remaining training cells become the validation
+    split: settings are tuned on it, the test split is only scored.
 
     Returns:
-        Train AnnData, test AnnData and the preprocessing report.
+        Train, validation and test AnnData and the preprocessing report.
     """
     train, test = pp.stratified_split(
         adata, label_key=data.label_key, test_size=params.test_size, seed=seed
     )
+    train, validation = pp.carve_validation(
+        train, label_key=data.label_key, fraction=params.validation_size, seed=seed
+    )
     logger.info(
-        "Split %d cells into %d train / %d test", adata.n_obs, train.n_obs, test.n_obs
+        "Split %d cells into %d train / %d validation / %d test",
+        adata.n_obs,
+        train.n_obs,
+        validation.n_obs,
+        test.n_obs,
     )
     report = {
         **summary,
         "seed": seed,
         "test_size": params.test_size,
+        "validation_size": params.validation_size,
         "train_cells": int(train.n_obs),
+        "validation_cells": int(validation.n_obs),
         "test_cells": int(test.n_obs),
     }
-    return train, test, report
+    return train, validation, test, report

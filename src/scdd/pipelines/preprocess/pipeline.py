@@ -1,4 +1,4 @@
-"""The ``preprocess`` pipeline: raw_adata -> train_adata, test_adata."""
+"""The ``preprocess`` pipeline: raw_adata -> train, validation and test splits."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
@@ -25,7 +25,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:seed",
                     "params:preprocess",
                 ],
-                outputs=["train_adata", "test_adata", "preprocess_report"],
+                outputs=[
+                    "train_adata",
+                    "validation_adata",
+                    "test_adata",
+                    "preprocess_report",
+                ],
                 name="split_adata",
             ),
         ],
