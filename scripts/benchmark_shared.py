@@ -17,7 +17,8 @@ std over draws.
     python scripts/benchmark_shared.py --workdir /tmp/bench_shared \\
         [--datasets pbmc_10x human_kidney] [--spcs 1 10] [--draws 3] \\
         [--models f_head celltypist ...] [--stage prepare|all] [--threads 1] \\
-        [--name NAME] [--params '{"distill": {"zero_threshold": 0.0}}']
+        [--name NAME] [--params '{"distill": {"zero_threshold": 0.0}}'] \\
+        [--split validation]
 """
 
 from __future__ import annotations
@@ -134,6 +135,12 @@ def main() -> None:
         help="CPU threads of every run (the `threads` parameter; default: the "
         "cores not busy when each run starts)",
     )
+    parser.add_argument(
+        "--split",
+        choices=["test", "validation"],
+        default="test",
+        help="the held-out cells scored (evaluate.split): validation to tune",
+    )
     parser.add_argument("--name", default="benchmark_shared", help="output name")
     parser.add_argument(
         "--params",
@@ -161,6 +168,7 @@ def main() -> None:
         }
         start = time.perf_counter()
         params = {**args.params, **params}
+        params["evaluate"] = {**params.get("evaluate", {}), "split": args.split}
         # Only missing or stale outputs: artefacts made with other parameters
         # (an earlier --params) are rebuilt, never mixed into this benchmark.
         run(project, ["distill", "evaluate"], params, only_missing_outputs=True)
