@@ -408,6 +408,8 @@ class FHeadParams(_Group):
     batch_size: PositiveInt | None = None
     #: Cap on the SGD steps per init; ``None``: ``epochs`` passes.
     max_steps: PositiveInt | None = None
+    #: Standardise the features (training mean and std) before the head.
+    standardise: bool = False
     #: Mini-batch size on the full training split (the retention reference).
     reference_batch_size: PositiveInt | None = 64
     #: ``None``: ``epochs``.
@@ -415,6 +417,9 @@ class FHeadParams(_Group):
     #: The reference's epochs stop at this many SGD steps per init, so an
     #: atlas costs what a ~6k-cell split does.
     reference_max_steps: PositiveInt = 100_000
+    #: The reference standardises F's features: unit-norm latents under weight
+    #: decay underfit a real split (see ``linear_head``).
+    reference_standardise: bool = True
 
 
 class CelltypistParams(_Group):
@@ -535,6 +540,7 @@ class EvaluateParams(_Group):
                         "batch_size": head.reference_batch_size,
                         "epochs": head.reference_epochs or head.epochs,
                         "max_steps": head.reference_max_steps,
+                        "standardise": head.reference_standardise,
                     }
                 )
             }

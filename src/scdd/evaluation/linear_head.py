@@ -7,8 +7,13 @@ summarised as mean ± std of accuracy, balanced accuracy and macro-F1 (the
 latter two because cell-type classes are strongly imbalanced).
 
 The caller embeds genes with F first (``scdd.models.foundation.embed_cells``);
-feature-level methods pass their features directly. Features are *not*
-standardised: F's latents are already unit-norm.
+feature-level methods pass their features directly. On a synthetic set the
+features are used as they are (the paper's protocol). The full-split
+reference standardises them (``standardise``): F's latents are unit-norm, so
+their coordinates are ~0.1 and weight decay holds the head's weights too
+small to fit thousands of cells (on pbmc_10x the plain head scored 89.6 %,
+standardised 91.2 %, a well-fitted logistic regression 91.6 %). A
+standardising map is affine, so the result is still a linear head on F.
 
 The head is trained with closed-form gradients instead of autograd, which makes
 1000 full-batch epochs on a tiny synthetic set take a few tens of milliseconds.
@@ -186,6 +191,7 @@ def evaluate_linear_head(
     weight_decay: float = 5e-4,
     batch_size: int | None = None,
     max_steps: int | None = None,
+    standardise: bool = False,
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> dict:
@@ -212,6 +218,8 @@ def evaluate_linear_head(
             synthetic sets; set it for a full training split of many cells).
         max_steps: cap on the SGD steps per init (``epochs`` passes unless
             they would take more): bounds the cost on 100k+ cells.
+        standardise: centre and scale each feature by the training set's
+            mean and standard deviation (applied to the test features too).
         seed: base seed; init ``i`` uses ``seed + i``.
         device: torch device for training and prediction.
 
@@ -243,6 +251,10 @@ def evaluate_linear_head(
             f"train and test feature widths differ: {x_train.shape[1]} vs "
             f"{x_test.shape[1]}"
         )
+    if standardise:
+        mean, scale = x_train.mean(axis=0), x_train.std(axis=0)
+        scale[scale == 0] = 1.0
+        x_train, x_test = (x_train - mean) / scale, (x_test - mean) / scale
 
     device = torch.device(device)
     x = torch.from_numpy(x_train).to(device)

@@ -128,6 +128,7 @@ def run_models(
                 weight_decay=head["weight_decay"],
                 batch_size=head.get("batch_size"),
                 max_steps=head.get("max_steps"),
+                standardise=head.get("standardise", False),
                 seed=seed,
                 device=device,
             )
