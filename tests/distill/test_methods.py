@@ -290,3 +290,26 @@ def test_scdd_decoder_stores_d_of_normalised_codes(
             tiny.foundation.decoder(F.normalize(torch.as_tensor(out.codes), dim=1))
         )
     np.testing.assert_allclose(out.genes, genes.numpy(), atol=1e-5)
+
+
+def test_parts_seed_scdd_from_medoids_and_match_each_cell(
+    inputs: DistillInputs,
+) -> None:
+    """``lambda_part > 0``: scdd's cells start from the part medoids and the
+    part loss is optimised; the baselines keep the paper's losses."""
+    from scdd.distill.parts import class_parts
+
+    config = replace(CONFIG, lambda_part=1.0)
+    out = run("scdd_decoder", inputs, config=config)
+    parts = class_parts(
+        inputs.embeddings,
+        inputs.labels,
+        spc=SPC,
+        num_classes=inputs.num_classes,
+        seed=0,
+    )
+    np.testing.assert_array_equal(out.labels, inputs.labels[parts.seeds])
+    assert out.history[-1]["part"] > 0
+    assert out.history[-1]["part"] < out.history[0]["part"]
+    assert loss_weights("dm", config).lambda_part == 0.0
+    assert run("dm", inputs, config=config).history[-1]["part"] == 0.0

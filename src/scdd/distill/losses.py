@@ -148,6 +148,28 @@ def distribution_matching_loss(
     return (gaps * (counts > 0)).sum()
 
 
+def part_matching_loss(
+    syn_embeddings: Tensor, part_means: Tensor, spc: int
+) -> Tensor:
+    """Each synthetic cell against the centre of its own part of its class.
+
+    Args:
+        syn_embeddings: ``[n, D]`` embeddings of the synthetic cells.
+        part_means: ``[n, D]`` centre of each cell's part (row-aligned).
+        spc: synthetic cells per class; the sum is divided by it, so at SPC 1
+            (one part: the class) this is the DM loss.
+
+    Returns:
+        Scalar ``sum_i ||part_mean_i - syn_i||^2 / spc``.
+    """
+    if syn_embeddings.shape != part_means.shape:
+        raise ValueError(
+            "part_means must match the synthetic embeddings row for row, got "
+            f"{tuple(part_means.shape)} and {tuple(syn_embeddings.shape)}"
+        )
+    return (part_means - syn_embeddings).pow(2).sum() / spc
+
+
 def gradient_distance(g_real: Tensor, g_syn: Tensor) -> Tensor:
     """Sum over rows (output units) of ``1 - cosine(g_real_row, g_syn_row)``.
 

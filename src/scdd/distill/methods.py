@@ -35,6 +35,7 @@ from scdd.cellstore import take_matrix_rows
 from scdd.distill.expression import as_log_normalised
 from scdd.distill.losses import RealEmbeddingBank
 from scdd.distill.optimise import DistillConfig, distill
+from scdd.distill.parts import class_parts
 from scdd.models.device import make_generator
 from scdd.models.diffusion import LatentDiffusion
 from scdd.models.foundation import FoundationModel
@@ -56,17 +57,24 @@ _LOSSES: dict[str, tuple[float | None, float | None]] = {
 }
 
 
+#: Methods whose cells are matched to parts of their class (``lambda_part``);
+#: the baselines stay as the paper defines them.
+USES_PARTS = ("scdd_decoder", "scdd")
+
+
 def loss_weights(method: str, config: DistillConfig) -> DistillConfig:
     """``config`` with the DM and DC weights ``method`` is defined by: fixed
     for the single-loss baselines, the configured ones for scdd, and for the
     ``+dcdm`` variants the configured ones with a weight of 1 for a loss the
     configuration switches off (scdd's default ``lambda_dc: 0`` would make
-    them DM-only copies of their base method)."""
-    lambda_dm, lambda_dc = _LOSSES[method]
+    them DM-only copies of their base method). Only :data:`USES_PARTS` keep
+    ``lambda_part``."""
+    lambda_dm, lambda_dc = _LOSSES.get(method, (None, None))
     config = replace(
         config,
         lambda_dm=config.lambda_dm if lambda_dm is None else lambda_dm,
         lambda_dc=config.lambda_dc if lambda_dc is None else lambda_dc,
+        lambda_part=config.lambda_part if method in USES_PARTS else 0.0,
     )
     if method.endswith("+dcdm"):
         config = replace(
@@ -224,9 +232,21 @@ def run_method(
     device = torch.device(device)
     if method == "full":
         return MethodOutput(labels=inputs.labels.copy(), genes=inputs.genes)
-    seeds = select_seeds(
-        inputs.labels, spc=spc, num_classes=inputs.num_classes, seed=seed
-    )
+    config = loss_weights(method, config)
+    part_means = None
+    if config.lambda_part > 0:
+        parts = class_parts(
+            inputs.embeddings,
+            inputs.labels,
+            spc=spc,
+            num_classes=inputs.num_classes,
+            seed=seed,
+        )
+        seeds, part_means = parts.seeds, torch.as_tensor(parts.means)
+    else:
+        seeds = select_seeds(
+            inputs.labels, spc=spc, num_classes=inputs.num_classes, seed=seed
+        )
     labels = inputs.labels[seeds]
     if method == "random_real":
         return MethodOutput(labels=labels, genes=take_matrix_rows(inputs.genes, seeds))
@@ -252,7 +272,6 @@ def run_method(
             genes = decoder(latents)
         return MethodOutput(labels=labels, genes=genes.cpu().numpy())
 
-    config = loss_weights(method, config)
     fn: Callable[[Tensor, Tensor], Tensor]
 
     def as_cells(genes: Tensor) -> Tensor:
@@ -296,7 +315,17 @@ def run_method(
         torch.as_tensor(inputs.labels, dtype=torch.long),
         inputs.num_classes,
     ).to(device)
-    result = distill(codes, y, fn, enc, bank, config, seed=seed, progress=progress)
+    result = distill(
+        codes,
+        y,
+        fn,
+        enc,
+        bank,
+        config,
+        seed=seed,
+        progress=progress,
+        part_means=part_means,
+    )
     with torch.no_grad():
         sample = fn(result.codes.to(device), y).cpu().numpy()
     out = MethodOutput(

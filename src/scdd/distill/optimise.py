@@ -25,6 +25,7 @@ from scdd.distill.losses import (
     RealEmbeddingBank,
     distribution_matching_loss,
     gradient_matching_loss,
+    part_matching_loss,
     validate_labels,
 )
 from scdd.models.device import make_generator
@@ -51,6 +52,8 @@ class DistillConfig:
         momentum: SGD momentum (0.5 as in the DC/DM reference code).
         lambda_dm: weight of the DM loss; 0 skips it.
         lambda_dc: weight of the DC loss; 0 skips it.
+        lambda_part: weight of matching each cell to its part of the class
+            (:mod:`scdd.distill.parts`); 0 skips it.
         inner_steps: head updates ``N`` per outer step for DC.
         head_lr: SGD learning rate of the DC linear head.
         real_batch_size: real embeddings sampled per class for DC.
@@ -65,6 +68,7 @@ class DistillConfig:
     momentum: float = 0.5
     lambda_dm: float = 1.0
     lambda_dc: float = 1.0
+    lambda_part: float = 0.0
     inner_steps: int = 5
     head_lr: float = 1e-2
     real_batch_size: int = 256
@@ -79,8 +83,8 @@ class DistillConfig:
             raise ValueError(
                 f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"
             )
-        if self.lambda_dm < 0 or self.lambda_dc < 0:
-            raise ValueError("lambda_dm and lambda_dc must be >= 0")
+        if self.lambda_dm < 0 or self.lambda_dc < 0 or self.lambda_part < 0:
+            raise ValueError("lambda_dm, lambda_dc and lambda_part must be >= 0")
         if self.lambda_dm == 0 and self.lambda_dc == 0:
             raise ValueError("at least one of lambda_dm, lambda_dc must be > 0")
         for name in ("lr", "head_lr"):
@@ -143,8 +147,9 @@ def make_matching_loss(
     bank: RealEmbeddingBank,
     config: DistillConfig,
     num_classes: int | None = None,
+    part_means: Tensor | None = None,
 ) -> MatchingLoss:
-    """Build the DM + DC loss on synthetic samples used by :func:`distill`.
+    """Build the DM + DC (+ part) loss on synthetic samples used by :func:`distill`.
 
     Args:
         encoder: frozen ``F`` mapping samples ``[n, G]`` to ``[n, D]``; ``None``
@@ -152,12 +157,16 @@ def make_matching_loss(
         bank: cached real embeddings (real data enter only through it).
         config: loss weights and DC settings.
         num_classes: if given, must equal ``bank.num_classes``.
+        part_means: ``[n, D]`` centre of each sample's part of its class;
+            needed when ``config.lambda_part > 0``.
 
     Returns:
-        ``loss_fn(samples, labels, generator) -> (total, {"dm": .., "dc": ..})``;
-        a part is 0.0 when its weight is 0 (and it is not computed). The
-        generator draws the DC head init and the real batches.
+        ``loss_fn(samples, labels, generator) -> (total, {"dm", "dc",
+        "part"})``; a part is 0.0 when its weight is 0 (and it is not
+        computed). The generator draws the DC head init and the real batches.
     """
+    if config.lambda_part > 0 and part_means is None:
+        raise ValueError("lambda_part > 0 needs the part means of the samples")
     if num_classes is not None and num_classes != bank.num_classes:
         raise ValueError(
             f"num_classes={num_classes} but the bank holds {bank.num_classes} classes"
@@ -184,7 +193,7 @@ def make_matching_loss(
     ) -> tuple[Tensor, dict[str, float]]:
         embeddings = samples if encoder is None else encoder(samples)
         total = embeddings.new_zeros(())
-        parts = {"dm": 0.0, "dc": 0.0}
+        parts = {"dm": 0.0, "dc": 0.0, "part": 0.0}
         if config.lambda_dm > 0:
             dm = distribution_matching_loss(embeddings, labels, bank.class_means)
             total = total + config.lambda_dm * dm
@@ -193,6 +202,11 @@ def make_matching_loss(
             dc = dc_loss(embeddings, labels, generator)
             total = total + config.lambda_dc * dc
             parts["dc"] = dc.item()
+        if config.lambda_part > 0:
+            spc = embeddings.shape[0] / max(int(labels.unique().numel()), 1)
+            part = part_matching_loss(embeddings, part_means, spc)
+            total = total + config.lambda_part * part
+            parts["part"] = part.item()
         return total, parts
 
     return loss_fn
@@ -258,6 +272,7 @@ def distill(  # noqa: PLR0917
     seed: int = 0,
     progress: bool = True,
     loss_fn: MatchingLoss | None = None,
+    part_means: Tensor | None = None,
 ) -> DistillResult:
     """Optimise synthetic-set codes against cached real embeddings.
 
@@ -280,6 +295,8 @@ def distill(  # noqa: PLR0917
         progress: show a tqdm bar with the current loss.
         loss_fn: custom loss on the samples; defaults to
             :func:`make_matching_loss` of ``encoder``, ``bank`` and ``config``.
+        part_means: ``[n, D]`` part centre of each code's sample (see
+            :func:`make_matching_loss`).
 
     Returns:
         The optimised codes (detached, CPU) and the loss history.
@@ -294,7 +311,12 @@ def distill(  # noqa: PLR0917
         if isinstance(module, nn.Module):
             _freeze(module)
     if loss_fn is None:
-        loss_fn = make_matching_loss(encoder, bank, config)
+        loss_fn = make_matching_loss(
+            encoder,
+            bank,
+            config,
+            part_means=None if part_means is None else part_means.to(device),
+        )
 
     codes = codes_init.detach().clone().requires_grad_()
     if config.optimizer == "adam":
