@@ -91,6 +91,7 @@ def prepare_inputs(
         generator=generator,
         conditions=conditions,
         target_sum=stats.target_sum,
+        zero_fractions=stats.zero_fractions,
     )
     return inputs, categories, stats
 
@@ -125,6 +126,7 @@ def distill_synthetic(
         guidance_scale=params["guidance_scale"],
         sample_steps=params["sample_steps"],
         zero_threshold=params["zero_threshold"],
+        sample_counts=params["sample_counts"],
         seed=seed,
         device=device,
         progress=progress,

@@ -148,9 +148,7 @@ def distribution_matching_loss(
     return (gaps * (counts > 0)).sum()
 
 
-def part_matching_loss(
-    syn_embeddings: Tensor, part_means: Tensor, spc: int
-) -> Tensor:
+def part_matching_loss(syn_embeddings: Tensor, part_means: Tensor, spc: int) -> Tensor:
     """Each synthetic cell against the centre of its own part of its class.
 
     Args:

@@ -32,7 +32,7 @@ from scipy import sparse
 from torch import Tensor
 
 from scdd.cellstore import take_matrix_rows
-from scdd.distill.expression import as_log_normalised
+from scdd.distill.expression import as_log_normalised, sample_counts_like_real
 from scdd.distill.losses import RealEmbeddingBank
 from scdd.distill.optimise import DistillConfig, distill
 from scdd.distill.parts import class_parts
@@ -153,6 +153,8 @@ class DistillInputs:
         target_sum: per-cell ``expm1`` total of the real cells; when set,
             optimised genes pass through :func:`as_log_normalised` so the
             optimisation sees cells as they will be written.
+        zero_fractions: real zero fraction per class ``[C]`` (the sparsity
+            that ``sample_counts`` draws cells at).
     """
 
     genes: sparse.csr_matrix | da.Array
@@ -163,6 +165,7 @@ class DistillInputs:
     generator: LatentDiffusion | None = None
     conditions: ConditionSpec | None = None
     target_sum: float | None = None
+    zero_fractions: np.ndarray | None = None
 
 
 @dataclass
@@ -198,6 +201,7 @@ def run_method(
     guidance_scale: float = 1.0,
     sample_steps: int = 50,
     zero_threshold: float | None = None,
+    sample_counts: bool = False,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -215,6 +219,10 @@ def run_method(
         sample_steps: denoising steps of ``generator_only``.
         zero_threshold: sparsity cut-off applied inside the optimisation (see
             :func:`as_log_normalised`).
+        sample_counts: redraw the cells of :data:`USES_PARTS` methods as
+            counts as sparse as the real class, inside the optimisation
+            (:func:`sample_counts_like_real`); needs ``inputs.target_sum`` and
+            ``inputs.zero_fractions``.
         seed: seeds, head initialisations and noise.
         device: where optimisation runs.
         progress: show progress bars.
@@ -274,12 +282,27 @@ def run_method(
 
     fn: Callable[[Tensor, Tensor], Tensor]
 
-    def as_cells(genes: Tensor) -> Tensor:
-        """Genes as they will be written: non-negative (and log-normalised)."""
+    counts = sample_counts and method in USES_PARTS
+    if counts and (inputs.target_sum is None or inputs.zero_fractions is None):
+        raise ValueError("sample_counts needs the real cells' target_sum and sparsity")
+    zero_fractions = (
+        torch.as_tensor(inputs.zero_fractions, dtype=torch.float32, device=device)
+        if counts
+        else None
+    )
+
+    def as_cells(genes: Tensor, lab: Tensor) -> Tensor:
+        """Genes as they will be written: non-negative (and log-normalised,
+        redrawn as counts with ``sample_counts``)."""
         if inputs.target_sum is None:
             return F.relu(genes)
-        return as_log_normalised(
+        cells = as_log_normalised(
             genes, target_sum=inputs.target_sum, zero_threshold=zero_threshold
+        )
+        if not counts:
+            return cells
+        return sample_counts_like_real(
+            cells, zero_fractions[lab], target_sum=inputs.target_sum, seed=seed + 2
         )
 
     if method in ("dm", "dc"):
@@ -288,8 +311,8 @@ def run_method(
         )
         enc = encoder
 
-        def fn(c: Tensor, _: Tensor) -> Tensor:
-            return as_cells(c)
+        def fn(c: Tensor, lab: Tensor) -> Tensor:
+            return as_cells(c, lab)
     elif method.startswith(("featdistill", "textdistill")):
         codes, enc = z_seed.clone(), None
 
@@ -298,8 +321,8 @@ def run_method(
     elif method == "scdd_decoder":
         codes, enc = z_seed.clone(), encoder
 
-        def fn(c: Tensor, _: Tensor) -> Tensor:
-            return as_cells(decoder(F.normalize(c, dim=1)))
+        def fn(c: Tensor, lab: Tensor) -> Tensor:
+            return as_cells(decoder(F.normalize(c, dim=1)), lab)
     else:  # scdd
         codes, enc = generator.encode_codes(z_seed, t_gen, generator=noise), encoder
 
@@ -307,7 +330,8 @@ def run_method(
             return as_cells(
                 decoder(
                     generator.denoise(c, t_gen, inputs.conditions(lab), guidance_scale)
-                )
+                ),
+                lab,
             )
 
     bank = RealEmbeddingBank(
