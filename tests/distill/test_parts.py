@@ -71,3 +71,15 @@ def test_part_loss_is_the_dm_loss_at_one_cell_per_class() -> None:
     ).item() == pytest.approx(0.0)
     with pytest.raises(ValueError, match="row for row"):
         part_matching_loss(syn, means[:2], 1)
+
+
+def test_parts_are_equal_shares_so_their_centres_average_to_the_class_mean() -> None:
+    """A bulk of 90 cells and an outlying group of 10: two parts of 50 cells
+    each (plain k-means would give the 10 outliers a cell of their own)."""
+    rng = np.random.default_rng(1)
+    x = np.concatenate(
+        [rng.normal(size=(90, 2)), np.array([20.0, 0.0]) + rng.normal(size=(10, 2))]
+    ).astype(np.float32)
+    parts = class_parts(x, np.zeros(100, int), spc=2, num_classes=1, seed=0)
+    np.testing.assert_allclose(parts.means.mean(0), x.mean(0), atol=1e-4)
+    assert np.abs(parts.means[:, 0]).max() < 10  # no part is the outliers alone
