@@ -108,10 +108,8 @@ def class_parts(
             centres = (
                 KMeans(n_clusters=k, n_init=3, random_state=seed).fit(points)
             ).cluster_centers_
-        distances = ((points**2).sum(1, keepdims=True) - 2 * points @ centres.T) + (
-            centres**2
-        ).sum(1)
-        nearest = distances.argmin(axis=0)
+            centres = _equal_size_centres(points, centres)
+        nearest = _squared_distances(points, centres).argmin(axis=0)
         order = np.resize(np.arange(k), spc)
         seeds.append(members[nearest[order]])
         means.append(centres[order])
