@@ -351,7 +351,7 @@ class DistillOptimParams(_Group):
     lambda_dm: NonNegativeFloat = 1.0
     lambda_dc: NonNegativeFloat = 0.0
     #: Match each cell to its k-means part of the class (scdd, scdd_decoder).
-    lambda_part: NonNegativeFloat = 0.0
+    lambda_part: NonNegativeFloat = 1.0
     inner_steps: PositiveInt = 5
     head_lr: PositiveFloat = 0.01
     real_batch_size: PositiveInt = 256
