@@ -352,6 +352,9 @@ class DistillOptimParams(_Group):
     lambda_dc: NonNegativeFloat = 0.0
     #: Match each cell to its k-means part of the class (scdd, scdd_decoder).
     lambda_part: NonNegativeFloat = 1.0
+    #: Ablations (scdd, with DC): hidden widths of the task head; train F too.
+    head_hidden: list[PositiveInt] = []
+    finetune_encoder: bool = False
     inner_steps: PositiveInt = 5
     head_lr: PositiveFloat = 0.01
     real_batch_size: PositiveInt = 256

@@ -313,3 +313,15 @@ def test_parts_seed_scdd_from_medoids_and_match_each_cell(
     assert out.history[-1]["part"] < out.history[0]["part"]
     assert loss_weights("dm", config).lambda_part == 0.0
     assert run("dm", inputs, config=config).history[-1]["part"] == 0.0
+
+
+def test_ablations_run_for_scdd_only(inputs: DistillInputs) -> None:
+    """The paper's ablations (a deeper DC head, F tuned during distillation)
+    run through scdd's methods; the baselines ignore them."""
+    config = replace(
+        CONFIG, lambda_dc=1.0, head_hidden=(16,), finetune_encoder=True, steps=2
+    )
+    out = run("scdd_decoder", inputs, config=config)
+    assert out.history[-1]["dc"] > 0 and np.isfinite(out.codes).all()
+    settled = loss_weights("dm", config)
+    assert settled.head_hidden == () and not settled.finetune_encoder

@@ -93,7 +93,7 @@ def test_chunked_backward_matches_plain_backward() -> None:
     generator, encoder, bank, codes, labels = _setup()
     generator.eval()
     encoder.eval()
-    loss_fn = make_matching_loss(encoder, bank, _config(), NUM_CLASSES)
+    loss_fn = make_matching_loss(encoder, bank, _config(), num_classes=NUM_CLASSES)
 
     def codes_grad(chunk_size: int | None) -> tuple[float, Tensor]:
         z = codes.clone().requires_grad_()

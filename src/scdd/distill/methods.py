@@ -57,9 +57,10 @@ _LOSSES: dict[str, tuple[float | None, float | None]] = {
 }
 
 
-#: Methods whose cells are matched to parts of their class (``lambda_part``);
-#: the baselines stay as the paper defines them.
-USES_PARTS = ("scdd_decoder", "scdd")
+#: Methods that take scdd's own options (``lambda_part``, ``sample_counts``)
+#: and the ablations (``head_hidden``, ``finetune_encoder``); the baselines
+#: stay as the paper defines them.
+SCDD_METHODS = ("scdd_decoder", "scdd")
 
 
 def loss_weights(method: str, config: DistillConfig) -> DistillConfig:
@@ -67,15 +68,18 @@ def loss_weights(method: str, config: DistillConfig) -> DistillConfig:
     for the single-loss baselines, the configured ones for scdd, and for the
     ``+dcdm`` variants the configured ones with a weight of 1 for a loss the
     configuration switches off (scdd's default ``lambda_dc: 0`` would make
-    them DM-only copies of their base method). Only :data:`USES_PARTS` keep
-    ``lambda_part``."""
+    them DM-only copies of their base method). Only :data:`SCDD_METHODS` keep
+    ``lambda_part``, ``head_hidden`` and ``finetune_encoder``."""
     lambda_dm, lambda_dc = _LOSSES.get(method, (None, None))
     config = replace(
         config,
         lambda_dm=config.lambda_dm if lambda_dm is None else lambda_dm,
         lambda_dc=config.lambda_dc if lambda_dc is None else lambda_dc,
-        lambda_part=config.lambda_part if method in USES_PARTS else 0.0,
     )
+    if method not in SCDD_METHODS:
+        config = replace(
+            config, lambda_part=0.0, head_hidden=(), finetune_encoder=False
+        )
     if method.endswith("+dcdm"):
         config = replace(
             config,
@@ -219,7 +223,7 @@ def run_method(
         sample_steps: denoising steps of ``generator_only``.
         zero_threshold: sparsity cut-off applied inside the optimisation (see
             :func:`as_log_normalised`).
-        sample_counts: redraw the cells of :data:`USES_PARTS` methods as
+        sample_counts: redraw the cells of :data:`SCDD_METHODS` methods as
             counts as sparse as the real class, inside the optimisation
             (:func:`sample_counts_like_real`); needs ``inputs.target_sum`` and
             ``inputs.zero_fractions``.
@@ -282,7 +286,7 @@ def run_method(
 
     fn: Callable[[Tensor, Tensor], Tensor]
 
-    counts = sample_counts and method in USES_PARTS
+    counts = sample_counts and method in SCDD_METHODS
     if counts and (inputs.target_sum is None or inputs.zero_fractions is None):
         raise ValueError("sample_counts needs the real cells' target_sum and sparsity")
     zero_fractions = (
@@ -339,6 +343,19 @@ def run_method(
         torch.as_tensor(inputs.labels, dtype=torch.long),
         inputs.num_classes,
     ).to(device)
+    real_genes = None
+    if config.finetune_encoder:  # a tuned F needs real genes, not the cache
+        rows = select_seeds(
+            inputs.labels,
+            spc=config.real_batch_size,
+            num_classes=inputs.num_classes,
+            seed=seed + 3,
+        )
+        real_genes = RealEmbeddingBank(
+            torch.as_tensor(take_matrix_rows(inputs.genes, rows).toarray()),
+            torch.as_tensor(inputs.labels[rows], dtype=torch.long),
+            inputs.num_classes,
+        ).to(device)
     result = distill(
         codes,
         y,
@@ -349,6 +366,7 @@ def run_method(
         seed=seed,
         progress=progress,
         part_means=part_means,
+        real_genes=real_genes,
     )
     with torch.no_grad():
         sample = fn(result.codes.to(device), y).cpu().numpy()

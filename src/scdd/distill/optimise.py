@@ -11,7 +11,6 @@ which gives feature-level distillation of the 128-d latents (no ``F``, no ``G``)
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from scdd.distill.losses import (
     part_matching_loss,
     validate_labels,
 )
+from scdd.distill.task_network import TaskNetwork, random_linear
 from scdd.models.device import make_generator
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,11 @@ class DistillConfig:
         lambda_dc: weight of the DC loss; 0 skips it.
         lambda_part: weight of matching each cell to its part of the class
             (:mod:`scdd.distill.parts`); 0 skips it.
+        head_hidden: hidden widths of DC's task head (ReLU MLP on F); empty
+            for the paper's linear head (ablation: the paper's Fig. 4).
+        finetune_encoder: train F with the task head during distillation,
+            the real side re-embedded by the tuned F from real gene batches
+            (ablation: the paper's Table VII; needs ``real_genes``).
         inner_steps: head updates ``N`` per outer step for DC.
         head_lr: SGD learning rate of the DC linear head.
         real_batch_size: real embeddings sampled per class for DC.
@@ -69,6 +74,8 @@ class DistillConfig:
     lambda_dm: float = 1.0
     lambda_dc: float = 1.0
     lambda_part: float = 0.0
+    head_hidden: tuple[int, ...] = ()
+    finetune_encoder: bool = False
     inner_steps: int = 5
     head_lr: float = 1e-2
     real_batch_size: int = 256
@@ -93,6 +100,9 @@ class DistillConfig:
         for name in ("inner_steps", "real_batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        object.__setattr__(self, "head_hidden", tuple(self.head_hidden))
+        if any(width < 1 for width in self.head_hidden):
+            raise ValueError(f"head_hidden widths must be >= 1, got {self.head_hidden}")
         if self.chunk_size is not None and self.chunk_size < 0:
             raise ValueError(f"chunk_size must be >= 0 or None, got {self.chunk_size}")
 
@@ -118,19 +128,8 @@ def identity_generator(codes: Tensor, labels: Tensor) -> Tensor:
 def _random_head(
     in_features: int, num_classes: int, generator: torch.Generator, like: Tensor
 ) -> nn.Linear:
-    """Fresh ``in_features -> num_classes`` linear head drawn from ``generator``.
-
-    Uses PyTorch's default ``U(-1/sqrt(D), 1/sqrt(D))`` init without touching
-    the global RNG.
-    """
-    head = nn.utils.skip_init(
-        nn.Linear, in_features, num_classes, device=like.device, dtype=like.dtype
-    )
-    bound = 1 / math.sqrt(in_features)
-    with torch.no_grad():
-        head.weight.uniform_(-bound, bound, generator=generator)
-        head.bias.uniform_(-bound, bound, generator=generator)
-    return head
+    """Fresh ``in_features -> num_classes`` linear head drawn from ``generator``."""
+    return random_linear(in_features, num_classes, generator, like)
 
 
 def _sgd_step(head: nn.Linear, embeddings: Tensor, labels: Tensor, lr: float) -> None:
@@ -146,8 +145,10 @@ def make_matching_loss(
     encoder: nn.Module | None,
     bank: RealEmbeddingBank,
     config: DistillConfig,
+    *,
     num_classes: int | None = None,
     part_means: Tensor | None = None,
+    real_genes: RealEmbeddingBank | None = None,
 ) -> MatchingLoss:
     """Build the DM + DC (+ part) loss on synthetic samples used by :func:`distill`.
 
@@ -159,6 +160,9 @@ def make_matching_loss(
         num_classes: if given, must equal ``bank.num_classes``.
         part_means: ``[n, D]`` centre of each sample's part of its class;
             needed when ``config.lambda_part > 0``.
+        real_genes: real gene rows per class, read when
+            ``config.finetune_encoder`` (the cached embeddings no longer
+            describe the tuned F).
 
     Returns:
         ``loss_fn(samples, labels, generator) -> (total, {"dm", "dc",
@@ -167,11 +171,20 @@ def make_matching_loss(
     """
     if config.lambda_part > 0 and part_means is None:
         raise ValueError("lambda_part > 0 needs the part means of the samples")
+    if config.finetune_encoder and (encoder is None or real_genes is None):
+        raise ValueError("finetune_encoder needs the encoder F and real gene batches")
     if num_classes is not None and num_classes != bank.num_classes:
         raise ValueError(
             f"num_classes={num_classes} but the bank holds {bank.num_classes} classes"
         )
     num_classes = bank.num_classes
+    tuned: dict[str, dict[str, Tensor]] = {}  # F's state across steps
+
+    def real_batches(source: RealEmbeddingBank, generator: torch.Generator) -> list:
+        return [
+            source.sample_batch(c, config.real_batch_size, generator)
+            for c in range(num_classes)
+        ]
 
     def dc_loss(
         embeddings: Tensor, labels: Tensor, generator: torch.Generator
@@ -179,27 +192,67 @@ def make_matching_loss(
         head = _random_head(bank.dim, num_classes, generator, like=embeddings)
         loss = embeddings.new_zeros(())
         for inner in range(config.inner_steps):
-            real = [
-                bank.sample_batch(c, config.real_batch_size, generator)
-                for c in range(num_classes)
-            ]
+            real = real_batches(bank, generator)
             loss = loss + gradient_matching_loss(embeddings, labels, real, head)
             if inner < config.inner_steps - 1:
                 _sgd_step(head, embeddings, labels, config.head_lr)
         return loss
 
+    def network_dc_loss(
+        network: TaskNetwork, inputs: Tensor, labels: Tensor, generator: torch.Generator
+    ) -> Tensor:
+        source = real_genes if network.tunes_encoder else bank
+        loss = inputs.new_zeros(())
+        for inner in range(config.inner_steps):
+            real = real_batches(source, generator)
+            loss = loss + network.gradient_matching_loss(inputs, labels, real)
+            if inner < config.inner_steps - 1:
+                network.sgd_step(inputs, labels, config.head_lr)
+        if network.tunes_encoder:
+            tuned["encoder"] = network.encoder_params()
+        return loss
+
     def loss_fn(
         samples: Tensor, labels: Tensor, generator: torch.Generator
     ) -> tuple[Tensor, dict[str, float]]:
-        embeddings = samples if encoder is None else encoder(samples)
+        network = None
+        if config.finetune_encoder or config.head_hidden:
+            network = TaskNetwork.build(
+                bank.dim,
+                config.head_hidden,
+                num_classes,
+                generator=generator,
+                like=samples,
+                encoder=encoder if config.finetune_encoder else None,
+                encoder_params=tuned.get("encoder"),
+            )
+        if encoder is None:
+            embeddings = samples
+        elif config.finetune_encoder:
+            embeddings = network.features(samples)
+        else:
+            embeddings = encoder(samples)
         total = embeddings.new_zeros(())
         parts = {"dm": 0.0, "dc": 0.0, "part": 0.0}
         if config.lambda_dm > 0:
-            dm = distribution_matching_loss(embeddings, labels, bank.class_means)
+            means = bank.class_means
+            if config.finetune_encoder:  # the cache describes F before tuning
+                with torch.no_grad():
+                    means = torch.stack(
+                        [
+                            network.features(b).mean(0)
+                            for b in real_batches(real_genes, generator)
+                        ]
+                    )
+            dm = distribution_matching_loss(embeddings, labels, means)
             total = total + config.lambda_dm * dm
             parts["dm"] = dm.item()
         if config.lambda_dc > 0:
-            dc = dc_loss(embeddings, labels, generator)
+            if network is None:
+                dc = dc_loss(embeddings, labels, generator)
+            else:
+                inputs = samples if config.finetune_encoder else embeddings
+                dc = network_dc_loss(network, inputs, labels, generator)
             total = total + config.lambda_dc * dc
             parts["dc"] = dc.item()
         if config.lambda_part > 0:
@@ -273,6 +326,7 @@ def distill(  # noqa: PLR0917
     progress: bool = True,
     loss_fn: MatchingLoss | None = None,
     part_means: Tensor | None = None,
+    real_genes: RealEmbeddingBank | None = None,
 ) -> DistillResult:
     """Optimise synthetic-set codes against cached real embeddings.
 
@@ -297,6 +351,7 @@ def distill(  # noqa: PLR0917
             :func:`make_matching_loss` of ``encoder``, ``bank`` and ``config``.
         part_means: ``[n, D]`` part centre of each code's sample (see
             :func:`make_matching_loss`).
+        real_genes: real gene rows per class (``config.finetune_encoder``).
 
     Returns:
         The optimised codes (detached, CPU) and the loss history.
@@ -316,6 +371,7 @@ def distill(  # noqa: PLR0917
             bank,
             config,
             part_means=None if part_means is None else part_means.to(device),
+            real_genes=None if real_genes is None else real_genes.to(device),
         )
 
     codes = codes_init.detach().clone().requires_grad_()
