@@ -121,7 +121,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--spcs", nargs="+", type=int, default=[1, 10])
     parser.add_argument("--draws", type=int, default=3)
-    parser.add_argument("--models", nargs="+", help="default: evaluate.models")
+    parser.add_argument(
+        "--models", nargs="+", help="default: benchmark.models (the F-head)"
+    )
     parser.add_argument(
         "--stage",
         choices=["prepare", "all", "summary"],
