@@ -385,9 +385,9 @@ class DistillParams(_Group):
     sample_steps: PositiveInt = 50
     #: Log1p values at or below it become 0; ``None`` = per-class quantile.
     zero_threshold: NonNegativeFloat | None = 0.2
-    #: Redraw scdd's cells as counts as sparse as the real class (inside the
-    #: optimisation, straight-through), so they are noisy like real cells.
-    sample_counts: bool = False
+    #: From this SPC up, redraw scdd's cells as counts as sparse as the real
+    #: class (inside the optimisation, straight-through); ``None``: never.
+    sample_counts_from_spc: PositiveInt | None = None
     optim: DistillOptimParams = DistillOptimParams()
 
     def for_cell(

@@ -325,3 +325,22 @@ def test_ablations_run_for_scdd_only(inputs: DistillInputs) -> None:
     assert out.history[-1]["dc"] > 0 and np.isfinite(out.codes).all()
     settled = loss_weights("dm", config)
     assert settled.head_hidden == () and not settled.finetune_encoder
+
+
+def test_sample_counts_draws_scdd_cells_as_sparse_as_the_real_class(
+    inputs: DistillInputs,
+) -> None:
+    """``sample_counts``: scdd's cells come out as count draws at the real
+    zero fraction of their class; without the real statistics it is refused."""
+    wanted = np.linspace(0.3, 0.6, inputs.num_classes)
+    real_like = replace(inputs, target_sum=1e4, zero_fractions=wanted)
+    smooth = run("scdd_decoder", real_like)
+    drawn = run("scdd_decoder", real_like, sample_counts=True)
+    zeros = (drawn.genes == 0).mean(axis=1)
+    np.testing.assert_allclose(zeros, wanted[drawn.labels], atol=0.15)
+    assert zeros.mean() > (smooth.genes == 0).mean()
+    np.testing.assert_allclose(np.expm1(drawn.genes).sum(1), 1e4, rtol=1e-3)
+    baseline = run("dm", real_like, sample_counts=True)  # the baselines: never
+    np.testing.assert_array_equal(baseline.genes, run("dm", real_like).genes)
+    with pytest.raises(ValueError, match="target_sum and sparsity"):
+        run("scdd_decoder", inputs, sample_counts=True)

@@ -117,6 +117,7 @@ def distill_synthetic(
     Returns:
         The synthetic AnnData and the raw method output (codes, history).
     """
+    counts_from = params.get("sample_counts_from_spc")
     output = run_method(
         method,
         inputs,
@@ -126,7 +127,7 @@ def distill_synthetic(
         guidance_scale=params["guidance_scale"],
         sample_steps=params["sample_steps"],
         zero_threshold=params["zero_threshold"],
-        sample_counts=params["sample_counts"],
+        sample_counts=counts_from is not None and params["spc"] >= counts_from,
         seed=seed,
         device=device,
         progress=progress,
