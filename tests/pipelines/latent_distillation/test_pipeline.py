@@ -46,6 +46,7 @@ PARAMS = DistillParams(
     guidance_scale=1.0,
     sample_steps=2,
     zero_threshold=None,
+    sample_counts_from_spc=None,  # smooth cells: X is a function of the codes
     optim=OPTIM,
 )
 
