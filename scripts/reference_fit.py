@@ -15,7 +15,6 @@ the logistic regression.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -25,11 +24,6 @@ import numpy as np
 from scdd.evaluation.linear_head import evaluate_linear_head
 from scdd.metrics.latent import fit_latent_classifier
 from scdd.threads import apply_threads
-
-
-def _say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 def _split(project: Path, name: str) -> ad.AnnData:
@@ -56,10 +50,12 @@ def main() -> None:
         np.asarray(held.X),
         codes(held),
     )
-    _say(f"{args.project.name}: {len(y)} training cells, {len(y_held)} {args.split}")
+    print(  # noqa: T201
+        f"{args.project.name}: {len(y)} training cells, {len(y_held)} {args.split}"
+    )
     start = time.perf_counter()
     probe = fit_latent_classifier(x, y)
-    _say(
+    print(  # noqa: T201
         f"logistic regression: {100 * (probe.predict(x_held) == y_held).mean():.1f} % "
         f"(train {100 * (probe.predict(x) == y).mean():.1f} %), "
         f"{time.perf_counter() - start:.1f} s"
@@ -78,7 +74,7 @@ def main() -> None:
             standardise=standardise,
         )
         train_acc = np.mean([row["train_accuracy"] for row in result["per_init"]])
-        _say(
+        print(  # noqa: T201
             f"linear head, {'standardised' if standardise else 'raw'} features: "
             f"{100 * result['accuracy_mean']:.1f} % (train {100 * train_acc:.1f} %), "
             f"{time.perf_counter() - start:.1f} s"

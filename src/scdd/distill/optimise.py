@@ -125,13 +125,6 @@ def identity_generator(codes: Tensor, labels: Tensor) -> Tensor:
     return codes
 
 
-def _random_head(
-    in_features: int, num_classes: int, generator: torch.Generator, like: Tensor
-) -> nn.Linear:
-    """Fresh ``in_features -> num_classes`` linear head drawn from ``generator``."""
-    return random_linear(in_features, num_classes, generator, like)
-
-
 def _sgd_step(head: nn.Linear, embeddings: Tensor, labels: Tensor, lr: float) -> None:
     """One cross-entropy SGD step of ``head`` on constant ``embeddings`` ``[n, D]``."""
     loss = F.cross_entropy(head(embeddings.detach()), labels)
@@ -186,28 +179,40 @@ def make_matching_loss(
             for c in range(num_classes)
         ]
 
+    def dc_rounds(
+        match: Callable[[list[Tensor]], Tensor],
+        step: Callable[[], None],
+        source: RealEmbeddingBank,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """``inner_steps`` rounds: match fresh real batches, then update the
+        task network on the synthetic set (not after the last round)."""
+        loss = match(real_batches(source, generator))
+        for _ in range(config.inner_steps - 1):
+            step()
+            loss = loss + match(real_batches(source, generator))
+        return loss
+
     def dc_loss(
         embeddings: Tensor, labels: Tensor, generator: torch.Generator
     ) -> Tensor:
-        head = _random_head(bank.dim, num_classes, generator, like=embeddings)
-        loss = embeddings.new_zeros(())
-        for inner in range(config.inner_steps):
-            real = real_batches(bank, generator)
-            loss = loss + gradient_matching_loss(embeddings, labels, real, head)
-            if inner < config.inner_steps - 1:
-                _sgd_step(head, embeddings, labels, config.head_lr)
-        return loss
+        head = random_linear(bank.dim, num_classes, generator, like=embeddings)
+        return dc_rounds(
+            lambda real: gradient_matching_loss(embeddings, labels, real, head),
+            lambda: _sgd_step(head, embeddings, labels, config.head_lr),
+            bank,
+            generator,
+        )
 
     def network_dc_loss(
         network: TaskNetwork, inputs: Tensor, labels: Tensor, generator: torch.Generator
     ) -> Tensor:
-        source = real_genes if network.tunes_encoder else bank
-        loss = inputs.new_zeros(())
-        for inner in range(config.inner_steps):
-            real = real_batches(source, generator)
-            loss = loss + network.gradient_matching_loss(inputs, labels, real)
-            if inner < config.inner_steps - 1:
-                network.sgd_step(inputs, labels, config.head_lr)
+        loss = dc_rounds(
+            lambda real: network.gradient_matching_loss(inputs, labels, real),
+            lambda: network.sgd_step(inputs, labels, config.head_lr),
+            real_genes if network.tunes_encoder else bank,
+            generator,
+        )
         if network.tunes_encoder:
             tuned["encoder"] = network.encoder_params()
         return loss

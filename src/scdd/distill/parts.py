@@ -22,12 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.cluster import KMeans
 
-
-def _squared_distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """``[n, k]`` squared Euclidean distances."""
-    return (
-        (points**2).sum(1, keepdims=True) - 2 * points @ centres.T + (centres**2).sum(1)
-    )
+from scdd.metrics.fidelity import squared_distances
 
 
 def _equal_size_centres(
@@ -43,7 +38,7 @@ def _equal_size_centres(
     capacity = np.full(k, n // k)
     capacity[: n % k] += 1
     for _ in range(rounds):
-        order = np.argsort(_squared_distances(points, centres), axis=None)
+        order = np.argsort(squared_distances(points, centres), axis=None)
         part = np.full(n, -1)
         room = capacity.copy()
         left = n
@@ -109,7 +104,7 @@ def class_parts(
                 KMeans(n_clusters=k, n_init=3, random_state=seed).fit(points)
             ).cluster_centers_
             centres = _equal_size_centres(points, centres)
-        nearest = _squared_distances(points, centres).argmin(axis=0)
+        nearest = squared_distances(points, centres).argmin(axis=0)
         order = np.resize(np.arange(k), spc)
         seeds.append(members[nearest[order]])
         means.append(centres[order])

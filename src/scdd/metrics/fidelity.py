@@ -434,7 +434,8 @@ def marker_overlap(
     return _overlap(real, syn, class_names=class_names, top_k=top_k, method=used)
 
 
-def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[len(a), len(b)]`` squared Euclidean distances (clipped at 0)."""
     d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
     return np.clip(d, 0.0, None)
 
@@ -444,7 +445,7 @@ def median_bandwidth(points: np.ndarray) -> float:
 
     Falls back to 1.0 when all points coincide.
     """
-    d2 = _squared_distances(points, points)[np.triu_indices(len(points), k=1)]
+    d2 = squared_distances(points, points)[np.triu_indices(len(points), k=1)]
     d2 = d2[d2 > 0]
     return float(np.sqrt(np.median(d2))) if d2.size else 1.0
 
@@ -478,7 +479,7 @@ def mmd_rbf(a: np.ndarray, b: np.ndarray, *, bandwidth: float | None = None) -> 
         raise ValueError(f"bandwidth must be > 0, got {sigma}")
 
     def kernel_mean(x: np.ndarray, y: np.ndarray) -> float:
-        return float(np.exp(-_squared_distances(x, y) / (2.0 * sigma**2)).mean())
+        return float(np.exp(-squared_distances(x, y) / (2.0 * sigma**2)).mean())
 
     mmd2 = max(kernel_mean(a, a) + kernel_mean(b, b) - 2.0 * kernel_mean(a, b), 0.0)
     return {"mmd2": mmd2, "mmd": float(np.sqrt(mmd2)), "bandwidth": float(sigma)}
