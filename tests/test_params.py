@@ -185,6 +185,16 @@ def test_bad_value_is_refused_naming_the_parameter(
             2000,
             "distill.t_gen=2000 exceeds generator.model.timesteps=1000",
         ),
+        (
+            "foundation.trainer.num_nodes",
+            2,
+            "foundation.trainer.num_nodes=2 needs every rank started by a launcher",
+        ),
+        (
+            "foundation.trainer.strategy",
+            "horovod",
+            "parameter 'foundation.trainer.strategy' = 'horovod': Input should be",
+        ),
     ],
 )
 def test_check_run_params_refuses(
@@ -219,6 +229,10 @@ def test_device_must_exist_on_this_machine(
         with pytest.raises(ValueError, match="CUDA is not available"):
             check_run_params({**shipped, "device": device})
     check_run_params({**shipped, "device": "auto"})
+    gpus = _with(shipped, "foundation.trainer", {"accelerator": "gpu", "devices": 2})
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="devices=2 but this machine has 1 CUDA"):
+        check_run_params(gpus)
 
 
 def test_overrides_copy_the_groups() -> None:

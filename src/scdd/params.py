@@ -42,7 +42,11 @@ from scdd.evaluation.benchmark_runs import BENCHMARK_METHODS, BENCHMARK_SPCS
 from scdd.evaluation.deepinsight_cnn import LAYOUTS
 from scdd.evaluation.suite import MODELS
 from scdd.models.foundation import MODEL_FILES
-from scdd.models.foundation_training import TrainConfig
+from scdd.models.foundation_training import (
+    TrainConfig,
+    TrainerConfig,
+    launched_externally,
+)
 
 __all__ = [
     "GROUPS",
@@ -223,6 +227,7 @@ class FoundationParams(_Group):
     min_gene_overlap: PositiveInt = 500
     model: FoundationArchitectureParams = FoundationArchitectureParams()
     train: TrainConfig = TrainConfig()
+    trainer: TrainerConfig = TrainerConfig()
     embed: FoundationEmbedParams = FoundationEmbedParams()
     #: The report's linear probes train on a stratified sample of at most
     #: this many training cells and score as many test cells (gene rows read).
@@ -734,6 +739,30 @@ def _check_device_available(device: str) -> None:
         )
 
 
+def _trainer_errors(trainer: TrainerConfig) -> list[str]:
+    """What ``foundation.trainer`` asks that this machine or launch cannot give."""
+    import torch
+
+    errors = []
+    if trainer.num_nodes > 1 and not launched_externally():
+        errors.append(
+            f"foundation.trainer.num_nodes={trainer.num_nodes} needs every rank "
+            "started by a launcher (torchrun or srun on each node running "
+            "scripts/train_foundation.py); a plain `kedro run` is one node: set "
+            "num_nodes to 1."
+        )
+    if trainer.accelerator in ("gpu", "cuda"):
+        have = torch.cuda.device_count()
+        if trainer.devices > have:
+            errors.append(
+                f"foundation.trainer.accelerator={trainer.accelerator!r} with "
+                f"devices={trainer.devices} but this machine has {have} CUDA "
+                "GPU(s); lower devices or set accelerator to null (follow `device`)"
+                " or 'cpu'."
+            )
+    return errors
+
+
 def check_run_params(params: Mapping[str, Any]) -> None:
     """Validate the run-wide scalars and every rule that spans groups.
 
@@ -771,10 +800,11 @@ def check_run_params(params: Mapping[str, Any]) -> None:
     data = _group(params, "data")
     generator = _group(params, "generator")
     distill = _group(params, "distill")
-    for name in ("preprocess", "foundation", "evaluate", "benchmark", "report"):
+    foundation = _group(params, "foundation")
+    for name in ("preprocess", "evaluate", "benchmark", "report"):
         _group(params, name)
 
-    errors = []
+    errors = [] if foundation is None else _trainer_errors(foundation.trainer)
     if data is not None and generator is not None and generator.conditions:
         if data.label_key not in generator.conditions:
             errors.append(

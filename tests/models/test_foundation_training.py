@@ -1,12 +1,16 @@
 import numpy as np
 import pytest
 import torch
+from scimilarity import CellEmbedding
 from scipy import sparse
 
 from scdd import cellstore
+from scdd.metrics.probe import linear_probe
 from scdd.models import foundation_training
+from scdd.models.foundation import embed_cells
 from scdd.models.foundation_training import (
     TrainConfig,
+    TrainerConfig,
     batch_hard_triplet_loss,
     train_foundation,
 )
@@ -126,7 +130,7 @@ def test_validation_rows_are_never_trained_on(trained, monkeypatch) -> None:
     adata = trained[0]
     held_out, batches = [], []
     take = foundation_training.take_matrix_rows
-    shuffled = foundation_training._shuffled_batches
+    shuffled = foundation_training._epoch_batches
 
     def take_spy(x, rows):
         held_out.append(np.asarray(rows))
@@ -139,7 +143,7 @@ def test_validation_rows_are_never_trained_on(trained, monkeypatch) -> None:
             yield rows, x
 
     monkeypatch.setattr(foundation_training, "take_matrix_rows", take_spy)
-    monkeypatch.setattr(foundation_training, "_shuffled_batches", batches_spy)
+    monkeypatch.setattr(foundation_training, "_epoch_batches", batches_spy)
     _, history = train_foundation(
         adata.X,
         gene_order=list(adata.var_names),
@@ -159,7 +163,7 @@ def test_validation_rows_are_never_trained_on(trained, monkeypatch) -> None:
     assert (counts == 2).all() and history["cells_seen"].tolist() == [70, 140]
 
 
-def test_shuffled_batches_cover_each_row_once_never_a_batch_of_one() -> None:
+def test_a_pass_covers_each_row_once_never_a_batch_of_one() -> None:
     x = sparse.random(
         50, 6, density=0.5, format="csr", dtype=np.float32, random_state=0
     )
@@ -171,8 +175,13 @@ def test_shuffled_batches_cover_each_row_once_never_a_batch_of_one() -> None:
     rng = np.random.default_rng(0)
     for batch_size in (2, 5, 46):
         got = list(
-            foundation_training._shuffled_batches(
-                read, rng, batch_size=batch_size, shuffle_blocks=3
+            foundation_training._epoch_batches(
+                read,
+                rng.permutation(len(read)),
+                rng,
+                quota=47,
+                batch_size=batch_size,
+                shuffle_blocks=3,
             )
         )
         rows = np.concatenate([r for r, _ in got])
@@ -180,3 +189,69 @@ def test_shuffled_batches_cover_each_row_once_never_a_batch_of_one() -> None:
         assert all(2 <= len(r) <= batch_size + 1 for r, _ in got)
         for r, xb in got:
             np.testing.assert_array_equal(xb.toarray(), x[r].toarray())
+
+
+def test_ranks_train_on_equal_shares_of_the_blocks() -> None:
+    x = sparse.random(
+        60, 4, density=0.5, format="csr", dtype=np.float32, random_state=1
+    )
+    read = foundation_training._TrainingBlocks(
+        cellstore.lazy_matrix(x, chunk_rows=7), np.zeros(60, dtype=bool), cache=True
+    )  # 9 blocks: 8 of 7 rows, 1 of 4
+    config = TrainConfig(batch_size=8, shuffle_blocks=2)
+    ranks = []
+    for rank in (0, 1):
+        batches = foundation_training._CellBatches(
+            read, None, n_fit=60, config=config, seed=5
+        )
+        batches.place(rank, 2)
+        ranks.append([[len(xb) for xb, _ in batches] for _ in range(3)])  # 3 passes
+    # the same batch sizes on both ranks, pass after pass (DDP steps in lockstep)
+    assert ranks[0] == ranks[1]
+    assert all(sum(sizes) == 30 for sizes in ranks[0])
+    order = np.random.default_rng(5).permutation(9)
+    shares = foundation_training.rank_block_order(order, 1, 2)
+    np.testing.assert_array_equal(shares[:4], order[1::2])  # its own blocks first
+    np.testing.assert_array_equal(np.sort(shares), np.arange(9))
+
+
+def test_ddp_on_two_cpu_processes_writes_a_model_scimilarity_loads(
+    trained, tmp_path
+) -> None:
+    adata = trained[0]
+    kwargs = {
+        "gene_order": list(adata.var_names),
+        "architecture": ARCH,
+        "seed": 0,
+        "progress": False,
+    }
+    single, single_history = train_foundation(
+        adata.X, config=TrainConfig(epochs=20, batch_size=16), **kwargs
+    )
+    ddp, history = train_foundation(  # the same global batch: 2 ranks x 8 cells
+        adata.X,
+        config=TrainConfig(epochs=20, batch_size=8),
+        trainer=TrainerConfig(accelerator="cpu", devices=2, strategy="ddp"),
+        out_dir=tmp_path,
+        **kwargs,
+    )
+    assert ddp.hyperparameters["trainer_devices"] == 2
+    # both ranks' cells count: a pass is 2 x 40 of the 81 training cells
+    assert history["cells_seen"].tolist()[:3] == [80, 160, 240]  # round per pass
+    assert history["val_loss"].min() < history["val_loss"].iloc[0]
+    assert history["val_loss"].min() < 1.2 * single_history["val_loss"].min()
+    loaded = CellEmbedding(model_path=str(tmp_path))
+    z = loaded.get_embeddings(adata.X)
+    np.testing.assert_allclose(
+        z, embed_cells(ddp.encoder, adata.X, progress=False), atol=1e-5
+    )
+    labels = adata.obs["cell_type"].to_numpy()
+    train, test = np.arange(0, 90, 2), np.arange(1, 90, 2)
+    accuracy = {
+        name: linear_probe(z[train], labels[train], z[test], labels[test])["accuracy"]
+        for name, z in (
+            ("ddp", z),
+            ("single", embed_cells(single.encoder, adata.X, progress=False)),
+        )
+    }
+    assert accuracy["ddp"] >= accuracy["single"] - 0.1, accuracy

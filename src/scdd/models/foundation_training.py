@@ -1,22 +1,34 @@
-"""Training the foundation model F by reconstruction, streamed from disk.
+"""Training the foundation model F by reconstruction, streamed from disk,
+through a Lightning ``Trainer``.
 
 Row blocks of the training split are visited in a seeded random order, a few
 blocks at a time with their rows shuffled together (a shuffle buffer), for a
 budget of cells seen rather than epochs over every cell; a capped validation
 sample is read once. Small splits keep their blocks in memory across passes.
+
+The ``Trainer`` (``foundation.trainer``: accelerator, devices, strategy,
+precision, num_nodes) runs the optimisation, so the same code trains on one
+CPU, one GPU, or several processes, GPUs or nodes with DDP: each rank reads
+its own share of the blocks (the same number of cells per pass on every rank)
+and the validation rounds, early stopping and best weights are decided the
+same way on every rank. Rank 0 writes the model in SCimilarity's layout.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
 import pandas as pd
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pydantic import (
@@ -29,11 +41,18 @@ from pydantic import (
 )
 from scimilarity.nn_models import Decoder, Encoder
 from scipy import sparse
-from tqdm.auto import tqdm
+from torch.utils.data import DataLoader, IterableDataset
 
 from scdd.cellstore import CHUNK_ROWS, lazy_matrix, take_matrix_rows
+from scdd.datasets._atomic import atomic_path
 from scdd.models.device import fused_adam
-from scdd.models.foundation import FoundationModel, build_autoencoder
+from scdd.models.foundation import (
+    FoundationModel,
+    build_autoencoder,
+    load_model_dir,
+    save_model_dir,
+)
+from scdd.threads import apply_threads
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +106,34 @@ class TrainConfig(BaseModel):
     #: Row blocks read in a seeded random order, this many at a time, their
     #: rows shuffled together into mini-batches (the shuffle buffer).
     shuffle_blocks: PositiveInt = 4
+
+
+class TrainerConfig(BaseModel):
+    """How the Lightning ``Trainer`` runs the training (``foundation.trainer``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: ``None`` follows the run's ``device`` parameter (``cuda:1`` trains on
+    #: GPU 1); else Lightning's accelerator name.
+    accelerator: Literal["cpu", "gpu", "cuda", "mps"] | None = None
+    #: Processes (CPU) or GPUs per node.
+    devices: PositiveInt = 1
+    #: ``auto``: one process. ``ddp``: one process per device; started from
+    #: this process (spawned) unless a launcher (torchrun, srun) started every
+    #: rank. ``ddp_spawn`` / ``ddp_fork`` name the start method.
+    strategy: Literal["auto", "ddp", "ddp_spawn", "ddp_fork"] = "auto"
+    #: ``bf16-mixed`` / ``16-mixed`` (GPU) train in mixed precision; the
+    #: weights written stay float32.
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    num_nodes: PositiveInt = 1
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
+
+
+#: Columns of the training history: one row per validation round.
+HISTORY_COLUMNS = ["round", "cells_seen", "train_loss", "val_loss"]
 
 
 #: Up to this many bytes of a lazy matrix's training blocks stay in memory
@@ -143,22 +190,26 @@ class _TrainingBlocks:
         return item
 
 
-def _shuffled_batches(
+def _epoch_batches(
     read: _TrainingBlocks,
+    order: np.ndarray,
     rng: np.random.Generator,
     *,
+    quota: int,
     batch_size: int,
     shuffle_blocks: int,
 ) -> Iterator[tuple[np.ndarray, sparse.csr_matrix]]:
-    """One pass: ``(rows, csr)`` mini-batches of every training row once.
+    """One pass of one rank: ``(rows, csr)`` mini-batches of ``quota`` rows.
 
-    Blocks come in a seeded random order, ``shuffle_blocks`` at a time; their
-    rows (with the previous group's leftover) are shuffled together and cut
-    into full batches; the pass's last batch may be shorter, never one row.
+    Blocks are read in ``order``, ``shuffle_blocks`` at a time; their rows
+    (with the previous group's leftover) are shuffled together and cut into
+    full batches. The group that completes the quota ends the pass: its last
+    batch may be shorter, never one row. With ``order`` every block and
+    ``quota`` every training row (one process), each row comes once.
     """
-    order = rng.permutation(len(read))
     left_rows = np.empty(0, dtype=np.int64)
     left_x = sparse.csr_matrix((0, read.x.shape[1]), dtype=np.float32)
+    remaining = quota
     for g in range(0, len(order), shuffle_blocks):
         parts = [(left_rows, left_x)] + [
             read(int(i)) for i in order[g : g + shuffle_blocks]
@@ -167,56 +218,331 @@ def _shuffled_batches(
         buffer = sparse.vstack([p[1] for p in parts], format="csr", dtype=np.float32)
         del parts
         perm = rng.permutation(len(rows))
-        if g + shuffle_blocks >= len(order):  # the pass's last group
-            batches = _batches(perm, batch_size)
-        else:
-            n_full = len(perm) // batch_size * batch_size
-            batches = [perm[i : i + batch_size] for i in range(0, n_full, batch_size)]
-            left_rows, left_x = rows[perm[n_full:]], buffer[perm[n_full:]]
-        for batch in batches:
-            if len(batch) >= 2:  # BatchNorm needs two cells
-                yield rows[batch], buffer[batch]
+        if len(perm) >= remaining:  # the pass's last group
+            for batch in _batches(perm[:remaining], batch_size):
+                if len(batch) >= 2:  # BatchNorm needs two cells
+                    yield rows[batch], buffer[batch]
+            return
+        n_full = len(perm) // batch_size * batch_size
+        for i in range(0, n_full, batch_size):
+            batch = perm[i : i + batch_size]
+            yield rows[batch], buffer[batch]
+        remaining -= n_full
+        left_rows, left_x = rows[perm[n_full:]], buffer[perm[n_full:]]
+
+
+def rank_block_order(order: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """Every block of ``order``, rank ``rank``'s share (every ``world_size``-th
+    block from ``rank``) first, then the other ranks' shares: a rank whose
+    share holds fewer cells than a pass's quota tops up from its neighbours."""
+    return np.concatenate(
+        [order[(rank + k) % world_size :: world_size] for k in range(world_size)]
+    )
+
+
+class _CellBatches(IterableDataset):
+    """The training batches of one rank, pass after pass (one pass per
+    ``iter``): dense float32 cells and their integer labels (empty when
+    label-blind). Blocks come in the same seeded order on every rank."""
+
+    def __init__(
+        self,
+        read: _TrainingBlocks,
+        labels: torch.Tensor | None,
+        *,
+        n_fit: int,
+        config: TrainConfig,
+        seed: int,
+    ) -> None:
+        self.read, self.labels = read, labels
+        self.n_fit, self.config, self.seed = n_fit, config, seed
+        self.rank, self.world_size = 0, 1
+        self._block_rng: np.random.Generator | None = None
+        self._row_rng: np.random.Generator | None = None
+
+    def place(self, rank: int, world_size: int) -> None:
+        """Read as rank ``rank`` of ``world_size``; restarts the seeded streams."""
+        self.rank, self.world_size = rank, world_size
+        self._block_rng = np.random.default_rng(self.seed)
+        self._row_rng = np.random.default_rng(
+            self.seed if world_size == 1 else [self.seed, rank]
+        )
+
+    @property
+    def quota(self) -> int:
+        """Cells each rank trains on per pass (the same on every rank)."""
+        return self.n_fit // self.world_size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._block_rng is None:
+            self.place(self.rank, self.world_size)
+        order = rank_block_order(
+            self._block_rng.permutation(len(self.read)), self.rank, self.world_size
+        )
+        for rows, x in _epoch_batches(
+            self.read,
+            order,
+            self._row_rng,
+            quota=self.quota,
+            batch_size=self.config.batch_size,
+            shuffle_blocks=self.config.shuffle_blocks,
+        ):
+            y = (
+                torch.empty(0, dtype=torch.long)
+                if self.labels is None
+                else self.labels[torch.from_numpy(rows)]
+            )
+            yield torch.from_numpy(x.toarray()), y
 
 
 def _loss(
     encoder: Encoder,
     decoder: Decoder,
-    x: sparse.csr_matrix,
-    labels: torch.Tensor | None,
-    *,
+    xb: torch.Tensor,
+    labels: torch.Tensor,
     config: TrainConfig,
-    device: torch.device,
 ) -> torch.Tensor:
     """Reconstruction MSE of a batch (+ the triplet term when configured)."""
-    xb = torch.from_numpy(x.toarray()).to(device)
     z = encoder(xb)
     loss = F.mse_loss(decoder(z), xb)
-    if config.triplet_weight > 0 and labels is not None:
+    if config.triplet_weight > 0 and len(labels):
         loss = loss + config.triplet_weight * batch_hard_triplet_loss(
-            z, labels.to(device), config.triplet_margin
+            z, labels, config.triplet_margin
         )
     return loss
 
 
-def _validation_loss(
-    encoder: Encoder,
-    decoder: Decoder,
-    x: sparse.csr_matrix,
-    labels: torch.Tensor | None,
-    *,
-    config: TrainConfig,
-    device: torch.device,
-) -> float:
-    """Mean per-cell loss of the held-out cells, E and D in eval mode."""
-    encoder.eval()
-    decoder.eval()
-    total = 0.0
-    with torch.no_grad():
-        for batch in _batches(np.arange(x.shape[0]), config.batch_size):
-            lb = None if labels is None else labels[torch.from_numpy(batch)]
-            loss = _loss(encoder, decoder, x[batch], lb, config=config, device=device)
-            total += float(loss) * len(batch)
-    return total / x.shape[0]
+class FoundationModule(pl.LightningModule):
+    """E and D trained by reconstruction, in validation rounds.
+
+    Every ``eval_every_cells`` cells (counted over all ranks; once per pass on
+    smaller data), when the budget is spent and at the end, a round measures
+    the held-out loss (every rank scores all held-out cells, so each takes the
+    same decision), records it, keeps the best weights and stops after
+    ``patience`` rounds without gain. At the end the best weights are loaded
+    and rank 0 writes the model directory and the history to ``out_dir``.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        decoder: Decoder,
+        *,
+        config: TrainConfig,
+        x_val: sparse.csr_matrix | None,
+        y_val: torch.Tensor | None,
+        n_fit: int,
+        seed: int,
+        threads: int,
+        out_dir: str,
+        describe: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+        self.config, self.x_val, self.y_val = config, x_val, y_val
+        self.n_fit, self.seed, self.threads = n_fit, seed, threads
+        self.out_dir, self.describe = out_dir, describe
+        self.budget = config.max_cells_seen or np.inf
+        self.interval = 0  # cells between rounds, once the ranks are known
+        self.history: list[dict[str, float]] = []
+        self.best, self.best_state, self.stale = float("inf"), None, 0
+        self.cells_seen, self.next_eval = 0, 0
+        self.round_loss, self.round_cells = 0.0, 0
+        self.started = 0.0
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.parameters(),
+            lr=self.config.lr,
+            weight_decay=self.config.weight_decay,
+            **fused_adam(self.device),
+        )
+
+    def on_fit_start(self) -> None:
+        trainer = self.trainer
+        if self.device.type == "cpu":  # share the run's CPU threads among ranks
+            local = max(1, trainer.world_size // max(trainer.num_nodes, 1))
+            apply_threads(max(1, self.threads // local))
+        torch.manual_seed(self.seed + trainer.global_rank)  # dropout masks
+        trainer.datamodule.train.place(trainer.global_rank, trainer.world_size)
+        per_pass = self.n_fit // trainer.world_size * trainer.world_size
+        self.interval = min(per_pass, self.config.eval_every_cells)
+        self.next_eval = self.interval
+        self.started = time.perf_counter()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int):
+        xb, yb = batch
+        world = self.trainer.world_size
+        room = int(min(len(xb), -(-(self.budget - self.cells_seen) // world)))
+        if room < len(xb):  # the budget ends inside this batch
+            xb, yb = xb[:room], yb[:room]
+        loss = _loss(self.encoder, self.decoder, xb, yb, self.config)
+        n = len(xb)
+        self.round_loss += float(loss.detach()) * n
+        self.round_cells += n
+        self.cells_seen += n * world
+        return loss
+
+    def on_train_batch_end(self, *_: Any) -> None:
+        spent = self.budget - self.cells_seen < 2  # no batch of two cells left
+        if self.cells_seen >= self.next_eval or spent:
+            while self.next_eval <= self.cells_seen:
+                self.next_eval += self.interval
+            if self._end_round():
+                self.trainer.should_stop = True
+        if spent:
+            logger.info("Budget of %d cells seen reached", self.cells_seen)
+            self.trainer.should_stop = True
+
+    def on_train_end(self) -> None:
+        if self.round_cells:
+            self._end_round()
+        self.encoder.load_state_dict(self.best_state[0])
+        self.decoder.load_state_dict(self.best_state[1])
+        if self.trainer.global_rank == 0:
+            self._write()
+
+    def _validation_loss(self) -> float:
+        """Mean per-cell loss of the held-out cells, E and D in eval mode."""
+        self.encoder.eval()
+        self.decoder.eval()
+        total = 0.0
+        with torch.no_grad():
+            for batch in _batches(
+                np.arange(self.x_val.shape[0]), self.config.batch_size
+            ):
+                xb = torch.from_numpy(self.x_val[batch].toarray()).to(self.device)
+                yb = (
+                    torch.empty(0, dtype=torch.long)
+                    if self.y_val is None
+                    else self.y_val[torch.from_numpy(batch)]
+                ).to(self.device)
+                loss = _loss(self.encoder, self.decoder, xb, yb, self.config)
+                total += float(loss) * len(batch)
+        self.encoder.train()
+        self.decoder.train()
+        return total / self.x_val.shape[0]
+
+    def _end_round(self) -> bool:
+        """Validate, record the round, keep the best weights; True: stop."""
+        strategy = self.trainer.strategy
+        totals = strategy.reduce(
+            torch.tensor(
+                [self.round_loss, float(self.round_cells)], device=self.device
+            ),
+            reduce_op="sum",
+        )
+        train_loss = float(totals[0] / totals[1])
+        val_loss = self._validation_loss() if self.x_val is not None else train_loss
+        self.history.append(
+            {
+                "round": len(self.history) + 1,
+                "cells_seen": self.cells_seen,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+            }
+        )
+        logger.log(  # atlas-sized rounds take minutes: say how far it is
+            logging.INFO if float(totals[1]) >= 100_000 else logging.DEBUG,
+            "Round %d: %d cells seen (%.0f cells/s), train MSE %.5f, val %.5f",
+            len(self.history),
+            self.cells_seen,
+            self.cells_seen / max(time.perf_counter() - self.started, 1e-9),
+            train_loss,
+            val_loss,
+        )
+        self.round_loss, self.round_cells = 0.0, 0
+        if val_loss < self.best - 1e-6:
+            self.best, self.stale = val_loss, 0
+            self.best_state = copy.deepcopy(
+                (self.encoder.state_dict(), self.decoder.state_dict())
+            )
+            return False
+        self.stale += 1
+        if self.stale >= self.config.patience:
+            logger.info("Early stop after round %d", len(self.history))
+            return True
+        return False
+
+    def _write(self) -> None:
+        """Rank 0: the model directory (SCimilarity's layout) and the history."""
+        hyper = {
+            **self.describe,
+            "cells_seen": self.cells_seen,
+            "rounds": len(self.history),
+            "best_val_mse": self.best,
+        }
+        model = FoundationModel(
+            copy.deepcopy(self.encoder).float().cpu(),
+            copy.deepcopy(self.decoder).float().cpu(),
+            hyper.pop("gene_order"),
+            hyper.pop("label_names"),
+            hyper,
+        )
+        with atomic_path(Path(self.out_dir), directory=True) as out:
+            save_model_dir(model, out)
+            pd.DataFrame(self.history, columns=HISTORY_COLUMNS).to_csv(
+                out / "history.csv", index=False
+            )
+        logger.info(
+            "Foundation model trained in %.1f s (%d cells seen, %.2f passes, %d "
+            "rounds, best val MSE %.5f)",
+            time.perf_counter() - self.started,
+            self.cells_seen,
+            self.cells_seen / self.n_fit,
+            len(self.history),
+            self.best,
+        )
+
+
+class _CellData(pl.LightningDataModule):
+    """The training split's batches for whichever rank this process is."""
+
+    def __init__(self, train: _CellBatches) -> None:
+        super().__init__()
+        self.train = train
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train, batch_size=None)
+
+
+def launched_externally() -> bool:
+    """Whether a launcher (torchrun, srun) started this process as one rank of
+    several: then DDP joins them rather than starting processes itself."""
+    from lightning_fabric.plugins.environments import (
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    return (
+        TorchElasticEnvironment.detect()
+        or SLURMEnvironment.detect()
+        or "LOCAL_RANK" in os.environ
+    )
+
+
+def trainer_arguments(trainer: TrainerConfig, device: torch.device) -> dict[str, Any]:
+    """``pl.Trainer`` keyword arguments for ``trainer`` on the run's ``device``.
+
+    With no launcher around, ``ddp`` starts its processes by spawning them:
+    Lightning's own way for ``ddp`` re-executes the command line, which in a
+    Kedro run would run the whole pipeline again in every process.
+    """
+    accelerator, devices = trainer.accelerator, trainer.devices
+    if accelerator is None:
+        accelerator = {"cuda": "gpu"}.get(device.type, device.type)
+        if device.type == "cuda" and device.index is not None and devices == 1:
+            devices = [device.index]
+    strategy = trainer.strategy
+    if trainer.world_size > 1 and strategy in ("auto", "ddp"):
+        strategy = "ddp" if launched_externally() else "ddp_spawn"
+    return {
+        "accelerator": accelerator,
+        "devices": devices,
+        "strategy": strategy,
+        "precision": trainer.precision,
+        "num_nodes": trainer.num_nodes,
+    }
 
 
 def train_foundation(
@@ -227,10 +553,12 @@ def train_foundation(
     label_names: list[str] | None = None,
     architecture: dict[str, Any] | None = None,
     config: TrainConfig | None = None,
+    trainer: TrainerConfig | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
     chunk_rows: int = CHUNK_ROWS,
+    out_dir: Path | str | None = None,
 ) -> tuple[FoundationModel, pd.DataFrame]:
     """Train E and D on log-normalised cells ``x`` ``[N, G]`` by reconstruction.
 
@@ -245,6 +573,11 @@ def train_foundation(
     training stops after ``patience`` such rounds without improvement, and
     the best weights are kept.
 
+    ``trainer`` (default: one process on ``device``) says how Lightning runs
+    it; with several ranks each reads its share of the blocks. The model is
+    written in SCimilarity's layout to ``out_dir`` (a temporary directory
+    when ``None``) by rank 0 and read back from there.
+
     Label-blind unless ``config.triplet_weight > 0`` (then ``labels`` — ints
     ``[N]`` — add a batch-hard triplet term).
 
@@ -254,6 +587,7 @@ def train_foundation(
         ``val_loss``.
     """
     config = config or TrainConfig()
+    trainer = trainer or TrainerConfig()
     architecture = {
         "latent_dim": 128,
         "hidden_dim": [1024, 1024],
@@ -268,9 +602,10 @@ def train_foundation(
     rng = np.random.default_rng(seed)
     n_val = validation_size(n, config)
     n_fit = n - n_val
-    if n_fit < 2:
+    if n_fit < 2 * trainer.world_size:
         raise ValueError(
-            f"Too few cells ({n}) to train on with {n_val} held out for validation."
+            f"Too few cells ({n}) to train on with {n_val} held out for validation "
+            f"and {trainer.world_size} rank(s)."
         )
     val_rows = np.sort(rng.choice(n, n_val, replace=False)) if n_val else None
     held_out = np.zeros(n, dtype=bool)
@@ -280,143 +615,69 @@ def train_foundation(
     y = None if labels is None else torch.tensor(np.asarray(labels), dtype=torch.long)
     y_val = None if y is None or val_rows is None else y[torch.from_numpy(val_rows)]
     read = _TrainingBlocks(x, held_out, cache=lazy_input)
-    budget = config.max_cells_seen or np.inf
-    interval = min(n_fit, config.eval_every_cells)
-
-    start = time.perf_counter()
+    arguments = trainer_arguments(trainer, device)
     logger.info(
         "Training foundation model on %d cells x %d genes (%d held out, %d row "
-        "blocks), budget %s cells, validation every %d cells, %s, device %s",
+        "blocks), budget %s cells, validation every %d cells, %s, trainer %s",
         n_fit,
         n_genes,
         n_val,
         len(read),
         config.max_cells_seen,
-        interval,
+        min(n_fit, config.eval_every_cells),
         architecture,
-        device,
+        arguments,
     )
-    history: list[dict[str, float]] = []
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        encoder, decoder = build_autoencoder(n_genes, **architecture)
-        encoder.to(device)
-        decoder.to(device)
-        params = [*encoder.parameters(), *decoder.parameters()]
-        optimiser = torch.optim.AdamW(
-            params, lr=config.lr, weight_decay=config.weight_decay, **fused_adam(device)
-        )
-        best, best_state, stale = float("inf"), None, 0
-        cells_seen, next_eval = 0, interval
-        round_loss, round_cells = 0.0, 0
-        bar = tqdm(
-            total=int(min(budget, config.epochs * n_fit)),
-            desc="foundation",
-            unit="cells",
-            disable=not progress,
-        )
-
-        def end_round() -> bool:
-            """Validate, record the round, keep the best weights; True: stop."""
-            nonlocal best, best_state, stale, round_loss, round_cells
-            train_loss = round_loss / round_cells
-            val_loss = (
-                _validation_loss(
-                    encoder, decoder, x_val, y_val, config=config, device=device
-                )
-                if x_val is not None
-                else train_loss
-            )
-            history.append(
-                {
-                    "round": len(history) + 1,
-                    "cells_seen": cells_seen,
-                    "train_loss": train_loss,
-                    "val_loss": val_loss,
-                }
-            )
-            logger.log(  # atlas-sized rounds take minutes: say how far it is
-                logging.INFO if round_cells >= 100_000 else logging.DEBUG,
-                "Round %d: %d cells seen (%.0f cells/s), train MSE %.5f, val %.5f",
-                len(history),
-                cells_seen,
-                cells_seen / max(time.perf_counter() - start, 1e-9),
-                train_loss,
-                val_loss,
-            )
-            round_loss, round_cells = 0.0, 0
-            bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
-            if val_loss < best - 1e-6:
-                best, stale = val_loss, 0
-                best_state = copy.deepcopy((encoder.state_dict(), decoder.state_dict()))
-                return False
-            stale += 1
-            if stale >= config.patience:
-                logger.info("Early stop after round %d", len(history))
-                return True
-            return False
-
-        stop = False
-        for _ in range(config.epochs):
-            for batch_rows, batch_x in _shuffled_batches(
-                read,
-                rng,
-                batch_size=config.batch_size,
-                shuffle_blocks=config.shuffle_blocks,
-            ):
-                room = int(min(budget - cells_seen, len(batch_rows)))
-                rows, xb = batch_rows[:room], batch_x[:room]
-                encoder.train()
-                decoder.train()
-                lb = None if y is None else y[torch.from_numpy(rows)]
-                loss = _loss(encoder, decoder, xb, lb, config=config, device=device)
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                round_loss += float(loss.detach()) * room
-                round_cells += room
-                cells_seen += room
-                bar.update(room)
-                if cells_seen >= next_eval:
-                    while next_eval <= cells_seen:
-                        next_eval += interval
-                    stop = end_round()
-                if budget - cells_seen < 2:  # no batch of two cells left
-                    logger.info("Budget of %d cells seen reached", cells_seen)
-                    stop = True
-                if stop:
-                    break
-            if stop:
-                break
-        if round_cells:
-            end_round()
-        bar.close()
-    encoder.load_state_dict(best_state[0])
-    decoder.load_state_dict(best_state[1])
-    logger.info(
-        "Foundation model trained in %.1f s (%d cells seen, %.2f passes, %d "
-        "rounds, best val MSE %.5f)",
-        time.perf_counter() - start,
-        cells_seen,
-        cells_seen / n_fit,
-        len(history),
-        best,
-    )
-    hyper = {
+    describe = {
         **architecture,
         "source": "local",
         "label_blind": config.triplet_weight == 0,
         "seed": seed,
         **{f"train_{k}": v for k, v in config.model_dump().items()},
+        **{f"trainer_{k}": v for k, v in trainer.model_dump().items()},
         "n_train_cells": n_fit,
         "n_val_cells": n_val,
-        "cells_seen": cells_seen,
-        "rounds": len(history),
-        "best_val_mse": best,
+        "gene_order": list(gene_order),
+        "label_names": list(label_names or []),
     }
-    model = FoundationModel(
-        encoder.cpu(), decoder.cpu(), list(gene_order), list(label_names or []), hyper
-    )
-    columns = ["round", "cells_seen", "train_loss", "val_loss"]
-    return model.freeze(), pd.DataFrame(history, columns=columns)
+    devices = [device] if device.type == "cuda" else []
+    with (
+        tempfile.TemporaryDirectory(prefix="scdd-foundation-") as scratch,
+        torch.random.fork_rng(devices=devices),
+    ):
+        torch.manual_seed(seed)
+        out = Path(out_dir or Path(scratch) / "model")
+        encoder, decoder = build_autoencoder(n_genes, **architecture)
+        module = FoundationModule(
+            encoder,
+            decoder,
+            config=config,
+            x_val=x_val,
+            y_val=y_val,
+            n_fit=n_fit,
+            seed=seed,
+            threads=torch.get_num_threads(),
+            out_dir=str(out),
+            describe=describe,
+        )
+        data = _CellData(_CellBatches(read, y, n_fit=n_fit, config=config, seed=seed))
+        # "GPU available: ..." and tips: the log line above says what runs
+        logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(
+            logging.WARNING
+        )
+        fit = pl.Trainer(
+            **arguments,
+            max_epochs=config.epochs,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
+        )
+        fit.fit(module, datamodule=data)
+        if fit.global_rank != 0:  # a rank started by torchrun / srun
+            return None, None
+        model = load_model_dir(out)
+        history = pd.read_csv(out / "history.csv")
+    return model, history

@@ -21,16 +21,16 @@ from scdd.models.foundation import (
     gene_positions,
     load_model_dir,
 )
-from scdd.models.foundation_training import train_foundation, validation_size
+from scdd.models.foundation_training import (
+    HISTORY_COLUMNS,
+    train_foundation,
+    validation_size,
+)
 from scdd.params import DataParams, FoundationParams
 from scdd.provenance import record_provenance
 from scdd.sampling import stratified_rows
 
 logger = logging.getLogger(__name__)
-
-#: Columns of ``foundation_history``: one row per validation round.
-HISTORY_COLUMNS = ["round", "cells_seen", "train_loss", "val_loss"]
-
 
 def build_foundation_model(
     train: ad.AnnData,
@@ -72,6 +72,7 @@ def build_foundation_model(
         label_names=list(map(str, labels.cat.categories)),
         architecture=params.model.model_dump(),
         config=params.train,
+        trainer=params.trainer,
         seed=seed,
         device=resolve_device(device),
         progress=progress,

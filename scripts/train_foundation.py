@@ -1,0 +1,81 @@
+"""Train the foundation model on several nodes: one process per GPU, every
+process started by a launcher (torchrun, srun), all joined by Lightning DDP.
+
+A ``kedro run`` is one process on one node: it can train on several GPUs of
+its node (``foundation.trainer.strategy: ddp``, ``devices: N``) but not on
+several nodes. This script reads the project's preprocessed training split and
+parameters through Kedro (read-only, on every rank), trains with
+``foundation.trainer`` and writes the model from rank 0 in SCimilarity's
+layout (plus ``history.csv``) to ``--out``. The pipeline then uses it as a
+pretrained model:
+
+    # on each of 2 nodes with 4 GPUs (the split must be on a shared path)
+    torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d \\
+        --rdzv-endpoint HOST:29500 scripts/train_foundation.py --project . \\
+        --out /shared/models/foundation --params \\
+        "foundation.trainer.strategy=ddp,foundation.trainer.devices=4,\\
+foundation.trainer.num_nodes=2"
+    kedro run --pipelines distill --params \\
+        "foundation.source=pretrained,foundation.pretrained_path=/shared/models/foundation"
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from omegaconf import OmegaConf
+
+from scdd.models.device import resolve_device
+from scdd.models.foundation_training import train_foundation
+from scdd.params import DataParams, FoundationParams, check_run_params
+
+
+def _runtime_params(text: str | None) -> dict:
+    """``a.b=1,c=2`` nested and typed as ``kedro run --params`` reads it."""
+    if not text:
+        return {}
+    return OmegaConf.to_container(OmegaConf.from_dotlist(text.split(",")))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, default=Path("."))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--params", help="as kedro run --params")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    project = args.project.resolve()
+    bootstrap_project(project)
+    with KedroSession.create(
+        project_path=project, runtime_params=_runtime_params(args.params)
+    ) as session:
+        context = session.load_context()
+        params = context.params
+        check_run_params(params)
+        data = DataParams.model_validate(params["data"])
+        foundation = FoundationParams.model_validate(params["foundation"])
+        train = context.catalog.load("train_adata")
+    if args.out.exists():
+        raise SystemExit(f"--out {args.out} exists; give a new directory.")
+    labels = train.obs[data.label_key]
+    train_foundation(
+        train.X,
+        gene_order=list(train.var_names),
+        labels=labels.cat.codes.to_numpy(),
+        label_names=list(map(str, labels.cat.categories)),
+        architecture=foundation.model.model_dump(),
+        config=foundation.train,
+        trainer=foundation.trainer,
+        seed=int(params.get("seed", 0)),
+        device=resolve_device(params.get("device", "auto")),
+        progress=bool(params.get("progress", True)),
+        out_dir=args.out,
+    )
+
+
+if __name__ == "__main__":
+    main()
