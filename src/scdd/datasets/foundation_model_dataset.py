@@ -7,7 +7,7 @@ from typing import Any
 
 from kedro.io.core import AbstractDataset, DatasetError
 
-from scdd.datasets._atomic import atomic_path
+from scdd.atomic import atomic_path
 from scdd.models.foundation import FoundationModel, load_model_dir, save_model_dir
 
 

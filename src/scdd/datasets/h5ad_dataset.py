@@ -16,8 +16,8 @@ from kedro.io.core import (
     get_protocol_and_path,
 )
 
+from scdd.atomic import atomic_path
 from scdd.cellstore import CHUNK_ROWS, as_lazy, read_lazy
-from scdd.datasets._atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 

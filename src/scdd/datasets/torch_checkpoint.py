@@ -18,7 +18,7 @@ from kedro.io.core import (
     get_protocol_and_path,
 )
 
-from scdd.datasets._atomic import atomic_path
+from scdd.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -43,8 +43,8 @@ from scimilarity.nn_models import Decoder, Encoder
 from scipy import sparse
 from torch.utils.data import DataLoader, IterableDataset
 
+from scdd.atomic import atomic_path
 from scdd.cellstore import CHUNK_ROWS, lazy_matrix, take_matrix_rows
-from scdd.datasets._atomic import atomic_path
 from scdd.models.device import fused_adam
 from scdd.models.foundation import (
     FoundationModel,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from scdd.datasets._atomic import atomic_path
+from scdd.atomic import atomic_path
 
 
 @pytest.fixture
