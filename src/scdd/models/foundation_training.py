@@ -21,6 +21,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -675,7 +676,10 @@ def train_foundation(
             enable_model_summary=False,
             enable_progress_bar=progress,
         )
-        fit.fit(module, datamodule=data)
+        with warnings.catch_warnings():
+            # batches are cut from blocks in this process, not by loader workers
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            fit.fit(module, datamodule=data)
         if fit.global_rank != 0:  # a rank started by torchrun / srun
             return None, None
         model = load_model_dir(out)
