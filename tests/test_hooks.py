@@ -6,6 +6,7 @@ import stat
 from pathlib import Path
 
 import anndata as ad
+import numpy as np
 import pytest
 
 from tests.conftest import make_counts_adata
@@ -77,3 +78,78 @@ def test_parallel_runs_record_lineage_too(project_copy) -> None:
         "validation_adata.json",
     ]
     run_session(project_copy, "foundation", {"foundation": {"train": {"epochs": 1}}})
+
+
+def test_dask_settings_are_read_by_no_node() -> None:
+    """The lineage hashes the parameters each node reads: with no node reading
+    ``params:dask``, where the passes ran never makes an artefact stale."""
+    from scdd.hooks import STAGES, _stage_pipelines
+
+    pipelines = _stage_pipelines()
+    read = set().union(*(pipelines[s].inputs() for s in STAGES))
+    assert "params:dask" not in read and "parameters" not in read
+
+
+def test_dask_hook_starts_and_closes_a_local_cluster() -> None:
+    import psutil
+    from kedro.io import DataCatalog, MemoryDataset
+
+    from scdd.dask_engine import distributed_client
+    from scdd.hooks import DaskHooks
+
+    hooks = DaskHooks()
+    params = {"dask": {"cluster": "local", "n_workers": 1}}
+    hooks.before_pipeline_run(
+        catalog=DataCatalog({"parameters": MemoryDataset(params)})
+    )
+    client = distributed_client()
+    assert client is not None
+    workers = client.run(os.getpid)
+    assert len(workers) == 1
+    hooks.on_pipeline_error()  # a failed run closes it too
+    assert distributed_client() is None and client.status == "closed"
+    assert not any(psutil.pid_exists(pid) for pid in workers.values())
+    hooks.before_pipeline_run(catalog=DataCatalog({"parameters": MemoryDataset({})}))
+    assert distributed_client() is None  # nothing set: nothing started
+
+
+def _models(project: Path) -> dict[str, int]:
+    return {k: v for k, v in data_files(project).items() if "06_models" in k}
+
+
+def test_kedro_run_on_a_local_cluster_embeds_as_in_process(
+    project_copy, monkeypatch
+) -> None:
+    """`kedro run --params dask.cluster=local`: the embedding of a model built
+    in process, on 2 worker processes, with the model not stale."""
+    import scdd.hooks
+
+    # what the hook logs (caplog misses INFO lines while a LocalCluster runs:
+    # it quietens every stream handler of the `distributed` logger, pytest's
+    # included)
+    clusters, describe = [], scdd.hooks.describe_client
+    monkeypatch.setattr(
+        scdd.hooks,
+        "describe_client",
+        lambda client: clusters.append(describe(client)) or clusters[-1],
+    )
+    tiny = {"foundation": {"train": {"epochs": 1}}}
+    run_session(project_copy, "preprocess")
+    run_session(project_copy, "foundation", tiny)
+    embeddings = project_copy / "data/04_feature"
+    here = {p.name: ad.read_h5ad(p) for p in sorted(embeddings.glob("*.h5ad"))}
+    model = _models(project_copy)
+    for path in embeddings.glob("*.h5ad"):
+        path.unlink()
+    run_session(
+        project_copy,
+        "foundation",
+        {**tiny, "dask": {"cluster": "local", "n_workers": 2}},
+        only_missing_outputs=True,
+    )
+    assert len(clusters) == 1 and "with 2 worker(s)" in clusters[0]
+    assert model and _models(project_copy) == model  # not stale: not rebuilt
+    for name, before in here.items():
+        after = ad.read_h5ad(embeddings / name)
+        assert list(after.obs_names) == list(before.obs_names)
+        np.testing.assert_allclose(after.X, before.X, atol=1e-5)

@@ -7,6 +7,12 @@ the file per block, so the graph also runs on a distributed cluster). Only
 what is small lives in memory: one block at a time, samples of rows, and
 per-cell or per-gene vectors. Stage code uses the helpers here rather than
 ``adata.X`` directly, so a million-cell split costs memory O(block).
+
+The passes (:func:`reduce_blocks`, :func:`tree_reduce`, :func:`sum_over_rows`)
+are one Dask computation each, run by whichever scheduler is current: Dask's
+local one in this process, or a ``distributed`` cluster's workers when the
+run opened a client (:mod:`scdd.dask_engine`). :func:`blocks` and
+:func:`take_matrix_rows` read on this process, a block at a time.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import h5py
 import numpy as np
 import pandas as pd
 from scipy import sparse
+
+from scdd.dask_engine import compute
 
 #: Rows per block when a matrix is read lazily: ~5k cells x 2k nonzeros is
 #: ~80 MB of CSR per block in flight.
@@ -89,8 +97,11 @@ def as_lazy(adata: ad.AnnData, *, chunk_rows: int = CHUNK_ROWS) -> ad.AnnData:
 
 def read_lazy(path: Path | str, *, chunk_rows: int = CHUNK_ROWS) -> ad.AnnData:
     """Open an ``.h5ad`` with ``obs``, ``var``, ``uns`` and ``obsm`` in memory and
-    ``X``, ``layers`` and ``raw.X`` as lazy row-block arrays."""
-    with h5py.File(path, "r") as f:
+    ``X``, ``layers`` and ``raw.X`` as lazy row-block arrays.
+
+    The blocks reopen the file by its absolute path, so a worker of a
+    ``distributed`` cluster (whatever its working directory) reads them."""
+    with h5py.File(Path(path).resolve(), "r") as f:
 
         def lazy(name: str) -> da.Array:
             elem = f[name]
@@ -198,7 +209,7 @@ def reduce_blocks(
     ``block_args`` are per-row arrays, sliced to each block's rows. One dask
     computation: every block is read once, whatever ``per_block`` returns.
     """
-    return list(dask.compute(*_block_tasks(x, per_block, block_args)))
+    return list(compute(*_block_tasks(x, per_block, block_args)))
 
 
 def _block_tasks(
@@ -316,5 +327,5 @@ def tree_reduce(
             dask.delayed(combine)(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i]
             for i in range(0, len(parts), 2)
         ]
-    (total,) = dask.compute(parts[0])
+    (total,) = compute(parts[0])
     return total

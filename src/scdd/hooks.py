@@ -1,7 +1,9 @@
-"""Run-wide hooks: parameters and threads before anything runs, artefact lineage."""
+"""Run-wide hooks: parameters and threads before anything runs, the Dask
+cluster the passes over cells run on, artefact lineage."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import random
@@ -16,6 +18,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractDataset, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 
+from scdd.dask_engine import dask_client, describe_client
 from scdd.lineage import (
     LineageStore,
     Recipe,
@@ -26,7 +29,7 @@ from scdd.lineage import (
     stale_reason,
 )
 from scdd.logs import tidy_console
-from scdd.params import GROUPS, check_run_params
+from scdd.params import GROUPS, DaskParams, check_run_params
 from scdd.threads import apply_threads, resolve_threads
 
 logger = logging.getLogger(__name__)
@@ -127,6 +130,51 @@ class RunSetupHooks:
             elapsed,
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         )
+
+
+class DaskHooks:
+    """Run the passes over cells on the Dask cluster ``params:dask`` names.
+
+    ``dask.address`` connects to an existing ``distributed`` scheduler;
+    ``dask.cluster: local`` starts a ``LocalCluster`` for the run. Either
+    client becomes Dask's default for the run (so every pass goes to its
+    workers) and is closed when the run ends, also on error; a cluster
+    started here is closed with it. Neither set: nothing is started, the
+    passes run in this process. Opens after the other hooks' checks
+    (``trylast``), so a refused run starts no cluster. Node processes that
+    Kedro's ParallelRunner forks do not inherit the client
+    (:mod:`scdd.dask_engine`): their passes run in their own process.
+    """
+
+    def __init__(self) -> None:
+        self._open = contextlib.ExitStack()
+
+    @hook_impl(trylast=True)
+    def before_pipeline_run(self, catalog: Any) -> None:
+        self._close()
+        params = _parameters(catalog).get("dask") or {}
+        settings = DaskParams.model_validate(params).model_dump()
+        client = self._open.enter_context(dask_client(**settings))
+        if client is None:
+            return
+        logger.info("Cell passes run on %s", describe_client(client))
+        if not client.scheduler_info().get("workers"):
+            logger.warning(
+                "The Dask cluster has no workers yet: the passes over cells wait "
+                "until workers join (`dask worker %s`)",
+                client.scheduler.address,
+            )
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._close()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        self._open.close()
 
 
 class _Stale(AbstractDataset):

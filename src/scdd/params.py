@@ -36,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from scdd.dask_engine import check_scheduler_choice
 from scdd.datasets.h5ad_dataset import _BUNDLED, SCANPY_PREFIX
 from scdd.distill.methods import METHODS
 from scdd.evaluation.benchmark_runs import BENCHMARK_METHODS, BENCHMARK_SPCS
@@ -50,8 +51,10 @@ from scdd.models.foundation_training import (
 
 __all__ = [
     "GROUPS",
+    "HOOK_GROUPS",
     "BenchmarkParams",
     "CelltypistParams",
+    "DaskParams",
     "DataParams",
     "DeepInsightCNNParams",
     "DistillOptimParams",
@@ -651,6 +654,29 @@ class ReportParams(_Group):
     figsize: FigsizeParams = FigsizeParams()
 
 
+# --------------------------------------------------------------------- dask
+
+
+class DaskParams(_Group):
+    """``params:dask``: which Dask scheduler runs the passes over real cells
+    (:mod:`scdd.dask_engine`). Read by the run hook, not by nodes, so it
+    never makes an artefact stale."""
+
+    #: Address of an existing ``distributed`` scheduler (``tcp://host:8786``).
+    address: str | None = None
+    #: ``local``: start a ``distributed.LocalCluster`` for the run.
+    cluster: Literal["local"] | None = None
+    #: Worker processes of ``cluster: local``.
+    n_workers: PositiveInt = 2
+    #: Threads (tasks at once) per worker of ``cluster: local``.
+    threads_per_worker: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _one_scheduler(self) -> DaskParams:
+        check_scheduler_choice(self.address, self.cluster)
+        return self
+
+
 # ---------------------------------------------------------------------- run
 
 
@@ -687,7 +713,13 @@ GROUPS: dict[str, type[_Group]] = {
     "evaluate": EvaluateParams,
     "benchmark": BenchmarkParams,
     "report": ReportParams,
+    "dask": DaskParams,
 }
+
+#: Groups read by run hooks, not by nodes: Kedro does not validate them (no
+#: node annotates them; :func:`check_run_params` does), and no artefact's
+#: lineage depends on them.
+HOOK_GROUPS = frozenset({"dask"})
 
 
 def describe_errors(err: ValidationError, prefix: str = "") -> str:
@@ -801,7 +833,7 @@ def check_run_params(params: Mapping[str, Any]) -> None:
     generator = _group(params, "generator")
     distill = _group(params, "distill")
     foundation = _group(params, "foundation")
-    for name in ("preprocess", "evaluate", "benchmark", "report"):
+    for name in ("preprocess", "evaluate", "benchmark", "report", "dask"):
         _group(params, name)
 
     errors = [] if foundation is None else _trainer_errors(foundation.trainer)

@@ -5,7 +5,7 @@ import warnings
 
 from kedro.config import OmegaConfigLoader
 
-from scdd.hooks import LineageHooks, RunSetupHooks
+from scdd.hooks import DaskHooks, LineageHooks, RunSetupHooks
 
 # OmegaConf 2.4 deprecates the resolver registration Kedro's config loader
 # still uses; the warning is Kedro's to fix and says nothing about this project.
@@ -17,7 +17,7 @@ warnings.filterwarnings(
 # Pydantic's error catalogue.
 os.environ.setdefault("PYDANTIC_ERRORS_INCLUDE_URL", "0")
 
-HOOKS = (RunSetupHooks(), LineageHooks())
+HOOKS = (RunSetupHooks(), DaskHooks(), LineageHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

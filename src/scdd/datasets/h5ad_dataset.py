@@ -18,6 +18,7 @@ from kedro.io.core import (
 
 from scdd.atomic import atomic_path
 from scdd.cellstore import CHUNK_ROWS, as_lazy, read_lazy
+from scdd.dask_engine import worker_failures_explained
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
 
     Saving writes a temporary file beside the target and renames it, so an
     interrupted save never leaves a truncated file; an AnnData whose ``X`` is a
-    dask array is written block by block, never whole in memory.
+    dask array is written block by block, never whole in memory (a worker
+    death Dask gives up on fails the save with a message that says how to
+    resume: :func:`scdd.dask_engine.worker_failures_explained`).
     ``lazy=True`` loads ``obs``/``var``/``uns`` into memory and leaves ``X``
     (and ``layers``, ``raw.X``) on disk as dask arrays of ``chunk_rows``-row
     CSR blocks (:func:`scdd.cellstore.read_lazy`): how the pipelines read gene
@@ -136,7 +139,9 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
                 f"H5ADDataset saves AnnData objects, got {type(data).__name__}."
             )
         path = Path(self._get_save_path())
-        with atomic_path(path) as tmp:
+        # a lazy X is computed block by block as it is written, on the current
+        # Dask scheduler (a cluster's workers, when the run opened a client)
+        with atomic_path(path) as tmp, worker_failures_explained(f"Writing {path}"):
             data.write_h5ad(tmp, **self._save_args)
         logger.info("Wrote %s: %d cells x %d genes", path, *data.shape)
 

@@ -9,9 +9,12 @@ unchanged, and a published SCimilarity model can be used in its place.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import pickle
+import threading
+import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,15 +23,24 @@ from pathlib import Path
 from typing import Any
 
 import anndata as ad
+import dask
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from distributed import Client, as_completed
 from scimilarity.nn_models import Decoder, Encoder
 from scipy import sparse
 from tqdm.auto import tqdm
 
-from scdd.cellstore import blocks, is_lazy, lazy_matrix, map_csr_blocks
+from scdd.cellstore import is_lazy, lazy_matrix, map_csr_blocks
+from scdd.dask_engine import (
+    compute,
+    distributed_client,
+    pin_task_thread,
+    worker_failures_explained,
+)
+from scdd.models.device import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -278,6 +290,66 @@ def encode_sparse(
     return F.normalize(h, p=2, dim=1)
 
 
+#: Held while a worker's shared E moves to its device (tasks run in threads).
+_MOVE_LOCK = threading.Lock()
+
+
+def _on_device(encoder: Encoder, device: torch.device) -> Encoder:
+    """``encoder`` moved to ``device`` once (tasks on one worker share it)."""
+    with _MOVE_LOCK:
+        if next(encoder.parameters()).device != device:
+            encoder.to(device)
+    return encoder
+
+
+def _embed_block(
+    block: Any,
+    encoder: Encoder,
+    device: torch.device | str,
+    *,
+    chunk_size: int,
+    sparse_input: bool | None,
+) -> np.ndarray:
+    """Latents ``[rows, latent_dim]`` (float32) of one row block, E run on at
+    most ``chunk_size`` rows at a time; ``device`` a spec (``"auto"``,
+    ``"cuda"``...) is resolved where the task runs (on a worker: its own)."""
+    pin_task_thread()  # on a worker: Dask's threads, not torch's, in parallel
+    if isinstance(device, str):
+        device = resolve_device(device)
+    encoder = _on_device(encoder, device)
+    block = sparse.csr_matrix(block, dtype=np.float32)
+    rows, n_genes = block.shape
+    out = np.empty((rows, encoder.latent_dim), dtype=np.float32)
+    weight_t = None
+    with torch.inference_mode():
+        for i in range(0, rows, chunk_size):
+            chunk = block[i : i + chunk_size]
+            use_sparse = sparse_input
+            if use_sparse is None:
+                density = chunk.nnz / max(chunk.shape[0] * n_genes, 1)
+                use_sparse = density < SPARSE_INPUT_MAX_DENSITY
+            if use_sparse:
+                if weight_t is None:
+                    weight_t = _first_linear(encoder).weight.T.contiguous()
+                z = encode_sparse(encoder, chunk, weight_t=weight_t, device=device)
+            else:
+                z = encoder(torch.from_numpy(chunk.toarray()).to(device))
+            out[i : i + chunk.shape[0]] = z.cpu().numpy()
+    return out
+
+
+class _RowsInto:
+    """Writes each block's latents into ``out`` at its first row, counting
+    the cells on a progress bar."""
+
+    def __init__(self, out: np.ndarray, bar: tqdm) -> None:
+        self.out, self.bar = out, bar
+
+    def __call__(self, first_row: int, z: np.ndarray) -> None:
+        self.out[first_row : first_row + len(z)] = z
+        self.bar.update(len(z))
+
+
 def embed_cells(
     encoder: Encoder,
     x: Any,
@@ -287,41 +359,82 @@ def embed_cells(
     progress: bool = True,
     sparse_input: bool | None = None,
 ) -> np.ndarray:
-    """Latents ``[N, latent_dim]`` of log-normalised cells ``x`` ``[N, G]``.
+    """Latents ``[N, latent_dim]`` (float32, row order) of log-normalised
+    cells ``x`` ``[N, G]``.
 
-    ``x`` is lazy (dask row blocks, read one at a time) or in memory; E runs
-    in eval mode on at most ``chunk_size`` rows at a time, so memory beyond
-    the output stays O(block). ``sparse_input``: the first Linear as a sparse
-    product (:func:`encode_sparse`, no dense chunk) or on a dense chunk;
-    ``None`` picks sparse for chunks under :data:`SPARSE_INPUT_MAX_DENSITY`
-    nonzeros (faster there on CPU).
+    One Dask computation, one task per row block of ``x`` (lazy: the store's
+    blocks; in memory: blocks of ``chunk_size`` rows), E a single graph node
+    every task reads (shipped once, not once per task). E runs in eval mode
+    on at most ``chunk_size`` rows at a time, so memory beyond the output
+    stays O(block). In this process (no ``distributed`` client current) the
+    blocks run one after the other on the synchronous scheduler, torch using
+    its intra-op threads, on ``device``; under a client they run on the
+    workers, each resolving ``device`` (a spec such as ``"auto"``, or a
+    torch device's name) to its own hardware, E shipped on CPU.
+
+    ``sparse_input``: the first Linear as a sparse product
+    (:func:`encode_sparse`, no dense chunk) or on a dense chunk; ``None``
+    picks sparse for chunks under :data:`SPARSE_INPUT_MAX_DENSITY` nonzeros
+    (faster there on CPU).
     """
-    device = torch.device(device)
-    encoder = encoder.to(device).eval()
     x = lazy_matrix(x, chunk_rows=chunk_size)
-    n, n_genes = x.shape
-    out = np.empty((n, encoder.latent_dim), dtype=np.float32)
+    encoder = encoder.eval()
     if sparse_input is not False and _first_linear(encoder) is None:
         sparse_input = False
-    weight_t = None
-    with (
-        torch.inference_mode(),
-        tqdm(total=n, desc="embed", unit="cells", disable=not progress) as bar,
-    ):
-        for first_row, block in blocks(x):
-            for i in range(0, block.shape[0], chunk_size):
-                chunk = sparse.csr_matrix(block[i : i + chunk_size], dtype=np.float32)
-                rows = chunk.shape[0]
-                use_sparse = sparse_input
-                if use_sparse is None:
-                    density = chunk.nnz / max(rows * n_genes, 1)
-                    use_sparse = density < SPARSE_INPUT_MAX_DENSITY
-                if use_sparse:
-                    if weight_t is None:
-                        weight_t = _first_linear(encoder).weight.T.contiguous()
-                    z = encode_sparse(encoder, chunk, weight_t=weight_t, device=device)
-                else:
-                    z = encoder(torch.from_numpy(chunk.toarray()).to(device))
-                out[first_row + i : first_row + i + rows] = z.cpu().numpy()
-                bar.update(rows)
+    out = np.empty((x.shape[0], encoder.latent_dim), dtype=np.float32)
+    client = distributed_client()
+    if client is None:
+        device = resolve_device(device) if isinstance(device, str) else device
+        shared = encoder.to(device)
+    else:
+        device = device if isinstance(device, str) else str(device)
+        on_cpu = next(encoder.parameters()).device.type == "cpu"
+        shared = encoder if on_cpu else copy.deepcopy(encoder).cpu()
+    # E is one node of the graph: a literal every block task depends on
+    token = uuid.uuid4().hex
+    shared = dask.delayed(shared, name=f"foundation-encoder-{token}")
+    embed = partial(_embed_block, chunk_size=chunk_size, sparse_input=sparse_input)
+    tasks = [
+        dask.delayed(embed)(block, shared, device, dask_key_name=f"embed-{token}-{i}")
+        for i, block in enumerate(x.to_delayed().ravel())
+    ]
+    first_rows = np.cumsum((0, *x.chunks[0]))[:-1].tolist()
+    what = f"Embedding {x.shape[0]:,} cells with the foundation encoder"
+    with tqdm(total=len(out), desc="embed", unit="cells", disable=not progress) as bar:
+        put = _RowsInto(out, bar)
+        if client is None:
+            sinks = [
+                dask.delayed(put)(first, task)
+                for first, task in zip(first_rows, tasks, strict=True)
+            ]
+            compute(*sinks, what=what, scheduler="synchronous")
+        else:
+            _gather_into(client, tasks, first_rows, put, what=what)
     return out
+
+
+def _gather_into(
+    client: Client,
+    tasks: list[Any],
+    first_rows: list[int],
+    put: _RowsInto,
+    *,
+    what: str,
+) -> None:
+    """Run the block ``tasks`` on ``client``'s workers; hand each block's
+    latents to ``put`` as it arrives, then let it go (only a few blocks'
+    results are alive on this process at once)."""
+    with warnings.catch_warnings():
+        # E is in the graph once (a literal the scheduler can recompute should
+        # the worker holding it die, which scattered data is not): large, but
+        # not repeated
+        warnings.filterwarnings("ignore", message="Sending large graph")
+        futures = client.compute(tasks)
+    first_row = {
+        future.key: first for future, first in zip(futures, first_rows, strict=True)
+    }
+    arriving = as_completed(futures, with_results=True)
+    del futures
+    with worker_failures_explained(what):
+        for future, z in arriving:
+            put(first_row[future.key], z)

@@ -32,6 +32,7 @@ from scdd.sampling import stratified_rows
 
 logger = logging.getLogger(__name__)
 
+
 def build_foundation_model(
     train: ad.AnnData,
     data: DataParams,
@@ -100,7 +101,7 @@ def _embed(
         model.encoder,
         aligned.X,
         chunk_size=params.embed.chunk_size,
-        device=resolve_device(device),
+        device=device,  # a spec: on a Dask cluster each worker resolves its own
         progress=progress,
     )
     logger.info(
