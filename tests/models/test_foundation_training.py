@@ -202,7 +202,7 @@ def test_ranks_train_on_equal_shares_of_the_blocks() -> None:
     ranks = []
     for rank in (0, 1):
         batches = foundation_training._CellBatches(
-            read, None, n_fit=60, config=config, seed=5
+            read, None, n_fit=60, config=config, seed=5, rng=np.random.default_rng(0)
         )
         batches.place(rank, 2)
         ranks.append([[len(xb) for xb, _ in batches] for _ in range(3)])  # 3 passes

@@ -244,7 +244,12 @@ def rank_block_order(order: np.ndarray, rank: int, world_size: int) -> np.ndarra
 class _CellBatches(IterableDataset):
     """The training batches of one rank, pass after pass (one pass per
     ``iter``): dense float32 cells and their integer labels (empty when
-    label-blind). Blocks come in the same seeded order on every rank."""
+    label-blind). Blocks come in the same seeded order on every rank.
+
+    One process draws block orders and row shuffles from ``rng`` (the stream
+    that drew the validation cells); several ranks draw block orders from
+    ``seed`` (the same on every rank) and row shuffles from ``(seed, rank)``.
+    """
 
     def __init__(
         self,
@@ -254,20 +259,19 @@ class _CellBatches(IterableDataset):
         n_fit: int,
         config: TrainConfig,
         seed: int,
+        rng: np.random.Generator,
     ) -> None:
         self.read, self.labels = read, labels
         self.n_fit, self.config, self.seed = n_fit, config, seed
         self.rank, self.world_size = 0, 1
-        self._block_rng: np.random.Generator | None = None
-        self._row_rng: np.random.Generator | None = None
+        self._block_rng = self._row_rng = rng
 
     def place(self, rank: int, world_size: int) -> None:
-        """Read as rank ``rank`` of ``world_size``; restarts the seeded streams."""
+        """Read as rank ``rank`` of ``world_size``."""
         self.rank, self.world_size = rank, world_size
-        self._block_rng = np.random.default_rng(self.seed)
-        self._row_rng = np.random.default_rng(
-            self.seed if world_size == 1 else [self.seed, rank]
-        )
+        if world_size > 1:
+            self._block_rng = np.random.default_rng(self.seed)
+            self._row_rng = np.random.default_rng([self.seed, rank])
 
     @property
     def quota(self) -> int:
@@ -275,8 +279,6 @@ class _CellBatches(IterableDataset):
         return self.n_fit // self.world_size
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self._block_rng is None:
-            self.place(self.rank, self.world_size)
         order = rank_block_order(
             self._block_rng.permutation(len(self.read)), self.rank, self.world_size
         )
@@ -364,7 +366,8 @@ class FoundationModule(pl.LightningModule):
         if self.device.type == "cpu":  # share the run's CPU threads among ranks
             local = max(1, trainer.world_size // max(trainer.num_nodes, 1))
             apply_threads(max(1, self.threads // local))
-        torch.manual_seed(self.seed + trainer.global_rank)  # dropout masks
+        if trainer.world_size > 1:  # each rank its own dropout masks
+            torch.manual_seed(self.seed + trainer.global_rank)
         trainer.datamodule.train.place(trainer.global_rank, trainer.world_size)
         per_pass = self.n_fit // trainer.world_size * trainer.world_size
         self.interval = min(per_pass, self.config.eval_every_cells)
@@ -504,7 +507,10 @@ class _CellData(pl.LightningDataModule):
         self.train = train
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train, batch_size=None)
+        # its own generator: drawing the loader's base seed from torch's global
+        # one would shift every dropout mask (one process trains exactly as
+        # the loop this trainer replaced did)
+        return DataLoader(self.train, batch_size=None, generator=torch.Generator())
 
 
 def launched_externally() -> bool:
@@ -661,7 +667,8 @@ def train_foundation(
             out_dir=str(out),
             describe=describe,
         )
-        data = _CellData(_CellBatches(read, y, n_fit=n_fit, config=config, seed=seed))
+        batches = _CellBatches(read, y, n_fit=n_fit, config=config, seed=seed, rng=rng)
+        data = _CellData(batches)
         # "GPU available: ..." and tips: the log line above says what runs
         logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(
             logging.WARNING
