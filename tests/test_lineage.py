@@ -79,5 +79,17 @@ def test_a_file_source_changes_when_the_file_does(tmp_path: Path) -> None:
     )
 
 
+def test_a_zarr_source_changes_when_its_files_do(tmp_path: Path) -> None:
+    store = tmp_path / "in.zarr"
+    (store / "X").mkdir(parents=True)
+    (store / "X" / "0").write_text("one")
+    first = source_fingerprint(str(store))
+    assert source_fingerprint(str(store)) == first
+    (store / "X" / "0").write_text("three")
+    assert source_fingerprint(str(store)) != first
+    missing = source_fingerprint(str(tmp_path / "gone.zarr"))
+    assert missing not in (first, source_fingerprint(str(store)))
+
+
 def test_digest_is_order_independent() -> None:
     assert digest({"a": 1, "b": [1, 2]}) == digest({"b": [1, 2], "a": 1})

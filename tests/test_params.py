@@ -144,6 +144,12 @@ def test_every_params_input_of_a_node_is_typed() -> None:
         ),
         (
             "data.input",
+            "/no/such.zarr",
+            r"'data'.*\ninput\n.*data\.input='/no/such\.zarr': no zarr store.*"
+            r"fsspec URL",
+        ),
+        (
+            "data.input",
             "/no/such.h5ad",
             r"'data'.*\ninput\n.*data\.input='/no/such\.h5ad': no such file.*"
             r"existing \.h5ad file",

@@ -17,6 +17,7 @@ run opened a client (:mod:`scdd.dask_engine`). :func:`blocks` and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -27,9 +28,11 @@ import anndata as ad
 import dask
 import dask.array as da
 import dask.threaded
+import fsspec
 import h5py
 import numpy as np
 import pandas as pd
+import zarr
 from scipy import sparse
 
 from scdd.dask_engine import compute
@@ -95,13 +98,62 @@ def as_lazy(adata: ad.AnnData, *, chunk_rows: int = CHUNK_ROWS) -> ad.AnnData:
     return out
 
 
+def is_zarr(path: Path | str) -> bool:
+    """Whether ``path`` names a zarr AnnData store (``*.zarr``), else ``.h5ad``."""
+    return str(path).rstrip("/").endswith(".zarr")
+
+
+def zarr_store(path: Path | str) -> Any:
+    """What zarr opens for ``path``: an absolute local path, or an fsspec
+    mapper for a URL (``s3://``, ``gs://``, ``memory://``...)."""
+    if fsspec.utils.get_protocol(str(path)) == "file":
+        return str(Path(str(path).removeprefix("file://")).resolve())
+    return fsspec.get_mapper(str(path))
+
+
+def store_exists(url: Path | str) -> bool:
+    """Whether a zarr store is at ``url`` (a directory or an fsspec URL); an
+    fsspec protocol whose package is missing is named."""
+    try:
+        fs, path = fsspec.core.url_to_fs(str(url))
+    except ImportError as err:
+        raise ValueError(f"cannot open {str(url)!r}: {err}") from err
+    return fs.isdir(path)
+
+
+def store_fingerprint(url: Path | str) -> dict[str, Any]:
+    """What identifies a zarr store's content without reading it: its URL and
+    the size and latest modification of its files (``X`` included)."""
+    fs, path = fsspec.core.url_to_fs(str(url))
+    files = fs.find(path, detail=True)
+    stamps = [
+        str(info.get("mtime") or info.get("LastModified") or info.get("ETag") or "")
+        for info in files.values()
+    ]
+    return {
+        "url": fs.unstrip_protocol(path),
+        "files": len(files),
+        "bytes": sum(int(info.get("size") or 0) for info in files.values()),
+        "latest": max(stamps, default=""),
+    }
+
+
+def _open_store(path: Path | str) -> Any:
+    """The root group of an ``.h5ad`` file or a zarr store, read-only."""
+    if is_zarr(path):
+        return contextlib.nullcontext(zarr.open_group(zarr_store(path), mode="r"))
+    return h5py.File(Path(path).resolve(), "r")
+
+
 def read_lazy(path: Path | str, *, chunk_rows: int = CHUNK_ROWS) -> ad.AnnData:
-    """Open an ``.h5ad`` with ``obs``, ``var``, ``uns`` and ``obsm`` in memory and
+    """Open an ``.h5ad`` file or a zarr store (``*.zarr``, a local path or any
+    fsspec URL) with ``obs``, ``var``, ``uns`` and ``obsm`` in memory and
     ``X``, ``layers`` and ``raw.X`` as lazy row-block arrays.
 
-    The blocks reopen the file by its absolute path, so a worker of a
-    ``distributed`` cluster (whatever its working directory) reads them."""
-    with h5py.File(Path(path).resolve(), "r") as f:
+    The blocks reopen the file by its absolute path (or the store by its
+    URL), so a worker of a ``distributed`` cluster (whatever its working
+    directory) reads them."""
+    with _open_store(path) as f:
 
         def lazy(name: str) -> da.Array:
             elem = f[name]
@@ -123,7 +175,7 @@ def read_lazy(path: Path | str, *, chunk_rows: int = CHUNK_ROWS) -> ad.AnnData:
             obsm=read("obsm", {}),
             layers={k: lazy(f"layers/{k}") for k in f.get("layers", {})},
         )
-        if "raw" in f and "X" in f["raw"]:
+        if "raw/X" in f:  # (zarr stores an absent raw as an empty array)
             adata.raw = ad.AnnData(X=lazy("raw/X"), var=ad.io.read_elem(f["raw/var"]))
     return adata
 

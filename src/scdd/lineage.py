@@ -23,6 +23,7 @@ from typing import Any
 
 from kedro.pipeline import Pipeline
 
+from scdd.cellstore import is_zarr, store_exists, store_fingerprint
 from scdd.datasets.h5ad_dataset import SCANPY_PREFIX
 
 #: Parameters that change how a run goes, not what it writes.
@@ -60,10 +61,15 @@ def source_fingerprint(spec: str) -> str:
 
     A bundled dataset is named by scanpy's version; a file by its absolute
     path, size and modification time (hashing a multi-GB atlas would cost a
-    full read on every run).
+    full read on every run); a zarr store by its URL and its files' count,
+    total size and latest modification.
     """
     if spec.startswith(SCANPY_PREFIX):
         return digest({"bundled": spec, "scanpy": version("scanpy")})
+    if is_zarr(spec):
+        return digest(
+            store_fingerprint(spec) if store_exists(spec) else {"missing": spec}
+        )
     path = Path(spec).resolve()
     try:
         stat = path.stat()

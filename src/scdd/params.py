@@ -36,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from scdd.cellstore import is_zarr, store_exists
 from scdd.dask_engine import check_scheduler_choice
 from scdd.datasets.h5ad_dataset import _BUNDLED, SCANPY_PREFIX
 from scdd.distill.methods import METHODS
@@ -151,8 +152,9 @@ class _Group(BaseModel):
 class DataParams(_Group):
     """``params:data``: the input and its label column (every pipeline)."""
 
-    #: ``scanpy://<name>`` for a bundled dataset, else an ``.h5ad`` file
-    #: (relative to the working directory: the project root in a kedro run).
+    #: ``scanpy://<name>`` for a bundled dataset, an ``.h5ad`` file (relative
+    #: to the working directory: the project root in a kedro run) or a zarr
+    #: store (``*.zarr``: a directory or an fsspec URL).
     input: str
     #: ``obs`` column with the cell-type labels.
     label_key: str = Field(min_length=1)
@@ -169,6 +171,15 @@ class DataParams(_Group):
                     f"data.input={value!r} is not a bundled dataset; use one of "
                     f"{[SCANPY_PREFIX + b for b in _BUNDLED]} or the path of an "
                     ".h5ad file"
+                )
+            return value
+        if is_zarr(value):
+            if not store_exists(value):
+                raise ValueError(
+                    f"data.input={value!r}: no zarr store there. Give an AnnData "
+                    "zarr store (adata.write_zarr) as a local directory or an "
+                    "fsspec URL (s3://, gs://, ... with its fsspec package "
+                    "installed), or an .h5ad file"
                 )
             return value
         if not Path(value).is_file():

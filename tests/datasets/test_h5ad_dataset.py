@@ -111,3 +111,52 @@ def test_bundled_default_is_offline_and_log_normalised() -> None:
 def test_unknown_bundled_dataset() -> None:
     with pytest.raises(DatasetError, match="pbmc68k_reduced"):
         H5ADDataset(filepath="scanpy://pbmc3k").load()
+
+
+@pytest.mark.parametrize("where", ["local", "url"])
+def test_zarr_store_round_trip_lazy_and_in_memory(
+    tmp_path: Path, counts_adata: ad.AnnData, where: str
+) -> None:
+    """A .zarr filepath: a local directory or any fsspec URL (memory:// here)."""
+    source = tmp_path / "source.h5ad"
+    H5ADDataset(filepath=str(source)).save(counts_adata)
+    lazy = H5ADDataset(filepath=str(source), lazy=True, chunk_rows=32).load()
+    target = str(tmp_path / "a.zarr") if where == "local" else "memory:///run/a.zarr"
+    ds = H5ADDataset(filepath=target, lazy=True, chunk_rows=32)
+    assert not ds.exists()
+    ds.save(lazy)  # written block by block from the lazy h5ad
+    assert ds.exists()
+    back = ds.load()
+    assert back.X.chunks[0] == (32, 32, 26)
+    np.testing.assert_array_equal(back.X.compute().toarray(), counts_adata.X.toarray())
+    assert list(back.obs["cell_type"]) == list(counts_adata.obs["cell_type"])
+    whole = H5ADDataset(filepath=target).load()
+    np.testing.assert_array_equal(whole.X.toarray(), counts_adata.X.toarray())
+    ds.save(counts_adata[:10].copy())  # replaced whole, no temporary left
+    assert H5ADDataset(filepath=target).load().n_obs == 10
+    if where == "url":
+        import fsspec
+
+        fs = fsspec.filesystem("memory")
+        assert fs.ls("/run", detail=False) == ["/run/a.zarr"]
+        fs.rm("/run", recursive=True)
+
+
+def test_failed_zarr_save_to_a_url_leaves_nothing(
+    counts_adata: ad.AnnData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fsspec
+
+    def crash(self, store, **kwargs):
+        store["X/.zattrs"] = b"{}"  # half a store, beside the target
+        raise OSError("bucket full")
+
+    monkeypatch.setattr(ad.AnnData, "write_zarr", crash)
+    with pytest.raises(DatasetError, match="bucket full"):
+        H5ADDataset(filepath="memory:///crash/a.zarr").save(counts_adata)
+    assert fsspec.filesystem("memory").find("/crash") == []
+
+
+def test_h5ad_at_a_url_is_refused_with_the_fix() -> None:
+    with pytest.raises(DatasetError, match=r"on local disk.*zarr store"):
+        H5ADDataset(filepath="s3://bucket/train.h5ad")

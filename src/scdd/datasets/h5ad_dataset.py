@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
+import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import anndata as ad
+import fsspec
 from kedro.io.core import (
     AbstractVersionedDataset,
     DatasetError,
     Version,
+    get_filepath_str,
     get_protocol_and_path,
 )
 
 from scdd.atomic import atomic_path
-from scdd.cellstore import CHUNK_ROWS, as_lazy, read_lazy
+from scdd.cellstore import CHUNK_ROWS, as_lazy, is_zarr, read_lazy, zarr_store
 from scdd.dask_engine import worker_failures_explained
 
 logger = logging.getLogger(__name__)
@@ -49,18 +50,24 @@ def load_bundled(name: str) -> ad.AnnData:
 
 
 class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
-    """Load and save :class:`~anndata.AnnData` as ``.h5ad`` on local disk.
+    """Load and save :class:`~anndata.AnnData` as an ``.h5ad`` file on local
+    disk, or as a zarr store (``filepath`` ending in ``.zarr``: a local
+    directory or any fsspec URL, e.g. ``s3://bucket/project/train.zarr``,
+    which the workers of a Dask cluster read without a shared filesystem).
 
-    Saving writes a temporary file beside the target and renames it, so an
-    interrupted save never leaves a truncated file; an AnnData whose ``X`` is a
-    dask array is written block by block, never whole in memory (a worker
-    death Dask gives up on fails the save with a message that says how to
-    resume: :func:`scdd.dask_engine.worker_failures_explained`).
+    Saving writes a temporary file (or store) beside the target and renames
+    it, so an interrupted save never leaves a truncated file; on an object
+    store, where nothing renames, the temporary store is moved into place once
+    complete and removed on failure. An AnnData whose ``X`` is a dask array is
+    written block by block, never whole in memory (a worker death Dask gives
+    up on fails the save with a message that says how to resume:
+    :func:`scdd.dask_engine.worker_failures_explained`).
     ``lazy=True`` loads ``obs``/``var``/``uns`` into memory and leaves ``X``
     (and ``layers``, ``raw.X``) on disk as dask arrays of ``chunk_rows``-row
     CSR blocks (:func:`scdd.cellstore.read_lazy`): how the pipelines read gene
     matrices of any size. A ``filepath`` of ``scanpy://pbmc68k_reduced`` reads
-    scanpy's bundled PBMC dataset (load only).
+    scanpy's bundled PBMC dataset (load only). ``save_args`` go to
+    ``write_h5ad`` (default ``compression: gzip``) or ``write_zarr``.
 
     Example catalog entry::
 
@@ -86,49 +93,63 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
             else None
         )
         self._raw_filepath = filepath
+        self._zarr = is_zarr(filepath)
         protocol, path = get_protocol_and_path(
             "bundled.h5ad" if self._bundled else filepath, version
         )
-        if protocol != "file":
+        if protocol != "file" and not self._zarr:
             raise DatasetError(
-                f"H5ADDataset reads local files only, got '{filepath}'; copy the "
-                "file to local disk first."
+                f"An .h5ad file must be on local disk, got '{filepath}'; copy it "
+                "to local disk, or keep the data as a zarr store (a filepath "
+                "ending in .zarr may be any fsspec URL)."
             )
         if chunk_rows < 1:
             raise DatasetError(f"chunk_rows must be >= 1, got {chunk_rows}.")
+        self._protocol = protocol
+        self._fs = fsspec.filesystem(protocol)
         self._lazy = lazy
         self._chunk_rows = chunk_rows
-        self._save_args = {"compression": "gzip", **(save_args or {})}
+        default_args = {} if self._zarr else {"compression": "gzip"}
+        self._save_args = {**default_args, **(save_args or {})}
         self.metadata = metadata
         super().__init__(
             filepath=PurePosixPath(path),
             version=version,
-            exists_function=os.path.isfile,
-            glob_function=glob.glob,
+            exists_function=self._fs.isdir if self._zarr else self._fs.isfile,
+            glob_function=self._fs.glob,
         )
+
+    def _url(self, path: PurePosixPath) -> str:
+        """A local path, or the URL (protocol included) fsspec and zarr open."""
+        path = get_filepath_str(path, self._protocol)
+        return path if self._protocol == "file" else f"{self._protocol}://{path}"
 
     def load(self) -> ad.AnnData:
         if self._bundled is not None:
             adata = load_bundled(self._bundled)
             return as_lazy(adata, chunk_rows=self._chunk_rows) if self._lazy else adata
-        path = Path(self._get_load_path())
-        if not path.is_file():
+        url = self._url(self._get_load_path())
+        if not self._fs.exists(url):
             raise DatasetError(
-                f"No such file: '{path}'. Check the path (data.input) and that "
+                f"No such file: '{url}'. Check the path (data.input) and that "
                 "it is relative to the project root or absolute."
             )
         try:
-            adata = (
-                read_lazy(path, chunk_rows=self._chunk_rows)
-                if self._lazy
-                else ad.read_h5ad(path)
+            if self._lazy:
+                adata = read_lazy(url, chunk_rows=self._chunk_rows)
+            elif self._zarr:
+                adata = ad.read_zarr(zarr_store(url))
+            else:
+                adata = ad.read_h5ad(url)
+        except Exception as exc:  # h5py/zarr/anndata raise many kinds
+            kind = (
+                "a zarr AnnData store" if self._zarr else "an .h5ad (AnnData HDF5) file"
             )
-        except Exception as exc:  # h5py/anndata raise many kinds
             raise DatasetError(
-                f"Cannot read '{path}' as an .h5ad (AnnData HDF5) file: {exc}. "
-                "Convert the data with anndata (e.g. `adata.write_h5ad(...)`)."
+                f"Cannot read '{url}' as {kind}: {exc}. Convert the data with "
+                "anndata (e.g. `adata.write_h5ad(...)` or `adata.write_zarr(...)`)."
             ) from exc
-        logger.info("Read %s: %d cells x %d genes", path, *adata.shape)
+        logger.info("Read %s: %d cells x %d genes", url, *adata.shape)
         return adata
 
     def save(self, data: ad.AnnData) -> None:
@@ -138,12 +159,33 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
             raise DatasetError(
                 f"H5ADDataset saves AnnData objects, got {type(data).__name__}."
             )
-        path = Path(self._get_save_path())
+        url = self._url(self._get_save_path())
         # a lazy X is computed block by block as it is written, on the current
         # Dask scheduler (a cluster's workers, when the run opened a client)
-        with atomic_path(path) as tmp, worker_failures_explained(f"Writing {path}"):
-            data.write_h5ad(tmp, **self._save_args)
-        logger.info("Wrote %s: %d cells x %d genes", path, *data.shape)
+        with worker_failures_explained(f"Writing {url}"):
+            if self._protocol != "file":
+                self._save_remote(data, url)
+            else:
+                with atomic_path(Path(url), directory=self._zarr) as tmp:
+                    if self._zarr:
+                        data.write_zarr(tmp, **self._save_args)
+                    else:
+                        data.write_h5ad(tmp, **self._save_args)
+        logger.info("Wrote %s: %d cells x %d genes", url, *data.shape)
+
+    def _save_remote(self, data: ad.AnnData, url: str) -> None:
+        """A zarr store at a URL: written beside the target, moved into place
+        once complete, removed if the write fails."""
+        tmp = f"{url.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            data.write_zarr(zarr_store(tmp), **self._save_args)
+            if self._fs.exists(url):
+                self._fs.rm(url, recursive=True)
+            self._fs.mv(tmp, url, recursive=True)
+        except BaseException:
+            if self._fs.exists(tmp):
+                self._fs.rm(tmp, recursive=True)
+            raise
 
     def _exists(self) -> bool:
         if self._bundled is not None:
@@ -152,7 +194,7 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
             path = self._get_load_path()
         except DatasetError:
             return False
-        return Path(path).is_file()
+        return self._exists_function(self._url(path))
 
     def _describe(self) -> dict[str, Any]:
         return {
