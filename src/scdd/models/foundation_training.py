@@ -631,7 +631,7 @@ def train_foundation(
         n_val,
         len(read),
         config.max_cells_seen,
-        min(n_fit, config.eval_every_cells),
+        min(n_fit // trainer.world_size * trainer.world_size, config.eval_every_cells),
         architecture,
         arguments,
     )
