@@ -29,9 +29,8 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from omegaconf import OmegaConf
 
-from scdd.models.device import resolve_device
-from scdd.models.foundation_training import train_foundation
 from scdd.params import DataParams, FoundationParams, check_run_params
+from scdd.pipelines.foundation.nodes import build_foundation_model
 
 
 def _runtime_params(text: str | None) -> dict:
@@ -59,19 +58,16 @@ def main() -> None:
         data = DataParams.model_validate(params["data"])
         foundation = FoundationParams.model_validate(params["foundation"])
         train = context.catalog.load("train_adata")
+    if foundation.source != "local":
+        raise SystemExit("foundation.source is 'pretrained': nothing to train.")
     if args.out.exists():
         raise SystemExit(f"--out {args.out} exists; give a new directory.")
-    labels = train.obs[data.label_key]
-    train_foundation(
-        train.X,
-        gene_order=list(train.var_names),
-        labels=labels.cat.codes.to_numpy(),
-        label_names=list(map(str, labels.cat.categories)),
-        architecture=foundation.model.model_dump(),
-        config=foundation.train,
-        trainer=foundation.trainer,
+    build_foundation_model(
+        train,
+        data,
+        foundation,
         seed=int(params.get("seed", 0)),
-        device=resolve_device(params.get("device", "auto")),
+        device=params.get("device", "auto"),
         progress=bool(params.get("progress", True)),
         out_dir=args.out,
     )

@@ -40,6 +40,7 @@ def build_foundation_model(
     seed: int,
     device: str,
     progress: bool,
+    out_dir: Path | None = None,
 ) -> tuple[FoundationModel, pd.DataFrame]:
     """Load the pretrained SCimilarity model, or train one on the training split.
 
@@ -49,6 +50,9 @@ def build_foundation_model(
         data: ``params:data``.
         params: ``params:foundation`` (``source``: ``local`` or ``pretrained``).
         seed, device, progress: run-wide parameters.
+        out_dir: where rank 0 writes the trained model directory (a temporary
+            one when ``None``, as in a Kedro run; ``scripts/train_foundation.py``
+            names one). Ranks other than 0 get ``(None, None)``.
 
     Returns:
         The frozen model and its training history, one row per validation
@@ -77,6 +81,7 @@ def build_foundation_model(
         seed=seed,
         device=resolve_device(device),
         progress=progress,
+        out_dir=out_dir,
     )
     return model, history
 
