@@ -230,7 +230,7 @@ def test_ddp_on_two_cpu_processes_writes_a_model_scimilarity_loads(
     )
     ddp, history = train_foundation(  # the same global batch: 2 ranks x 8 cells
         adata.X,
-        config=TrainConfig(epochs=20, batch_size=8),
+        config=TrainConfig(epochs=20, batch_size=8, max_cells_seen=1500),
         trainer=TrainerConfig(accelerator="cpu", devices=2, strategy="ddp"),
         out_dir=tmp_path,
         **kwargs,
@@ -238,6 +238,8 @@ def test_ddp_on_two_cpu_processes_writes_a_model_scimilarity_loads(
     assert ddp.hyperparameters["trainer_devices"] == 2
     # both ranks' cells count: a pass is 2 x 40 of the 81 training cells
     assert history["cells_seen"].tolist()[:3] == [80, 160, 240]  # round per pass
+    # the budget ends inside a step: 6 of 8 cells on each rank, not one
+    assert history["cells_seen"].iloc[-1] == 1500
     assert history["val_loss"].min() < history["val_loss"].iloc[0]
     assert history["val_loss"].min() < 1.2 * single_history["val_loss"].min()
     loaded = CellEmbedding(model_path=str(tmp_path))

@@ -388,7 +388,8 @@ class FoundationModule(pl.LightningModule):
         return loss
 
     def on_train_batch_end(self, *_: Any) -> None:
-        spent = self.budget - self.cells_seen < 2  # no batch of two cells left
+        # no batch of two cells per rank left (BatchNorm needs two)
+        spent = self.budget - self.cells_seen < 2 * self.trainer.world_size
         if self.cells_seen >= self.next_eval or spent:
             while self.next_eval <= self.cells_seen:
                 self.next_eval += self.interval
