@@ -406,7 +406,7 @@ class DistillParams(_Group):
     zero_threshold: NonNegativeFloat | None = 0.2
     #: From this SPC up, redraw scdd's cells as counts as sparse as the real
     #: class (inside the optimisation, straight-through); ``None``: never.
-    sample_counts_from_spc: PositiveInt | None = 2
+    sample_counts_from_spc: PositiveInt | None = 5
     optim: DistillOptimParams = DistillOptimParams()
 
     def for_cell(
