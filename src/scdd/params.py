@@ -407,6 +407,9 @@ class DistillParams(_Group):
     #: From this SPC up, redraw scdd's cells as counts as sparse as the real
     #: class (inside the optimisation, straight-through); ``None``: never.
     sample_counts_from_spc: PositiveInt | None = 5
+    #: Of each class's cells from that SPC up, the fraction drawn as counts
+    #: (the others stay smooth).
+    count_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
     optim: DistillOptimParams = DistillOptimParams()
 
     def for_cell(

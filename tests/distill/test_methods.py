@@ -17,6 +17,7 @@ from scdd.distill.methods import (
     METHODS,
     ConditionSpec,
     DistillInputs,
+    drawn_rows,
     loss_weights,
     run_method,
     select_seeds,
@@ -330,17 +331,35 @@ def test_ablations_run_for_scdd_only(inputs: DistillInputs) -> None:
 def test_sample_counts_draws_scdd_cells_as_sparse_as_the_real_class(
     inputs: DistillInputs,
 ) -> None:
-    """``sample_counts``: scdd's cells come out as count draws at the real
+    """``count_fraction``: scdd's cells come out as count draws at the real
     zero fraction of their class; without the real statistics it is refused."""
     wanted = np.linspace(0.3, 0.6, inputs.num_classes)
     real_like = replace(inputs, target_sum=1e4, zero_fractions=wanted)
     smooth = run("scdd_decoder", real_like)
-    drawn = run("scdd_decoder", real_like, sample_counts=True)
+    drawn = run("scdd_decoder", real_like, count_fraction=1.0)
     zeros = (drawn.genes == 0).mean(axis=1)
     np.testing.assert_allclose(zeros, wanted[drawn.labels], atol=0.15)
     assert zeros.mean() > (smooth.genes == 0).mean()
     np.testing.assert_allclose(np.expm1(drawn.genes).sum(1), 1e4, rtol=1e-3)
-    baseline = run("dm", real_like, sample_counts=True)  # the baselines: never
+    baseline = run("dm", real_like, count_fraction=1.0)  # the baselines: never
     np.testing.assert_array_equal(baseline.genes, run("dm", real_like).genes)
     with pytest.raises(ValueError, match="target_sum and sparsity"):
-        run("scdd_decoder", inputs, sample_counts=True)
+        run("scdd_decoder", inputs, count_fraction=1.0)
+
+
+def test_a_count_fraction_draws_that_share_of_each_class(
+    inputs: DistillInputs,
+) -> None:
+    """Half the cells of each class drawn as counts, the others smooth."""
+    labels = torch.tensor([0, 0, 1, 0, 1, 1, 0])
+    np.testing.assert_array_equal(
+        drawn_rows(labels, 0.5).numpy(), [False, True, False, False, True, False, True]
+    )
+    assert drawn_rows(labels, 1.0).all() and not drawn_rows(labels, 0.0).any()
+    wanted = np.full(inputs.num_classes, 0.6)
+    real_like = replace(inputs, target_sum=1e4, zero_fractions=wanted)
+    out = run("scdd_decoder", real_like, count_fraction=0.5)
+    drawn = drawn_rows(torch.as_tensor(out.labels), 0.5).numpy()
+    zeros = (out.genes == 0).mean(axis=1)
+    np.testing.assert_allclose(zeros[drawn], 0.6, atol=0.15)
+    assert zeros[~drawn].max() < zeros[drawn].min()

@@ -127,7 +127,11 @@ def distill_synthetic(
         guidance_scale=params["guidance_scale"],
         sample_steps=params["sample_steps"],
         zero_threshold=params["zero_threshold"],
-        sample_counts=counts_from is not None and params["spc"] >= counts_from,
+        count_fraction=(
+            params["count_fraction"]
+            if counts_from is not None and params["spc"] >= counts_from
+            else 0.0
+        ),
         seed=seed,
         device=device,
         progress=progress,

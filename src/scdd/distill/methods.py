@@ -195,6 +195,14 @@ class ConditionSpec:
         return cond
 
 
+def drawn_rows(labels: Tensor, fraction: float) -> Tensor:
+    """Which rows are drawn as counts: ``fraction`` of each class's rows,
+    spread over them in order (every other one at 0.5), so a class holds
+    smooth prototypes and count-like examples side by side."""
+    within = (labels[:, None] == labels[None, :]).tril(-1).sum(1)
+    return torch.floor((within + 1) * fraction) > torch.floor(within * fraction)
+
+
 def run_method(
     method: str,
     inputs: DistillInputs,
@@ -205,7 +213,7 @@ def run_method(
     guidance_scale: float = 1.0,
     sample_steps: int = 50,
     zero_threshold: float | None = None,
-    sample_counts: bool = False,
+    count_fraction: float = 0.0,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -223,10 +231,11 @@ def run_method(
         sample_steps: denoising steps of ``generator_only``.
         zero_threshold: sparsity cut-off applied inside the optimisation (see
             :func:`as_log_normalised`).
-        sample_counts: redraw the cells of :data:`SCDD_METHODS` methods as
-            counts as sparse as the real class, inside the optimisation
-            (:func:`sample_counts_like_real`); needs ``inputs.target_sum`` and
-            ``inputs.zero_fractions``.
+        count_fraction: this fraction of each class's cells of
+            :data:`SCDD_METHODS` methods is redrawn as counts as sparse as the
+            real class, inside the optimisation (:func:`sample_counts_like_real`,
+            rows chosen by :func:`drawn_rows`); the others stay smooth. Above 0
+            it needs ``inputs.target_sum`` and ``inputs.zero_fractions``.
         seed: seeds, head initialisations and noise.
         device: where optimisation runs.
         progress: show progress bars.
@@ -286,9 +295,9 @@ def run_method(
 
     fn: Callable[[Tensor, Tensor], Tensor]
 
-    counts = sample_counts and method in SCDD_METHODS
+    counts = count_fraction > 0 and method in SCDD_METHODS
     if counts and (inputs.target_sum is None or inputs.zero_fractions is None):
-        raise ValueError("sample_counts needs the real cells' target_sum and sparsity")
+        raise ValueError("count_fraction needs the real cells' target_sum and sparsity")
     zero_fractions = (
         torch.as_tensor(inputs.zero_fractions, dtype=torch.float32, device=device)
         if counts
@@ -297,7 +306,7 @@ def run_method(
 
     def as_cells(genes: Tensor, lab: Tensor) -> Tensor:
         """Genes as they will be written: non-negative (and log-normalised,
-        redrawn as counts with ``sample_counts``)."""
+        some redrawn as counts with ``count_fraction``)."""
         if inputs.target_sum is None:
             return F.relu(genes)
         cells = as_log_normalised(
@@ -305,9 +314,12 @@ def run_method(
         )
         if not counts:
             return cells
-        return sample_counts_like_real(
+        drawn = sample_counts_like_real(
             cells, zero_fractions[lab], target_sum=inputs.target_sum, seed=seed + 2
         )
+        if count_fraction >= 1:
+            return drawn
+        return torch.where(drawn_rows(lab, count_fraction)[:, None], drawn, cells)
 
     if method in ("dm", "dc"):
         codes = torch.as_tensor(
