@@ -290,12 +290,15 @@ class _CellBatches(IterableDataset):
             batch_size=self.config.batch_size,
             shuffle_blocks=self.config.shuffle_blocks,
         ):
-            y = (
-                torch.empty(0, dtype=torch.long)
-                if self.labels is None
-                else self.labels[torch.from_numpy(rows)]
-            )
+            y = _labels_of(self.labels, rows)
             yield torch.from_numpy(x.toarray()), y
+
+
+def _labels_of(labels: torch.Tensor | None, rows: np.ndarray) -> torch.Tensor:
+    """The labels of ``rows``; empty when training is label-blind."""
+    if labels is None:
+        return torch.empty(0, dtype=torch.long)
+    return labels[torch.from_numpy(rows)]
 
 
 def _loss(
@@ -417,11 +420,7 @@ class FoundationModule(pl.LightningModule):
                 np.arange(self.x_val.shape[0]), self.config.batch_size
             ):
                 xb = torch.from_numpy(self.x_val[batch].toarray()).to(self.device)
-                yb = (
-                    torch.empty(0, dtype=torch.long)
-                    if self.y_val is None
-                    else self.y_val[torch.from_numpy(batch)]
-                ).to(self.device)
+                yb = _labels_of(self.y_val, batch).to(self.device)
                 loss = _loss(self.encoder, self.decoder, xb, yb, self.config)
                 total += float(loss) * len(batch)
         self.encoder.train()
