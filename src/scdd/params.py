@@ -410,6 +410,9 @@ class DistillParams(_Group):
     #: Of each class's cells from that SPC up, the fraction drawn as counts
     #: (the others stay smooth).
     count_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    #: Library size of the drawn counts, in multiples of the one that makes
+    #: them as sparse as the real class (deeper: less noisy).
+    count_depth: Annotated[float, Field(ge=1)] = 1.0
     optim: DistillOptimParams = DistillOptimParams()
 
     def for_cell(

@@ -44,3 +44,18 @@ def test_counts_are_drawn_as_sparse_as_real_cells_with_a_straight_gradient() -> 
     )
     (drawn * torch.arange(500.0)).sum().backward()
     torch.testing.assert_close(cells.grad, torch.arange(500.0).expand(4, 500))
+
+
+def test_deeper_counts_are_less_sparse_and_closer_to_the_smooth_cells() -> None:
+    """``depth`` > 1 draws at a larger library: fewer zeros than the real
+    class and less noise around the smooth profile."""
+    from scdd.distill.expression import sample_counts_like_real
+
+    torch.manual_seed(0)
+    profile = torch.rand(8, 500) * torch.linspace(0.01, 3, 500)
+    cells = as_log_normalised(profile, target_sum=1e4)
+    wanted = torch.full((8,), 0.8)
+    shallow = sample_counts_like_real(cells, wanted, target_sum=1e4, seed=1)
+    deep = sample_counts_like_real(cells, wanted, target_sum=1e4, seed=1, depth=4.0)
+    assert (deep == 0).float().mean() < (shallow == 0).float().mean() - 0.1
+    assert (deep - cells).abs().mean() < (shallow - cells).abs().mean()

@@ -55,6 +55,7 @@ def sample_counts_like_real(
     *,
     target_sum: float,
     seed: int,
+    depth: float = 1.0,
     max_library: float | None = None,
 ) -> Tensor:
     """Log-normalised cells ``[n, G]`` redrawn as count data, differentiably.
@@ -65,18 +66,18 @@ def sample_counts_like_real(
     smooth profiles while real cells are noisy counts: models trained on the
     redrawn cells see the noise they are tested on. The draw is seeded, so the
     same cells give the same counts, and the gradient passes straight through
-    (as if the draw were the identity). ``max_library`` (default
-    ``4 * target_sum``) keeps a single count above the output cut-off.
+    (as if the draw were the identity). ``depth`` multiplies that library
+    size (deeper draws: less sparse, less noisy cells); ``max_library``
+    (default ``4 * target_sum``) keeps a single count above the output cut-off.
     """
     with torch.no_grad():
         linear = torch.expm1(cells.clamp_min(0))
         proportions = linear / linear.sum(1, keepdim=True).clamp_min(1e-30)
+        high = max_library or 4 * target_sum
         library = library_size_for_zero_fraction(
-            proportions,
-            zero_fraction,
-            low=10.0,
-            high=max_library or 4 * target_sum,
+            proportions, zero_fraction, low=10.0, high=high
         )
+        library = (library * depth).clamp_max(high)
         draw = torch.Generator(device=cells.device).manual_seed(seed)
         counts = torch.poisson(proportions * library.unsqueeze(1), generator=draw)
         empty = counts.sum(1) == 0  # keep a cell's top gene rather than nothing

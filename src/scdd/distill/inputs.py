@@ -132,6 +132,7 @@ def distill_synthetic(
             if counts_from is not None and params["spc"] >= counts_from
             else 0.0
         ),
+        count_depth=params["count_depth"],
         seed=seed,
         device=device,
         progress=progress,

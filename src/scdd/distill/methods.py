@@ -214,6 +214,7 @@ def run_method(
     sample_steps: int = 50,
     zero_threshold: float | None = None,
     count_fraction: float = 0.0,
+    count_depth: float = 1.0,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -236,6 +237,8 @@ def run_method(
             real class, inside the optimisation (:func:`sample_counts_like_real`,
             rows chosen by :func:`drawn_rows`); the others stay smooth. Above 0
             it needs ``inputs.target_sum`` and ``inputs.zero_fractions``.
+        count_depth: the counts' library size in multiples of the one that
+            makes them as sparse as the real class.
         seed: seeds, head initialisations and noise.
         device: where optimisation runs.
         progress: show progress bars.
@@ -315,7 +318,11 @@ def run_method(
         if not counts:
             return cells
         drawn = sample_counts_like_real(
-            cells, zero_fractions[lab], target_sum=inputs.target_sum, seed=seed + 2
+            cells,
+            zero_fractions[lab],
+            target_sum=inputs.target_sum,
+            seed=seed + 2,
+            depth=count_depth,
         )
         if count_fraction >= 1:
             return drawn
