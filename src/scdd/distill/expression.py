@@ -23,8 +23,11 @@ def as_log_normalised(
     if zero_threshold:
         x = x * (x > zero_threshold)
     linear = torch.expm1(x)
-    total = linear.sum(1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-    return torch.log1p(linear / total * target_sum)
+    empty = linear.sum(1, keepdim=True) == 0
+    if empty.any():  # as written: a row thresholded away keeps its largest gene
+        top = torch.nn.functional.one_hot(genes.argmax(1), genes.shape[1])
+        linear = torch.where(empty, top.to(linear.dtype), linear)
+    return torch.log1p(linear / linear.sum(1, keepdim=True) * target_sum)
 
 
 def library_size_for_zero_fraction(
