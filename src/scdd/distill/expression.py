@@ -17,15 +17,11 @@ def as_log_normalised(
     optimisation is what is written out (the same steps as
     :func:`scdd.distill.synthetic.finalise_genes` with a fixed cut-off):
     without it the clipping and renormalisation at write time undid up to 10
-    points of F-head accuracy (paul15, SPC 1). The gradient passes straight
-    through the clip and the cut-off: through them, a gene under the cut-off
-    gets none and can never be switched on, and the codes stalled far from
-    the class means (cbmc_citeseq, SPC 1: F-space loss 2.6 against 0.7).
+    points of F-head accuracy (paul15, SPC 1).
     """
     x = torch.relu(genes)
     if zero_threshold:
         x = x * (x > zero_threshold)
-    x = genes + (x - genes).detach()  # the values written, the gradient of genes
     linear = torch.expm1(x)
     empty = linear.sum(1, keepdim=True) == 0
     if empty.any():  # as written: a row thresholded away keeps its largest gene
