@@ -391,6 +391,9 @@ class DistillOptimParams(_Group):
         return self
 
 
+Depth = Annotated[float, Field(ge=1)]
+
+
 class DistillParams(_Group):
     """``params:distill``: the distillation method and its settings."""
 
@@ -411,8 +414,9 @@ class DistillParams(_Group):
     #: (the others stay smooth).
     count_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
     #: Library size of the drawn counts, in multiples of the one that makes
-    #: them as sparse as the real class (deeper: less noisy).
-    count_depth: Annotated[float, Field(ge=1)] = 1.0
+    #: them as sparse as the real class (deeper: less noisy); several: the
+    #: depth whose set ends closest to the real cells in F-space is kept.
+    count_depth: Depth | Annotated[list[Depth], Field(min_length=1)] = [1.0, 4.0]
     optim: DistillOptimParams = DistillOptimParams()
 
     def for_cell(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anndata as ad
@@ -9,12 +10,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scdd.distill.methods import ConditionSpec, DistillInputs, MethodOutput, run_method
+from scdd.distill.methods import (
+    SCDD_METHODS,
+    ConditionSpec,
+    DistillInputs,
+    MethodOutput,
+    run_method,
+)
 from scdd.distill.optimise import DistillConfig
 from scdd.distill.real_cells import RealCellStats, summarise_real_cells
 from scdd.distill.synthetic import synthetic_adata
 from scdd.generation import check_embeddings_match, embedding_matrix, load_generator
 from scdd.models.foundation import FoundationModel, align_genes
+
+logger = logging.getLogger(__name__)
 
 
 def condition_spec(
@@ -112,31 +121,50 @@ def distill_synthetic(
 
     The one place that turns ``params:distill`` into :func:`run_method` and
     :func:`synthetic_adata` calls, shared by the pipeline node, the benchmark
-    pipeline and the benchmark script.
+    pipeline and the benchmark script. With counts drawn and several
+    ``count_depth`` candidates, the set is made at each depth and the one
+    that ends closest to the real cells in F-space (lowest final loss) is
+    kept; its depth is in ``uns["scdd"]["count_depth"]``.
 
     Returns:
         The synthetic AnnData and the raw method output (codes, history).
     """
     counts_from = params.get("sample_counts_from_spc")
-    output = run_method(
-        method,
-        inputs,
-        spc=params["spc"],
-        config=DistillConfig(**params["optim"]),
-        t_gen=params["t_gen"],
-        guidance_scale=params["guidance_scale"],
-        sample_steps=params["sample_steps"],
-        zero_threshold=params["zero_threshold"],
-        count_fraction=(
-            params["count_fraction"]
-            if counts_from is not None and params["spc"] >= counts_from
-            else 0.0
-        ),
-        count_depth=params["count_depth"],
-        seed=seed,
-        device=device,
-        progress=progress,
+    count_fraction = (
+        params["count_fraction"]
+        if counts_from is not None and params["spc"] >= counts_from
+        else 0.0
     )
+    depths = params["count_depth"]
+    depths = list(depths) if isinstance(depths, list | tuple) else [depths]
+    if not (count_fraction > 0 and method in SCDD_METHODS):
+        depths = depths[:1]  # no counts drawn: the depth changes nothing
+    runs = {
+        depth: run_method(
+            method,
+            inputs,
+            spc=params["spc"],
+            config=DistillConfig(**params["optim"]),
+            t_gen=params["t_gen"],
+            guidance_scale=params["guidance_scale"],
+            sample_steps=params["sample_steps"],
+            zero_threshold=params["zero_threshold"],
+            count_fraction=count_fraction,
+            count_depth=depth,
+            seed=seed,
+            device=device,
+            progress=progress,
+        )
+        for depth in depths
+    }
+    depth = min(runs, key=lambda d: final_loss(runs[d]))
+    output = runs[depth]
+    if len(runs) > 1:
+        logger.info(
+            "count_depth %s kept: final F-space loss %s",
+            depth,
+            ", ".join(f"{d:g}: {final_loss(r):.4g}" for d, r in runs.items()),
+        )
     synthetic = synthetic_adata(
         output,
         label_key=label_key,
@@ -146,4 +174,10 @@ def distill_synthetic(
         zero_threshold=params["zero_threshold"],
         method=method,
     )
+    synthetic.uns["scdd"] = {"count_depth": float(depth) if count_fraction else None}
     return synthetic, output
+
+
+def final_loss(output: MethodOutput) -> float:
+    """The last recorded optimisation loss (``inf`` when nothing was optimised)."""
+    return output.history[-1]["loss"] if output.history else float("inf")

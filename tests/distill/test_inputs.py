@@ -1,0 +1,69 @@
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from scdd.distill.inputs import distill_synthetic, final_loss
+from scdd.distill.real_cells import summarise_real_cells
+from scdd.params import DistillParams
+from tests.distill.test_methods import CONFIG, LABEL_KEY, make_inputs, make_tiny
+
+
+@pytest.fixture(scope="module")
+def setting():
+    """Small inputs with the real cells' statistics, and their classes."""
+    tiny = make_tiny()
+    inputs = make_inputs(tiny)
+    categories = list(map(str, tiny.train.obs[LABEL_KEY].cat.categories))
+    stats = summarise_real_cells(
+        inputs.genes, inputs.labels, categories, gene_names=list(tiny.train.var_names)
+    )
+    # sparse classes: small libraries, so a deeper draw stays under the cap
+    stats = replace(stats, zero_fractions=np.full(len(categories), 0.8))
+    inputs = replace(
+        inputs, target_sum=stats.target_sum, zero_fractions=stats.zero_fractions
+    )
+    return inputs, categories, stats
+
+
+def distil(setting, **params):
+    inputs, categories, stats = setting
+    optim = {k: getattr(CONFIG, k) for k in ("steps", "lr", "log_every", "chunk_size")}
+    group = DistillParams.model_validate(
+        {"spc": 2, "sample_counts_from_spc": 2, "optim": optim, **params}
+    ).model_dump()
+    return distill_synthetic(
+        inputs,
+        categories,
+        stats,
+        method="scdd_decoder",
+        params=group,
+        label_key=LABEL_KEY,
+        seed=0,
+        progress=False,
+    )
+
+
+def test_of_several_count_depths_the_closest_match_in_f_space_is_kept(setting):
+    """``count_depth: [1, 4]`` makes the set at both depths and keeps the one
+    with the lower final loss: exactly that depth's set, its depth recorded."""
+    single = {d: distil(setting, count_depth=d) for d in (1.0, 4.0)}
+    losses = {d: final_loss(out) for d, (_, out) in single.items()}
+    assert losses[1.0] != losses[4.0]
+    best = min(losses, key=losses.get)
+    synthetic, output = distil(setting, count_depth=[1.0, 4.0])
+    assert synthetic.uns["scdd"]["count_depth"] == best
+    np.testing.assert_array_equal(output.codes, single[best][1].codes)
+    np.testing.assert_array_equal(synthetic.X.toarray(), single[best][0].X.toarray())
+
+
+def test_without_drawn_counts_one_set_is_made_and_no_depth_recorded(setting):
+    synthetic, _ = distil(setting, count_depth=[1.0, 4.0], sample_counts_from_spc=5)
+    assert synthetic.uns["scdd"]["count_depth"] is None
+
+
+def test_count_depth_is_validated():
+    with pytest.raises(ValueError, match="count_depth"):
+        DistillParams(count_depth=[])
+    with pytest.raises(ValueError, match="count_depth"):
+        DistillParams(count_depth=0.5)
