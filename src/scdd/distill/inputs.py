@@ -135,35 +135,38 @@ def distill_synthetic(
         if counts_from is not None and params["spc"] >= counts_from
         else 0.0
     )
+    draws_counts = count_fraction > 0 and method in SCDD_METHODS
     depths = params["count_depth"]
-    depths = list(depths) if isinstance(depths, list | tuple) else [depths]
-    if not (count_fraction > 0 and method in SCDD_METHODS):
+    depths = depths if isinstance(depths, list) else [depths]
+    if not draws_counts:
         depths = depths[:1]  # no counts drawn: the depth changes nothing
-    runs = {
-        depth: run_method(
+    config = DistillConfig(**params["optim"])
+    losses: dict[float, float] = {}
+    for candidate in depths:
+        run = run_method(
             method,
             inputs,
             spc=params["spc"],
-            config=DistillConfig(**params["optim"]),
+            config=config,
             t_gen=params["t_gen"],
             guidance_scale=params["guidance_scale"],
             sample_steps=params["sample_steps"],
             zero_threshold=params["zero_threshold"],
             count_fraction=count_fraction,
-            count_depth=depth,
+            count_depth=candidate,
             seed=seed,
             device=device,
             progress=progress,
         )
-        for depth in depths
-    }
-    depth = min(runs, key=lambda d: final_loss(runs[d]))
-    output = runs[depth]
-    if len(runs) > 1:
+        loss = final_loss(run)
+        if not losses or loss < min(losses.values()):  # keep only the best set
+            depth, output = candidate, run
+        losses[candidate] = loss
+    if len(losses) > 1:
         logger.info(
-            "count_depth %s kept: final F-space loss %s",
+            "count_depth %g kept: final F-space loss %s",
             depth,
-            ", ".join(f"{d:g}: {final_loss(r):.4g}" for d, r in runs.items()),
+            ", ".join(f"{d:g}: {v:.4g}" for d, v in losses.items()),
         )
     synthetic = synthetic_adata(
         output,
@@ -174,7 +177,7 @@ def distill_synthetic(
         zero_threshold=params["zero_threshold"],
         method=method,
     )
-    synthetic.uns["scdd"] = {"count_depth": float(depth) if count_fraction else None}
+    synthetic.uns["scdd"] = {"count_depth": float(depth) if draws_counts else None}
     return synthetic, output
 
 
