@@ -3,10 +3,12 @@ process, worker deaths retried or explained, one client per run."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import dask
 import numpy as np
 import pytest
 import torch
-from distributed import get_task_stream
+from distributed import Client, get_task_stream
 from distributed.comm.core import CommClosedError
 from pydantic import ValidationError
 
@@ -92,17 +94,27 @@ def test_nothing_set_starts_nothing() -> None:
         assert client is None and distributed_client() is None
 
 
+@contextlib.contextmanager
+def _local_cluster(n_workers: int, **config: object) -> Iterator[Client]:
+    """A cluster of ``n_workers`` one-thread processes (~4 s to start, ~2 s to
+    close) with ``config`` set while it starts (the scheduler reads it then)."""
+    with (
+        dask.config.set(config),
+        dask_client(
+            cluster="local",
+            n_workers=n_workers,
+            threads_per_worker=1,
+            dashboard_address=":0",  # a free port: two clusters may run at once
+            silence_logs=logging.CRITICAL,  # the worker deaths below are meant
+        ) as client,
+    ):
+        yield client
+
+
 @pytest.fixture(scope="module")
-def client():
-    """Two worker processes, one thread each, for the whole module (~4 s to
-    start, ~2 s to close)."""
-    with dask_client(
-        cluster="local",
-        n_workers=2,
-        threads_per_worker=1,
-        dashboard_address=None,
-        silence_logs=logging.CRITICAL,  # the worker deaths below are meant
-    ) as client:
+def client() -> Iterator[Client]:
+    """Two workers for the module's tests that kill none."""
+    with _local_cluster(2) as client:
         yield client
 
 
@@ -241,62 +253,6 @@ def _embeddings(x, marker: Path) -> np.ndarray:
     return embed_cells(encoder, x, chunk_size=20, sparse_input=False, progress=False)
 
 
-def _allow_failures(n: int, dask_scheduler=None) -> int:
-    previous = dask_scheduler.allowed_failures
-    dask_scheduler.allowed_failures = n
-    return previous
-
-
-def test_a_worker_death_is_retried(client, store, tmp_path) -> None:
-    x = read_lazy(store, chunk_rows=CHUNK_ROWS).X
-    try:
-        sums = _sums(x, tmp_path / "sums_died")
-        torch.manual_seed(0)
-        z = _embeddings(x, tmp_path / "embed_died")
-    finally:
-        client.wait_for_workers(2, timeout=60)
-    # a worker died in each pass; its tasks (and F, when it held it) were
-    # computed again on a worker alive
-    assert (tmp_path / "sums_died").exists() and (tmp_path / "embed_died").exists()
-    parts = [b.toarray() for _, b in blocks(x)]
-    np.testing.assert_allclose(sums, [p.sum() for p in parts], rtol=1e-6)
-    dense = np.vstack(parts)
-    torch.manual_seed(0)
-    expected = _DyingEncoder(x.shape[1], "").eval()
-    torch.nn.init.normal_(expected.linear.weight)
-    with torch.no_grad():
-        want = expected.linear(torch.from_numpy(dense)).numpy()
-    np.testing.assert_allclose(z, want, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize(
-    ("run", "what"),
-    [(_sums, "A pass over the cells"), (_embeddings, "Embedding 150 cells")],
-)
-def test_a_worker_death_dask_gives_up_on_says_how_to_resume(
-    client, store, tmp_path, run, what
-) -> None:
-    x = read_lazy(store, chunk_rows=1000).X  # one block: one death
-    # what `distributed.scheduler.allowed-failures: 0` sets when the scheduler
-    # starts (this cluster's started before the test)
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        previous = client.run_on_scheduler(
-            _allow_failures, dask.config.get("distributed.scheduler.allowed-failures")
-        )
-    try:
-        with pytest.raises(RuntimeError) as raised:
-            run(x, tmp_path / "died")
-    finally:
-        client.run_on_scheduler(_allow_failures, previous)
-        client.wait_for_workers(2, timeout=60)
-    message = str(raised.value)
-    assert message.startswith(f"{what}")
-    assert "failed: Dask gave up on task" in message
-    assert "tcp://" in message  # the worker
-    assert "allowed-failures" in message and "memory" in message
-    assert "rerun the same command with --only-missing-outputs" in message
-
-
 def test_a_forked_child_computes_in_itself(client) -> None:
     """Kedro's ParallelRunner forks node processes: they must not wait on the
     parent's client, whose connection thread they lack."""
@@ -329,3 +285,49 @@ def test_an_existing_cluster_is_used_and_left_running(client, store) -> None:
     assert other.status == "closed"
     assert client.run(lambda: 1)  # the workers are still up
     assert sums == [float(b.sum()) for _, b in blocks(x)]
+
+
+# The tests that kill workers start clusters of their own: a nanny may take
+# over a minute to restart a worker on a busy machine, and no other test
+# should wait on it.
+
+
+def test_a_worker_death_is_retried(store, tmp_path) -> None:
+    x = read_lazy(store, chunk_rows=CHUNK_ROWS).X
+    with _local_cluster(3):  # one death per pass, a worker alive for each retry
+        sums = _sums(x, tmp_path / "sums_died")
+        torch.manual_seed(0)
+        z = _embeddings(x, tmp_path / "embed_died")
+    # a worker died in each pass; its tasks (and F, when it held it) were
+    # computed again on a worker alive
+    assert (tmp_path / "sums_died").exists() and (tmp_path / "embed_died").exists()
+    parts = [b.toarray() for _, b in blocks(x)]
+    np.testing.assert_allclose(sums, [p.sum() for p in parts], rtol=1e-6)
+    dense = np.vstack(parts)
+    torch.manual_seed(0)
+    expected = _DyingEncoder(x.shape[1], "").eval()
+    torch.nn.init.normal_(expected.linear.weight)
+    with torch.no_grad():
+        want = expected.linear(torch.from_numpy(dense)).numpy()
+    np.testing.assert_allclose(z, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("run", "what"),
+    [(_sums, "A pass over the cells"), (_embeddings, "Embedding 150 cells")],
+)
+def test_a_worker_death_dask_gives_up_on_says_how_to_resume(
+    store, tmp_path, run, what
+) -> None:
+    x = read_lazy(store, chunk_rows=1000).X  # one block: one death
+    with (
+        _local_cluster(1, **{"distributed.scheduler.allowed-failures": 0}),
+        pytest.raises(RuntimeError) as raised,
+    ):
+        run(x, tmp_path / "died")
+    message = str(raised.value)
+    assert message.startswith(f"{what}")
+    assert "failed: Dask gave up on task" in message
+    assert "tcp://" in message  # the worker
+    assert "allowed-failures" in message and "memory" in message
+    assert "rerun the same command with --only-missing-outputs" in message
