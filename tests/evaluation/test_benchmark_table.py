@@ -45,6 +45,8 @@ def _runs() -> pd.DataFrame:
                     "macro_f1_mean": acc - 0.2,
                     "retention": acc / 0.8,
                     "seconds": 1.0 + draw,
+                    "distill_loss": 0.5 + draw if method == "scdd" else float("nan"),
+                    "count_depth": 1.0 + 3 * draw if method == "scdd" else None,
                 }
             )
     return pd.DataFrame(rows)
@@ -66,6 +68,10 @@ def test_summary_has_mean_and_population_std_over_draws() -> None:
     assert row.retention_std == pytest.approx(0.125)
     assert row.head_std == pytest.approx(0.02)
     assert row.seconds_mean == pytest.approx(1.5)
+    assert pd.isna(row.distill_loss_mean) and pd.isna(row.count_depth_mean)
+    scdd = table.iloc[2]
+    assert scdd.distill_loss_mean == pytest.approx(1.0)
+    assert scdd.count_depth_mean == pytest.approx(2.5)  # depth 1, then 4
     assert table.iloc[1].accuracy_std == pytest.approx(0.0)
 
 

@@ -38,7 +38,7 @@ import torch
 
 from scdd import generation
 from scdd.cellstore import is_lazy, obs_subset
-from scdd.distill.inputs import distill_synthetic, prepare_inputs
+from scdd.distill.inputs import distill_synthetic, final_loss, prepare_inputs
 from scdd.distill.methods import METHODS, NEEDS_GENERATOR
 from scdd.distill.real_cells import RealCellStats
 from scdd.evaluation import scoring
@@ -326,7 +326,7 @@ def _label_runs(
     for draw in range(draws):
         draw_seed = int(seed) + draw
         start = time.perf_counter()
-        synthetic, _ = distill_synthetic(
+        synthetic, output = distill_synthetic(
             inputs,
             categories,
             stats,
@@ -338,6 +338,10 @@ def _label_runs(
             progress=progress,
         )
         seconds = time.perf_counter() - start
+        loss = final_loss(output)  # inf: nothing optimised (no loss to show)
+        loss = loss if np.isfinite(loss) else np.nan
+        depth = synthetic.uns["scdd"]["count_depth"]
+        depth = np.nan if depth is None else depth
         embedded = scoring.embed_synthetic(
             synthetic,
             train_embeddings,
@@ -386,6 +390,8 @@ def _label_runs(
                     "macro_f1_mean": result["macro_f1_mean"],
                     "retention": result["retention"],
                     "seconds": seconds,
+                    "distill_loss": loss,
+                    "count_depth": depth,
                 }
             )
         logger.info(

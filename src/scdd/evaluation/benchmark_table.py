@@ -7,7 +7,8 @@ the same model trained on the whole training split). The table aggregates
 runs over draws: ``<metric>_mean`` / ``<metric>_std`` are the mean and the
 population standard deviation (``ddof=0``, as :mod:`scdd.evaluation.summary`)
 of the per-draw means; ``head_std`` is the mean within-draw spread over
-initialisations.
+initialisations. ``distill_loss_mean`` and ``count_depth_mean`` say how
+close the sets got to the real cells in F-space and at which count depth.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ COLUMNS = (
     *(f"{s}_{a}" for s in SCORES for a in ("mean", "std")),
     "head_std",
     "seconds_mean",
+    "distill_loss_mean",
+    "count_depth_mean",
 )
 
 
@@ -42,7 +45,10 @@ def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
         runs: one row per run with ``label_key``, ``model``, ``method``,
             ``spc``, ``draw``,
             ``accuracy_mean``, ``accuracy_std``, ``balanced_accuracy_mean``,
-            ``macro_f1_mean``, ``retention`` and ``seconds``.
+            ``macro_f1_mean``, ``retention`` and ``seconds``; optionally
+            ``distill_loss`` (the final F-space loss, NaN where nothing was
+            optimised) and ``count_depth`` (the depth kept, NaN where no
+            counts were drawn).
 
     Returns:
         One row per (label, model, method, SPC) with :data:`COLUMNS`.
@@ -62,6 +68,9 @@ def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
         out[f"{score}_std"] = groups[score].std(ddof=0)
     out["head_std"] = groups["accuracy_std"].mean()
     out["seconds_mean"] = groups["seconds"].mean()
+    # a depth mean between two candidates says the draws kept different ones
+    for column in ("distill_loss", "count_depth"):
+        out[f"{column}_mean"] = groups[column].mean() if column in runs else np.nan
     return out.reset_index()[list(COLUMNS)]
 
 
@@ -96,6 +105,8 @@ def full_rows(
             retention_std=0.0,
             head_std=result.get("accuracy_std", np.nan),
             seconds_mean=np.nan,
+            distill_loss_mean=np.nan,
+            count_depth_mean=np.nan,
         )
         rows.append(row)
     return pd.DataFrame(rows, columns=list(COLUMNS))

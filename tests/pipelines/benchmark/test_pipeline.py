@@ -217,6 +217,12 @@ def test_pipeline_writes_a_row_per_label_and_method(
     assert table.spc.fillna(-1).tolist() == [-1, 2, 2] * 2
     assert (table.model == "f_head").all()
     assert table.accuracy_mean.between(0, 1).all()
+    # scdd's sets record how close they got in F-space; no method here draws
+    # counts (SPC 2), and neither the full row nor random cells optimise
+    optimised = table.method == "scdd"
+    assert (table.distill_loss_mean[optimised] > 0).all()
+    assert table.distill_loss_mean[~optimised].isna().all()
+    assert table.count_depth_mean.isna().all()
     for key in ("cell_type", "coarse"):
         rows = table[table.label_key == key]
         full = references[key]["models"]["f_head"]["accuracy_mean"]
