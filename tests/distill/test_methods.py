@@ -363,3 +363,25 @@ def test_a_count_fraction_draws_that_share_of_each_class(
     zeros = (out.genes == 0).mean(axis=1)
     np.testing.assert_allclose(zeros[drawn], 0.6, atol=0.15)
     assert zeros[~drawn].max() < zeros[drawn].min()
+
+
+@pytest.mark.parametrize("method", ["scdd", "scdd_decoder"])
+def test_a_seed_residual_starts_from_the_real_seed_cells(
+    method: str, inputs: DistillInputs
+) -> None:
+    """``seed_residual``: unoptimised, each cell is its real seed cell (up to
+    the cut-off and renormalisation); optimised, it moves away from it, the
+    same whether the codes go through the decoder whole or in chunks."""
+    real_like = replace(inputs, target_sum=1e4)
+    whole = replace(CONFIG, chunk_size=None)
+    options = {"seed_residual": True, "zero_threshold": 0.2}
+    still = run(method, real_like, config=replace(whole, lr=1e-12), **options)
+    seeds = select_seeds(inputs.labels, spc=SPC, num_classes=inputs.num_classes, seed=0)
+    real = np.expm1(inputs.genes[seeds].toarray())
+    real = np.where(np.log1p(real) > 0.2, real, 0)
+    real = np.log1p(real / real.sum(1, keepdims=True) * 1e4)
+    np.testing.assert_allclose(still.genes, real, atol=1e-3)
+    moved = run(method, real_like, config=whole, **options)
+    assert np.abs(moved.genes - still.genes).max() > 1e-2
+    chunked = run(method, real_like, **options)  # CONFIG: chunks of 4
+    np.testing.assert_allclose(chunked.genes, moved.genes, atol=1e-4)

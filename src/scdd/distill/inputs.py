@@ -154,6 +154,7 @@ def distill_synthetic(
             zero_threshold=params["zero_threshold"],
             count_fraction=count_fraction,
             count_depth=candidate,
+            seed_residual=params.get("seed_residual", False),
             seed=seed,
             device=device,
             progress=progress,

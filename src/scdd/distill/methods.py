@@ -215,6 +215,7 @@ def run_method(
     zero_threshold: float | None = None,
     count_fraction: float = 0.0,
     count_depth: float = 1.0,
+    seed_residual: bool = False,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -239,6 +240,10 @@ def run_method(
             it needs ``inputs.target_sum`` and ``inputs.zero_fractions``.
         count_depth: the counts' library size in multiples of the one that
             makes them as sparse as the real class.
+        seed_residual: :data:`SCDD_METHODS` cells are their real seed cell
+            plus the change the optimisation makes to its decoded code, so
+            each keeps the seed's count noise (what the decoder cannot
+            reproduce) and starts as that real cell.
         seed: seeds, head initialisations and noise.
         device: where optimisation runs.
         progress: show progress bars.
@@ -344,18 +349,26 @@ def run_method(
     elif method == "scdd_decoder":
         codes, enc = z_seed.clone(), encoder
 
-        def fn(c: Tensor, lab: Tensor) -> Tensor:
-            return as_cells(decoder(F.normalize(c, dim=1)), lab)
+        def decode(c: Tensor, _: Tensor) -> Tensor:
+            return decoder(F.normalize(c, dim=1))
     else:  # scdd
         codes, enc = generator.encode_codes(z_seed, t_gen, generator=noise), encoder
 
-        def fn(c: Tensor, lab: Tensor) -> Tensor:
-            return as_cells(
-                decoder(
-                    generator.denoise(c, t_gen, inputs.conditions(lab), guidance_scale)
-                ),
-                lab,
+        def decode(c: Tensor, lab: Tensor) -> Tensor:
+            return decoder(
+                generator.denoise(c, t_gen, inputs.conditions(lab), guidance_scale)
             )
+
+    residual = None
+    if method in SCDD_METHODS:
+        if seed_residual:
+            with torch.no_grad():
+                real = take_matrix_rows(inputs.genes, seeds).toarray()
+                residual = torch.as_tensor(real, device=device) - decode(codes, y)
+
+        def fn(c: Tensor, lab: Tensor, shift: Tensor | None = None) -> Tensor:
+            genes = decode(c, lab)
+            return as_cells(genes if shift is None else genes + shift, lab)
 
     bank = RealEmbeddingBank(
         torch.as_tensor(inputs.embeddings),
@@ -386,9 +399,11 @@ def run_method(
         progress=progress,
         part_means=part_means,
         real_genes=real_genes,
+        row_inputs=residual,
     )
     with torch.no_grad():
-        sample = fn(result.codes.to(device), y).cpu().numpy()
+        extra = () if residual is None else (residual,)
+        sample = fn(result.codes.to(device), y, *extra).cpu().numpy()
     out = MethodOutput(
         labels=labels, codes=result.codes.numpy(), history=result.history
     )
