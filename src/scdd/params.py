@@ -417,9 +417,10 @@ class DistillParams(_Group):
     #: them as sparse as the real class (deeper: less noisy); several: the
     #: depth whose set ends closest to the real cells in F-space is kept.
     count_depth: Depth | Annotated[list[Depth], Field(min_length=1)] = [1.0, 4.0]
-    #: scdd's cells are their real seed cell plus the optimised change of its
-    #: decoded code: each keeps the seed's count noise.
-    seed_residual: bool = False
+    #: Where counts are drawn, also make the set whose cells are their real
+    #: seed cell plus the optimised change of its decoded code (each keeps the
+    #: seed's own count noise); kept when it ends closest in F-space.
+    seed_residual: bool = True
     optim: DistillOptimParams = DistillOptimParams()
 
     def for_cell(

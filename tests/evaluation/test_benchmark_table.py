@@ -46,7 +46,9 @@ def _runs() -> pd.DataFrame:
                     "retention": acc / 0.8,
                     "seconds": 1.0 + draw,
                     "distill_loss": 0.5 + draw if method == "scdd" else float("nan"),
-                    "count_depth": 1.0 + 3 * draw if method == "scdd" else None,
+                    "count_depth": 4.0 if method == "scdd" and draw else None,
+                    # draw 0 kept the seed cells' own counts, draw 1 depth 4
+                    "seed_residual": float(not draw) if method == "scdd" else None,
                 }
             )
     return pd.DataFrame(rows)
@@ -69,9 +71,11 @@ def test_summary_has_mean_and_population_std_over_draws() -> None:
     assert row.head_std == pytest.approx(0.02)
     assert row.seconds_mean == pytest.approx(1.5)
     assert pd.isna(row.distill_loss_mean) and pd.isna(row.count_depth_mean)
+    assert pd.isna(row.seed_residual_mean)
     scdd = table.iloc[2]
     assert scdd.distill_loss_mean == pytest.approx(1.0)
-    assert scdd.count_depth_mean == pytest.approx(2.5)  # depth 1, then 4
+    assert scdd.count_depth_mean == pytest.approx(4.0)  # the draw that kept one
+    assert scdd.seed_residual_mean == pytest.approx(0.5)
     assert table.iloc[1].accuracy_std == pytest.approx(0.0)
 
 

@@ -121,10 +121,11 @@ def distill_synthetic(
 
     The one place that turns ``params:distill`` into :func:`run_method` and
     :func:`synthetic_adata` calls, shared by the pipeline node, the benchmark
-    pipeline and the benchmark script. With counts drawn and several
-    ``count_depth`` candidates, the set is made at each depth and the one
-    that ends closest to the real cells in F-space (lowest final loss) is
-    kept; its depth is in ``uns["scdd"]["count_depth"]``.
+    pipeline and the benchmark script. Where counts are drawn, the set is
+    made at each ``count_depth`` and, with ``seed_residual``, once more from
+    the seed cells' own counts; the one that ends closest to the real cells
+    in F-space (lowest final loss) is kept, and ``uns["scdd"]`` says which
+    (``count_depth``, ``seed_residual``).
 
     Returns:
         The synthetic AnnData and the raw method output (codes, history).
@@ -138,11 +139,15 @@ def distill_synthetic(
     draws_counts = count_fraction > 0 and method in SCDD_METHODS
     depths = params["count_depth"]
     depths = depths if isinstance(depths, list) else [depths]
+    # (count depth, seed residual) of each candidate set
+    candidates: list[tuple[float | None, bool]] = [(d, False) for d in depths]
     if not draws_counts:
-        depths = depths[:1]  # no counts drawn: the depth changes nothing
+        candidates = [(None, False)]  # no counts drawn: one set
+    elif params.get("seed_residual", False):
+        candidates.append((None, True))
     config = DistillConfig(**params["optim"])
-    losses: dict[float, float] = {}
-    for candidate in depths:
+    losses: dict[str, float] = {}
+    for depth_candidate, residual_candidate in candidates:
         run = run_method(
             method,
             inputs,
@@ -152,22 +157,22 @@ def distill_synthetic(
             guidance_scale=params["guidance_scale"],
             sample_steps=params["sample_steps"],
             zero_threshold=params["zero_threshold"],
-            count_fraction=count_fraction,
-            count_depth=candidate,
-            seed_residual=params.get("seed_residual", False),
+            count_fraction=0.0 if depth_candidate is None else count_fraction,
+            count_depth=depth_candidate or 1.0,
+            seed_residual=residual_candidate,
             seed=seed,
             device=device,
             progress=progress,
         )
         loss = final_loss(run)
         if not losses or loss < min(losses.values()):  # keep only the best set
-            depth, output = candidate, run
-        losses[candidate] = loss
+            depth, residual, output = depth_candidate, residual_candidate, run
+        losses[_candidate_name(depth_candidate, residual_candidate)] = loss
     if len(losses) > 1:
         logger.info(
-            "count_depth %g kept: final F-space loss %s",
-            depth,
-            ", ".join(f"{d:g}: {v:.4g}" for d, v in losses.items()),
+            "%s kept: final F-space loss %s",
+            _candidate_name(depth, residual),
+            ", ".join(f"{n}: {v:.4g}" for n, v in losses.items()),
         )
     synthetic = synthetic_adata(
         output,
@@ -178,8 +183,18 @@ def distill_synthetic(
         zero_threshold=params["zero_threshold"],
         method=method,
     )
-    synthetic.uns["scdd"] = {"count_depth": float(depth) if draws_counts else None}
+    synthetic.uns["scdd"] = {
+        "count_depth": None if depth is None else float(depth),
+        "seed_residual": residual,
+    }
     return synthetic, output
+
+
+def _candidate_name(depth: float | None, residual: bool) -> str:
+    """How a candidate set got its count noise, for the log."""
+    if residual:
+        return "seed residual"
+    return "smooth" if depth is None else f"count_depth {depth:g}"
 
 
 def final_loss(output: MethodOutput) -> float:

@@ -340,7 +340,10 @@ def _label_runs(
         seconds = time.perf_counter() - start
         loss = final_loss(output)  # inf: nothing optimised (no loss to show)
         loss = loss if np.isfinite(loss) else np.nan
-        depth = synthetic.uns["scdd"]["count_depth"]
+        kept = synthetic.uns["scdd"]
+        depth, residual = kept["count_depth"], kept["seed_residual"]
+        # the seed residual kept: 1; a count depth: 0; no counts drawn: NaN
+        residual = 1.0 if residual else np.nan if depth is None else 0.0
         depth = np.nan if depth is None else depth
         embedded = scoring.embed_synthetic(
             synthetic,
@@ -392,6 +395,7 @@ def _label_runs(
                     "seconds": seconds,
                     "distill_loss": loss,
                     "count_depth": depth,
+                    "seed_residual": residual,
                 }
             )
         logger.info(

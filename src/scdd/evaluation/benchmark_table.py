@@ -7,8 +7,9 @@ the same model trained on the whole training split). The table aggregates
 runs over draws: ``<metric>_mean`` / ``<metric>_std`` are the mean and the
 population standard deviation (``ddof=0``, as :mod:`scdd.evaluation.summary`)
 of the per-draw means; ``head_std`` is the mean within-draw spread over
-initialisations. ``distill_loss_mean`` and ``count_depth_mean`` say how
-close the sets got to the real cells in F-space and at which count depth.
+initialisations. ``distill_loss_mean``, ``count_depth_mean`` and
+``seed_residual_mean`` say how close the sets got to the real cells in
+F-space, at which count depth, and how many kept the seed cells' own counts.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ COLUMNS = (
     "seconds_mean",
     "distill_loss_mean",
     "count_depth_mean",
+    "seed_residual_mean",
 )
 
 
@@ -47,8 +49,9 @@ def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
             ``accuracy_mean``, ``accuracy_std``, ``balanced_accuracy_mean``,
             ``macro_f1_mean``, ``retention`` and ``seconds``; optionally
             ``distill_loss`` (the final F-space loss, NaN where nothing was
-            optimised) and ``count_depth`` (the depth kept, NaN where no
-            counts were drawn).
+            optimised), ``count_depth`` (the depth kept, NaN where no
+            counts were drawn) and ``seed_residual`` (1 where the set kept
+            the seed cells' own counts, 0 where a depth, NaN where neither).
 
     Returns:
         One row per (label, model, method, SPC) with :data:`COLUMNS`.
@@ -69,7 +72,7 @@ def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
     out["head_std"] = groups["accuracy_std"].mean()
     out["seconds_mean"] = groups["seconds"].mean()
     # a depth mean between two candidates says the draws kept different ones
-    for column in ("distill_loss", "count_depth"):
+    for column in ("distill_loss", "count_depth", "seed_residual"):
         out[f"{column}_mean"] = groups[column].mean() if column in runs else np.nan
     return out.reset_index()[list(COLUMNS)]
 
@@ -107,6 +110,7 @@ def full_rows(
             seconds_mean=np.nan,
             distill_loss_mean=np.nan,
             count_depth_mean=np.nan,
+            seed_residual_mean=np.nan,
         )
         rows.append(row)
     return pd.DataFrame(rows, columns=list(COLUMNS))
