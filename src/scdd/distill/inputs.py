@@ -143,7 +143,7 @@ def distill_synthetic(
     candidates: list[tuple[float | None, bool]] = [(d, False) for d in depths]
     if not draws_counts:
         candidates = [(None, False)]  # no counts drawn: one set
-    elif params.get("seed_residual", False):
+    elif params["seed_residual"]:
         candidates.append((None, True))
     config = DistillConfig(**params["optim"])
     losses: dict[str, float] = {}

@@ -333,11 +333,14 @@ def run_method(
             return drawn
         return torch.where(drawn_rows(lab, count_fraction)[:, None], drawn, cells)
 
-    if method in ("dm", "dc"):
-        codes = torch.as_tensor(
+    def seed_genes() -> Tensor:
+        """The seed cells' real genes (SPC rows per class, densified)."""
+        return torch.as_tensor(
             take_matrix_rows(inputs.genes, seeds).toarray(), device=device
         )
-        enc = encoder
+
+    if method in ("dm", "dc"):
+        codes, enc = seed_genes(), encoder
 
         def fn(c: Tensor, lab: Tensor) -> Tensor:
             return as_cells(c, lab)
@@ -363,8 +366,7 @@ def run_method(
     if method in SCDD_METHODS:
         if seed_residual:
             with torch.no_grad():
-                real = take_matrix_rows(inputs.genes, seeds).toarray()
-                residual = torch.as_tensor(real, device=device) - decode(codes, y)
+                residual = seed_genes() - decode(codes, y)
 
         def fn(c: Tensor, lab: Tensor, shift: Tensor | None = None) -> Tensor:
             genes = decode(c, lab)
