@@ -12,7 +12,8 @@ Each dataset's ``benchmark.md`` is printed and kept as
 ``<workdir>/<dataset>/<name>.md`` (and ``.csv``); all tables are joined into
 ``<workdir>/<name>.csv`` (a ``dataset`` column added) and ``<name>.md``: per
 SPC, (model, dataset) × methods, mean accuracy (%) over the draws, ± the
-std over draws.
+std over draws; then scdd minus the best coreset control per (model, dataset,
+SPC), and the privacy figures per (dataset, method, SPC).
 
     python scripts/benchmark_shared.py --workdir /tmp/bench_shared \\
         [--datasets pbmc_10x human_kidney] [--spcs 1 10] [--draws 3] \\
@@ -36,15 +37,11 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
+#: Tuning datasets (their validation splits); baron_pancreas is the check,
+#: never tuned on (``--datasets baron_pancreas``).
 DATASETS = ["pbmc_10x", "human_kidney", "cbmc_citeseq", "paul15"]
-METHODS = [
-    "random_real",
-    "dm",
-    "featdistill",
-    "generator_only",
-    "scdd_decoder",
-    "scdd",
-]
+CORESETS = ["herding", "kcenter", "kmeans_medoid", "geosketch"]
+METHODS = ["random_real", *CORESETS, "dm", "featdistill", "scdd"]
 
 
 def project_copy(where: Path) -> Path:
@@ -106,6 +103,74 @@ def summary_markdown(table: pd.DataFrame) -> str:
             lines.append(f"| {model} | {dataset} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def versus_coresets(table: pd.DataFrame, method: str = "scdd") -> str:
+    """``method``'s accuracy minus the best coreset control's, in points, per
+    (model, dataset) × SPC (the best coreset picked per cell)."""
+    runs = table[table["method"] != "full"]
+    if method not in set(runs["method"]) or not set(CORESETS) & set(runs["method"]):
+        return ""
+    lines = [
+        f"#### {method} minus the best coreset control (points of accuracy)",
+        "",
+    ]
+    spcs = sorted(int(s) for s in runs["spc"].dropna().unique())
+    lines += [
+        "| model | dataset | " + " | ".join(f"SPC {k}" for k in spcs) + " |",
+        "|---|---|" + "---:|" * len(spcs),
+    ]
+    pairs = dict.fromkeys(zip(runs["model"], runs["dataset"], strict=True))
+    for model, dataset in pairs:
+        mine = runs[(runs["model"] == model) & (runs["dataset"] == dataset)]
+        cells = []
+        for k in spcs:
+            at = mine[mine["spc"] == k].set_index("method")["accuracy_mean"]
+            controls = at.reindex(CORESETS).dropna()
+            if method not in at or controls.empty:
+                cells.append("–")
+                continue
+            best = controls.idxmax()
+            cells.append(f"{100 * (at[method] - controls[best]):+.1f} ({best})")
+        lines.append(f"| {model} | {dataset} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, ""])
+
+
+def privacy_markdown(table: pd.DataFrame) -> str:
+    """Per (dataset, method) × SPC: nearest-record ratio in gene space,
+    membership-attack TPR at 1% FPR in gene space, copies (means over draws;
+    F-space where a set has no genes)."""
+    if "ratio_gene_mean" not in table:
+        return ""
+    runs = table[table["method"] != "full"]
+    runs = runs[runs["model"] == runs["model"].iloc[0]]
+    spcs = sorted(int(s) for s in runs["spc"].dropna().unique())
+    lines = [
+        "#### Privacy: nearest-record ratio (gene space, F-space) · attack TPR at "
+        "1% FPR (gene space) · copies",
+        "",
+        "| dataset | method | " + " | ".join(f"SPC {k}" for k in spcs) + " |",
+        "|---|---|" + "---:|" * len(spcs),
+    ]
+    for dataset, method in dict.fromkeys(
+        zip(runs["dataset"], runs["method"], strict=True)
+    ):
+        mine = runs[(runs["dataset"] == dataset) & (runs["method"] == method)]
+        cells = []
+        for k in spcs:
+            hit = mine[mine["spc"] == k]
+            if hit.empty:
+                cells.append("–")
+                continue
+            r = hit.iloc[0]
+            tpr = r.attack_tpr_gene_mean
+            tpr = r.attack_tpr_f_mean if pd.isna(tpr) else tpr
+            cells.append(
+                f"{r.ratio_gene_mean:.2f}, {r.ratio_f_mean:.2f} · {tpr:.3f} · "
+                f"{r.copies_mean:.1f}"
+            )
+        lines.append(f"| {dataset} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, ""])
 
 
 def _say(text: str) -> None:
@@ -199,7 +264,9 @@ def main() -> None:
     if tables:
         table = pd.concat(tables, ignore_index=True)
         table.to_csv(args.workdir / f"{args.name}.csv", index=False)
-        summary = summary_markdown(table)
+        summary = "\n".join(
+            [summary_markdown(table), versus_coresets(table), privacy_markdown(table)]
+        )
         (args.workdir / f"{args.name}.md").write_text(summary)
         _say(summary)
         _say(f"Written to {args.workdir}/{args.name}.{{csv,md}}")

@@ -39,10 +39,11 @@ from pydantic import (
 from scdd.cellstore import is_zarr, store_exists
 from scdd.dask_engine import check_scheduler_choice
 from scdd.datasets.h5ad_dataset import _BUNDLED, SCANPY_PREFIX
-from scdd.distill.methods import METHODS
+from scdd.distill.methods import METHODS, SEEDINGS
 from scdd.evaluation.benchmark_runs import BENCHMARK_METHODS, BENCHMARK_SPCS
 from scdd.evaluation.deepinsight_cnn import LAYOUTS
 from scdd.evaluation.suite import MODELS
+from scdd.metrics.privacy import PrivacyParams
 from scdd.models.foundation import MODEL_FILES
 from scdd.models.foundation_training import (
     TrainConfig,
@@ -363,7 +364,8 @@ class GeneratorParams(_Group):
 class DistillOptimParams(_Group):
     """``distill.optim``: fields of :class:`scdd.distill.optimise.DistillConfig`."""
 
-    steps: PositiveInt = 300
+    #: 0: the seeds as the method maps them (scdd: decoded, unoptimised).
+    steps: NonNegativeInt = 300
     lr: PositiveFloat = 0.03
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: NonNegativeFloat = 0.5
@@ -417,11 +419,12 @@ class DistillParams(_Group):
     #: them as sparse as the real class (deeper: less noisy); several: the
     #: depth whose set ends closest to the real cells in F-space is kept.
     count_depth: Depth | Annotated[list[Depth], Field(min_length=1)] = [1.0, 4.0]
-    #: Where counts are drawn, also make the set whose cells are their real
-    #: seed cell plus the optimised change of its decoded code (each keeps the
-    #: seed's own count noise); kept when it ends closest in F-space.
-    seed_residual: bool = True
+    #: The real cells every optimised method starts from: ``medoid`` (the
+    #: cells nearest the centres of SPC equal-size k-means parts per class)
+    #: or ``random``.
+    seeding: Literal[tuple(SEEDINGS)] = "medoid"
     optim: DistillOptimParams = DistillOptimParams()
+    privacy: PrivacyParams = PrivacyParams()
 
     def for_cell(
         self, method: str, spc: int, steps: int | None = None
@@ -531,13 +534,6 @@ class FidelityParams(_Group):
     mmd_max_cells: PositiveInt | None = 2000
 
 
-class PrivacyParams(_Group):
-    """``evaluate.privacy``."""
-
-    threshold: PositiveFloat = 0.5
-    chunk_size: PositiveInt = 4096
-
-
 class EvaluateParams(_Group):
     """``params:evaluate``: the evaluation models and the metrics' settings."""
 
@@ -553,7 +549,6 @@ class EvaluateParams(_Group):
     gene_transformer: GeneTransformerParams = GeneTransformerParams()
     deepinsight_cnn: DeepInsightCNNParams = DeepInsightCNNParams()
     fidelity: FidelityParams = FidelityParams()
-    privacy: PrivacyParams = PrivacyParams()
 
     @field_validator("models")
     @classmethod

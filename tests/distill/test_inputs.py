@@ -47,32 +47,19 @@ def distil(setting, **params):
 def test_of_several_count_depths_the_closest_match_in_f_space_is_kept(setting):
     """``count_depth: [1, 4]`` makes the set at both depths and keeps the one
     with the lower final loss: exactly that depth's set, its depth recorded."""
-    single = {
-        d: distil(setting, count_depth=d, seed_residual=False) for d in (1.0, 4.0)
-    }
+    single = {d: distil(setting, count_depth=d) for d in (1.0, 4.0)}
     losses = {d: final_loss(out) for d, (_, out) in single.items()}
     assert losses[1.0] != losses[4.0]
     best = min(losses, key=losses.get)
-    synthetic, output = distil(setting, count_depth=[1.0, 4.0], seed_residual=False)
-    assert synthetic.uns["scdd"] == {"count_depth": best, "seed_residual": False}
+    synthetic, output = distil(setting, count_depth=[1.0, 4.0])
+    assert synthetic.uns["scdd"] == {"count_depth": best, "real_cells": False}
     np.testing.assert_array_equal(output.codes, single[best][1].codes)
     np.testing.assert_array_equal(synthetic.X.toarray(), single[best][0].X.toarray())
 
 
-def test_the_seed_residual_set_competes_with_the_count_depths(setting):
-    """``seed_residual`` adds the set made from the seed cells' own counts to
-    the candidates; whichever ends lowest in F-space is kept and recorded."""
-    drawn, drawn_out = distil(setting, count_depth=1.0, seed_residual=False)
-    synthetic, output = distil(setting, count_depth=1.0)
-    # here the real seeds sit far closer to their class in F than drawn counts
-    assert final_loss(output) < final_loss(drawn_out)
-    assert synthetic.uns["scdd"] == {"count_depth": None, "seed_residual": True}
-    assert (synthetic.X != drawn.X).nnz > 0
-
-
 def test_without_drawn_counts_one_set_is_made_and_nothing_recorded(setting):
     synthetic, _ = distil(setting, count_depth=[1.0, 4.0], sample_counts_from_spc=5)
-    assert synthetic.uns["scdd"] == {"count_depth": None, "seed_residual": False}
+    assert synthetic.uns["scdd"] == {"count_depth": None, "real_cells": False}
 
 
 def test_count_depth_is_validated():

@@ -13,14 +13,15 @@ import torch
 import torch.nn.functional as F
 
 from scdd import generation
+from scdd.distill.coresets import select_coreset
 from scdd.distill.methods import (
     METHODS,
+    REAL_CELL_METHODS,
     ConditionSpec,
     DistillInputs,
     drawn_rows,
     loss_weights,
     run_method,
-    select_seeds,
 )
 from scdd.distill.optimise import DistillConfig
 from scdd.models.device import make_generator
@@ -49,7 +50,7 @@ SPC = 2
 #: ``output`` column of the module table in ``scdd.distill.methods``.
 FEATURE_METHODS = ("featdistill", "featdistill+dcdm")
 BOTH_METHODS = ("textdistill", "textdistill+dcdm")
-UNOPTIMISED = ("random_real", "generator_only", "full")
+UNOPTIMISED = (*REAL_CELL_METHODS, "generator_only")
 
 
 @dataclass
@@ -112,6 +113,18 @@ def make_inputs(tiny: Tiny, label_map: list[int] | None = None) -> DistillInputs
             position=0,
             label_map=list(range(n_classes)) if label_map is None else label_map,
         ),
+    )
+
+
+def medoids(inputs: DistillInputs) -> np.ndarray:
+    """The seed rows of the optimised methods (``seeding: medoid``, seed 0)."""
+    return select_coreset(
+        "kmeans_medoid",
+        inputs.embeddings,
+        inputs.labels,
+        spc=SPC,
+        num_classes=inputs.num_classes,
+        seed=0,
     )
 
 
@@ -194,27 +207,50 @@ def test_dcdm_variants_match_gradients_also_when_scdd_turns_dc_off(
     assert run(base, inputs, config=dm_only).history[-1]["dc"] == 0.0
 
 
-def test_random_real_returns_the_seed_cells(inputs: DistillInputs) -> None:
-    out = run("random_real", inputs, seed=3)
-    seeds = select_seeds(inputs.labels, spc=SPC, num_classes=inputs.num_classes, seed=3)
-    np.testing.assert_array_equal(out.labels, inputs.labels[seeds])
-    np.testing.assert_array_equal(out.genes.toarray(), inputs.genes[seeds].toarray())
-
-
-def test_select_seeds_is_seeded_and_per_class() -> None:
-    labels = np.repeat([0, 1, 2], [10, 6, 1])
-    picks = select_seeds(labels, spc=3, num_classes=3, seed=7)
-    np.testing.assert_array_equal(
-        picks, select_seeds(labels, spc=3, num_classes=3, seed=7)
+@pytest.mark.parametrize(
+    ("method", "coreset"),
+    [("random_real", "random"), ("herding", "herding"), ("kcenter", "kcenter")],
+)
+def test_real_cell_methods_return_their_coreset_unchanged(
+    method: str, coreset: str, inputs: DistillInputs
+) -> None:
+    out = run(method, inputs, seed=3)
+    rows = select_coreset(
+        coreset,
+        inputs.embeddings,
+        inputs.labels,
+        spc=SPC,
+        num_classes=inputs.num_classes,
+        seed=3,
     )
-    assert not np.array_equal(picks, select_seeds(labels, spc=3, num_classes=3, seed=8))
-    assert picks.shape == (9,)
-    np.testing.assert_array_equal(labels[picks], np.repeat([0, 1, 2], 3))
-    # large enough classes: distinct cells; a one-cell class is repeated
-    assert len(set(picks[:3])) == 3 and len(set(picks[3:6])) == 3
-    np.testing.assert_array_equal(picks[6:], [16, 16, 16])
-    with pytest.raises(ValueError, match="Class 3 has no training cells"):
-        select_seeds(labels, spc=1, num_classes=4, seed=0)
+    assert out.real_cells is True
+    np.testing.assert_array_equal(out.labels, inputs.labels[rows])
+    np.testing.assert_array_equal(out.genes.toarray(), inputs.genes[rows].toarray())
+
+
+@pytest.mark.parametrize("seeding", ["medoid", "random"])
+def test_every_optimised_method_starts_from_the_same_seeds(
+    seeding: str, inputs: DistillInputs
+) -> None:
+    """With no optimisation step, dm writes its seed cells and scdd_decoder
+    decodes their embeddings: the same real cells, whichever method."""
+    still = replace(CONFIG, steps=0)
+    dm = run("dm", inputs, config=still, seeding=seeding)
+    decoder = run("scdd_decoder", inputs, config=still, seeding=seeding)
+    expected = "kmeans_medoid" if seeding == "medoid" else "random"
+    rows = select_coreset(
+        expected,
+        inputs.embeddings,
+        inputs.labels,
+        spc=SPC,
+        num_classes=inputs.num_classes,
+        seed=0,
+    )
+    np.testing.assert_allclose(dm.genes, inputs.genes[rows].toarray(), atol=1e-6)
+    np.testing.assert_allclose(decoder.codes, inputs.embeddings[rows], atol=1e-6)
+    assert dm.history == [] and not dm.real_cells
+    with pytest.raises(ValueError, match="seeding"):
+        run("dm", inputs, seeding="best")
 
 
 def test_condition_spec_maps_labels_into_the_label_column() -> None:
@@ -258,7 +294,7 @@ def test_unknown_method_and_missing_generator(inputs: DistillInputs) -> None:
 def test_scdd_optimises_codes_and_stores_g_of_codes(
     tiny: Tiny, inputs: DistillInputs
 ) -> None:
-    seeds = select_seeds(inputs.labels, spc=SPC, num_classes=inputs.num_classes, seed=0)
+    seeds = medoids(inputs)
     generator = inputs.generator
     start = generator.encode_codes(
         torch.as_tensor(inputs.embeddings[seeds]), T_GEN, generator=make_generator(1)
@@ -284,7 +320,7 @@ def test_scdd_decoder_stores_d_of_normalised_codes(
     tiny: Tiny, inputs: DistillInputs
 ) -> None:
     out = run("scdd_decoder", inputs)
-    seeds = select_seeds(inputs.labels, spc=SPC, num_classes=inputs.num_classes, seed=0)
+    seeds = medoids(inputs)
     assert np.abs(out.codes - inputs.embeddings[seeds]).max() > 1e-3
     with torch.no_grad():
         genes = F.relu(
@@ -363,25 +399,3 @@ def test_a_count_fraction_draws_that_share_of_each_class(
     zeros = (out.genes == 0).mean(axis=1)
     np.testing.assert_allclose(zeros[drawn], 0.6, atol=0.15)
     assert zeros[~drawn].max() < zeros[drawn].min()
-
-
-@pytest.mark.parametrize("method", ["scdd", "scdd_decoder"])
-def test_a_seed_residual_starts_from_the_real_seed_cells(
-    method: str, inputs: DistillInputs
-) -> None:
-    """``seed_residual``: unoptimised, each cell is its real seed cell (up to
-    the cut-off and renormalisation); optimised, it moves away from it, the
-    same whether the codes go through the decoder whole or in chunks."""
-    real_like = replace(inputs, target_sum=1e4)
-    whole = replace(CONFIG, chunk_size=None)
-    options = {"seed_residual": True, "zero_threshold": 0.2}
-    still = run(method, real_like, config=replace(whole, lr=1e-12), **options)
-    seeds = select_seeds(inputs.labels, spc=SPC, num_classes=inputs.num_classes, seed=0)
-    real = np.expm1(inputs.genes[seeds].toarray())
-    real = np.where(np.log1p(real) > 0.2, real, 0)
-    real = np.log1p(real / real.sum(1, keepdims=True) * 1e4)
-    np.testing.assert_allclose(still.genes, real, atol=1e-3)
-    moved = run(method, real_like, config=whole, **options)
-    assert np.abs(moved.genes - still.genes).max() > 1e-2
-    chunked = run(method, real_like, **options)  # CONFIG: chunks of 4
-    np.testing.assert_allclose(chunked.genes, moved.genes, atol=1e-4)

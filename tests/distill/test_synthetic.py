@@ -130,13 +130,14 @@ def test_synthetic_adata_layout(tmp_path: Path) -> None:
 
     seeds = np.array([0, 1, 25, 26])
     kept = synthetic_adata(
-        MethodOutput(labels=real_labels[seeds], genes=real.X[seeds]),
+        MethodOutput(labels=real_labels[seeds], genes=real.X[seeds], real_cells=True),
         label_key=LABEL_KEY,
         categories=CATEGORIES,
         var_names=list(real.var_names),
-        method="random_real",
+        method="herding",
     )
     np.testing.assert_array_equal(kept.X.toarray(), real.X[seeds].toarray())
+    assert kept.obs["scdd_real_cell"].all() and not syn.obs["scdd_real_cell"].any()
 
 
 def _scdd_synthetic(tiny: Tiny, **kwargs) -> ad.AnnData:

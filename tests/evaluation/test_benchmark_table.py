@@ -47,8 +47,8 @@ def _runs() -> pd.DataFrame:
                     "seconds": 1.0 + draw,
                     "distill_loss": 0.5 + draw if method == "scdd" else float("nan"),
                     "count_depth": 4.0 if method == "scdd" and draw else None,
-                    # draw 0 kept the seed cells' own counts, draw 1 depth 4
-                    "seed_residual": float(not draw) if method == "scdd" else None,
+                    "ratio_gene": 0.0 if method == "random_real" else 1.0 - draw / 10,
+                    "passes_guard": float(method == "scdd"),
                 }
             )
     return pd.DataFrame(rows)
@@ -71,11 +71,13 @@ def test_summary_has_mean_and_population_std_over_draws() -> None:
     assert row.head_std == pytest.approx(0.02)
     assert row.seconds_mean == pytest.approx(1.5)
     assert pd.isna(row.distill_loss_mean) and pd.isna(row.count_depth_mean)
-    assert pd.isna(row.seed_residual_mean)
+    assert row.ratio_gene_mean == 0.0 and row.passes_guard_mean == 0.0
+    assert pd.isna(row.ratio_f_mean)  # a figure the runs lack
     scdd = table.iloc[2]
     assert scdd.distill_loss_mean == pytest.approx(1.0)
     assert scdd.count_depth_mean == pytest.approx(4.0)  # the draw that kept one
-    assert scdd.seed_residual_mean == pytest.approx(0.5)
+    assert scdd.ratio_gene_mean == pytest.approx(0.95)
+    assert scdd.passes_guard_mean == 1.0
     assert table.iloc[1].accuracy_std == pytest.approx(0.0)
 
 

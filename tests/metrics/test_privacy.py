@@ -1,54 +1,117 @@
-"""Memorisation: nearest-train vs nearest-test distances of synthetic cells."""
+"""Privacy: nearest-record ratios, membership attack and copies of training cells."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import sparse
 
-from scdd.metrics.privacy import memorisation_report, nearest_cosine_distance
+from scdd.metrics.privacy import (
+    PrivacyParams,
+    equal_samples,
+    nearest_cosine_distance,
+    privacy_report,
+    space_report,
+)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+def _cells(n: int, seed: int, genes: int = 60) -> np.ndarray:
+    """Log-normalised-like noisy cells around one profile (a 'class')."""
+    rng = np.random.default_rng(seed)
+    profile = np.random.default_rng(99).gamma(1.0, 1.0, size=genes)
+    return np.log1p(rng.poisson(profile * 3, size=(n, genes))).astype(np.float32)
 
 
-def _cloud(n: int, seed: int, dim: int = 6) -> np.ndarray:
-    """Unit-norm points from one distribution (low dimension: dense neighbours)."""
-    return _unit(np.random.default_rng(seed).normal(size=(n, dim)) + 2.0)
+def _features(x: np.ndarray) -> np.ndarray:
+    """A fixed projection standing in for F."""
+    w = np.random.default_rng(7).normal(size=(x.shape[1], 8)).astype(np.float32)
+    return x @ w
+
+
+def _report(synthetic: np.ndarray, train: np.ndarray, heldout: np.ndarray) -> dict:
+    return privacy_report(
+        _features(synthetic),
+        _features(train),
+        _features(heldout),
+        PrivacyParams(max_cells=300, chunk_size=64),
+        synthetic_genes=sparse.csr_matrix(synthetic),
+        train_genes=sparse.csr_matrix(train),
+        heldout_genes=heldout,
+    )
+
+
+@pytest.fixture(scope="module")
+def splits() -> tuple[np.ndarray, np.ndarray]:
+    return _cells(400, 0), _cells(400, 1)
 
 
 def test_chunked_search_matches_brute_force() -> None:
-    queries, reference = _cloud(37, 0), _cloud(101, 1)
+    rng = np.random.default_rng(0)
+    queries, reference = rng.normal(size=(37, 6)), rng.normal(size=(101, 6))
     dist, index = nearest_cosine_distance(queries, reference, chunk_size=7)
-    sim = queries @ reference.T
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    sim = unit(queries) @ unit(reference).T
     np.testing.assert_array_equal(index, sim.argmax(1))
     np.testing.assert_allclose(dist, 1.0 - sim.max(1), atol=1e-6)
 
 
-def test_copies_of_training_cells_are_flagged() -> None:
-    train, test = _cloud(300, 0), _cloud(300, 1)
-    report = memorisation_report(train[:20], train, test, threshold=0.5)
-    assert report["median_ratio"] == pytest.approx(0.0, abs=1e-3)
-    assert report["copy_fraction"] == 1.0
-    assert report["frac_closer_to_train"] == 1.0
-    assert report["memorised"] is True
+def test_exact_copies_are_found_and_fail_the_guard(splits) -> None:
+    train, heldout = splits
+    report = _report(train[:20], train, heldout)
+    genes = report["gene_space"]
+    assert genes["exact_copies"] == 20
+    assert genes["nearest_record_ratio"] < 0.01
+    assert report["f_space"]["exact_copies"] == 20
+    # 20 of 300 sampled training cells sit on a synthetic cell: the attack
+    # picks them at no false positive
+    assert genes["attack_tpr_at_1fpr"] > 0.02
+    assert report["guard"]["passes"] is False
+    assert any("copies" in line for line in report["guard"]["failures"])
 
 
-def test_held_out_cells_are_not_memorised() -> None:
-    train, test, fresh = _cloud(400, 0), _cloud(400, 1), _cloud(200, 2)
-    report = memorisation_report(fresh, train, test, threshold=0.5, chunk_size=64)
-    assert 0.8 < report["median_ratio"] < 1.25
-    assert report["memorised"] is False
-    assert report["copy_fraction"] == 0.0
-    assert report["expected_frac_closer_to_train"] == 0.5
-    assert abs(report["frac_closer_to_train"] - 0.5) < 0.15
+def test_near_copies_of_training_cells_are_found(splits) -> None:
+    train, heldout = splits
+    noise = np.random.default_rng(5).normal(0, 0.02, size=(20, train.shape[1]))
+    report = _report(np.clip(train[:20] + noise, 0, None), train, heldout)
+    genes = report["gene_space"]
+    assert genes["exact_copies"] == 0
+    assert genes["near_copies"] == 20
+    assert genes["nearest_record_ratio"] < 0.2
+    assert report["guard"]["passes"] is False
+
+
+def test_fresh_cells_of_the_same_distribution_pass(splits) -> None:
+    train, heldout = splits
+    report = _report(_cells(40, 2), train, heldout)
+    for space in ("f_space", "gene_space"):
+        figures = report[space]
+        assert figures["exact_copies"] == figures["near_copies"] == 0
+        assert 0.85 < figures["nearest_record_ratio"] < 1.15
+        assert figures["attack_tpr_at_1fpr"] <= 0.03
+        assert 0.4 < figures["attack_auc"] < 0.6
+    assert report["n_sample"] == 300
+
+
+def test_a_feature_only_set_has_no_gene_space_figures(splits) -> None:
+    train, heldout = splits
+    report = privacy_report(
+        _features(_cells(10, 3)), _features(train), _features(heldout), PrivacyParams()
+    )
+    assert report["gene_space"] is None
+    assert report["n_sample"] == 400
+
+
+def test_samples_are_equal_in_size_and_unequal_ones_refused(splits) -> None:
+    a, b = equal_samples(1000, 250, max_cells=300, seed=0)
+    assert len(a) == len(b) == 250
+    train, heldout = splits
+    with pytest.raises(ValueError, match="equal in size"):
+        space_report(train[:3], train, heldout[:10])
 
 
 def test_bad_inputs_are_refused() -> None:
-    train = _cloud(10, 0)
+    train = np.ones((10, 6))
     with pytest.raises(ValueError, match="widths differ"):
         nearest_cosine_distance(train, train[:, :3])
     with pytest.raises(ValueError, match="NaN"):
         nearest_cosine_distance(np.full((2, 6), np.nan), train)
-    with pytest.raises(ValueError, match="threshold"):
-        memorisation_report(train, train, train, threshold=0)

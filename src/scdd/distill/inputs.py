@@ -122,10 +122,10 @@ def distill_synthetic(
     The one place that turns ``params:distill`` into :func:`run_method` and
     :func:`synthetic_adata` calls, shared by the pipeline node, the benchmark
     pipeline and the benchmark script. Where counts are drawn, the set is
-    made at each ``count_depth`` and, with ``seed_residual``, once more from
-    the seed cells' own counts; the one that ends closest to the real cells
-    in F-space (lowest final loss) is kept, and ``uns["scdd"]`` says which
-    (``count_depth``, ``seed_residual``).
+    made at each ``count_depth``; the one that ends closest to the real cells
+    in F-space (lowest final loss) is kept, and ``uns["scdd"]["count_depth"]``
+    says which; ``uns["scdd"]["real_cells"]`` says whether the rows are real
+    training cells (``random_real``, the coresets, ``full``).
 
     Returns:
         The synthetic AnnData and the raw method output (codes, history).
@@ -139,15 +139,10 @@ def distill_synthetic(
     draws_counts = count_fraction > 0 and method in SCDD_METHODS
     depths = params["count_depth"]
     depths = depths if isinstance(depths, list) else [depths]
-    # (count depth, seed residual) of each candidate set
-    candidates: list[tuple[float | None, bool]] = [(d, False) for d in depths]
-    if not draws_counts:
-        candidates = [(None, False)]  # no counts drawn: one set
-    elif params["seed_residual"]:
-        candidates.append((None, True))
+    candidates: list[float | None] = list(depths) if draws_counts else [None]
     config = DistillConfig(**params["optim"])
     losses: dict[str, float] = {}
-    for depth_candidate, residual_candidate in candidates:
+    for candidate in candidates:
         run = run_method(
             method,
             inputs,
@@ -157,21 +152,21 @@ def distill_synthetic(
             guidance_scale=params["guidance_scale"],
             sample_steps=params["sample_steps"],
             zero_threshold=params["zero_threshold"],
-            count_fraction=0.0 if depth_candidate is None else count_fraction,
-            count_depth=depth_candidate or 1.0,
-            seed_residual=residual_candidate,
+            count_fraction=0.0 if candidate is None else count_fraction,
+            count_depth=candidate or 1.0,
+            seeding=params["seeding"],
             seed=seed,
             device=device,
             progress=progress,
         )
         loss = final_loss(run)
         if not losses or loss < min(losses.values()):  # keep only the best set
-            depth, residual, output = depth_candidate, residual_candidate, run
-        losses[_candidate_name(depth_candidate, residual_candidate)] = loss
+            depth, output = candidate, run
+        losses[f"count_depth {candidate}"] = loss
     if len(losses) > 1:
         logger.info(
-            "%s kept: final F-space loss %s",
-            _candidate_name(depth, residual),
+            "count_depth %s kept: final F-space loss %s",
+            depth,
             ", ".join(f"{n}: {v:.4g}" for n, v in losses.items()),
         )
     synthetic = synthetic_adata(
@@ -185,16 +180,9 @@ def distill_synthetic(
     )
     synthetic.uns["scdd"] = {
         "count_depth": None if depth is None else float(depth),
-        "seed_residual": residual,
+        "real_cells": output.real_cells,
     }
     return synthetic, output
-
-
-def _candidate_name(depth: float | None, residual: bool) -> str:
-    """How a candidate set got its count noise, for the log."""
-    if residual:
-        return "seed residual"
-    return "smooth" if depth is None else f"count_depth {depth:g}"
 
 
 def final_loss(output: MethodOutput) -> float:

@@ -1,13 +1,19 @@
 """scDD and the paper's baselines behind one name.
 
-Every method starts from the same seeds (SPC real training cells per class)
-and returns synthetic genes and/or features; they differ in what is optimised
-and what maps it to cells:
+Every method that starts from real cells starts from the same seeds (SPC
+training cells per class, chosen by ``seeding``: the k-means part medoids or
+random cells), so a table compares optimisation, not seeding. The coreset
+controls (:mod:`scdd.distill.coresets`) and ``random_real`` write real cells,
+marked as such (:data:`REAL_CELL_METHODS`); the others differ in what is
+optimised and what maps it to cells:
 
 ============================  ================================  ==========
 method                        optimised -> sample               output
 ============================  ================================  ==========
-``random_real``               nothing (the seed cells)          genes
+``random_real``               nothing: random real cells        genes
+``herding`` / ``kcenter`` /   nothing: a coreset of real cells  genes
+``kmeans_medoid`` /           in F-space
+``geosketch``
 ``dm`` / ``dc``               gene values, F frozen             genes
 ``featdistill(+dcdm)``        128-d features                    features
 ``textdistill(+dcdm)``        features, decoded once by D       genes
@@ -32,6 +38,7 @@ from scipy import sparse
 from torch import Tensor
 
 from scdd.cellstore import take_matrix_rows
+from scdd.distill.coresets import CORESETS, select_coreset
 from scdd.distill.expression import as_log_normalised, sample_counts_like_real
 from scdd.distill.losses import RealEmbeddingBank
 from scdd.distill.optimise import DistillConfig, distill
@@ -89,8 +96,18 @@ def loss_weights(method: str, config: DistillConfig) -> DistillConfig:
     return config
 
 
+#: Coreset controls: a selection of real cells, nothing optimised.
+CORESET_METHODS = tuple(name for name in CORESETS if name != "random")
+
+#: Methods whose output rows are real training cells, written as they are.
+REAL_CELL_METHODS = ("random_real", *CORESET_METHODS, "full")
+
+#: How the optimised methods pick their real seed cells.
+SEEDINGS = {"medoid": "kmeans_medoid", "random": "random"}
+
 METHODS = (
     "random_real",
+    *CORESET_METHODS,
     "dm",
     "dc",
     "featdistill",
@@ -117,27 +134,41 @@ class MethodOutput:
         codes: the optimised variables ``[n, d]`` (``None`` when nothing was
             optimised).
         history: loss history of the optimisation.
+        real_cells: the rows are real training cells, written as they are.
     """
 
     labels: np.ndarray
-    genes: np.ndarray | sparse.csr_matrix | None = None
+    genes: np.ndarray | sparse.csr_matrix | da.Array | None = None
     features: np.ndarray | None = None
     codes: np.ndarray | None = None
     history: list[dict[str, float]] | None = None
+    real_cells: bool = False
 
 
-def select_seeds(
-    labels: np.ndarray, *, spc: int, num_classes: int, seed: int
+def seed_rows(
+    method: str, inputs: DistillInputs, *, spc: int, seeding: str, seed: int
 ) -> np.ndarray:
-    """Indices of ``spc`` random cells per class (all of a smaller class, repeated)."""
-    rng = np.random.default_rng(seed)
-    picks = []
-    for c in range(num_classes):
-        members = np.flatnonzero(labels == c)
-        if len(members) == 0:
-            raise ValueError(f"Class {c} has no training cells to seed from.")
-        picks.append(rng.choice(members, spc, replace=len(members) < spc))
-    return np.concatenate(picks)
+    """The real rows ``method`` starts from (or writes, for the real-cell
+    methods): its own coreset, random cells for ``random_real``, else the
+    ``seeding`` coreset, so every optimised method starts alike."""
+    if method == "random_real":
+        name = "random"
+    elif method in CORESET_METHODS:
+        name = method
+    elif seeding in SEEDINGS:
+        name = SEEDINGS[seeding]
+    else:
+        raise ValueError(
+            f"distill.seeding={seeding!r}; choose one of {list(SEEDINGS)}."
+        )
+    return select_coreset(
+        name,
+        inputs.embeddings,
+        inputs.labels,
+        spc=spc,
+        num_classes=inputs.num_classes,
+        seed=seed,
+    )
 
 
 @dataclass
@@ -215,7 +246,7 @@ def run_method(
     zero_threshold: float | None = None,
     count_fraction: float = 0.0,
     count_depth: float = 1.0,
-    seed_residual: bool = False,
+    seeding: str = "medoid",
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -240,10 +271,9 @@ def run_method(
             it needs ``inputs.target_sum`` and ``inputs.zero_fractions``.
         count_depth: the counts' library size in multiples of the one that
             makes them as sparse as the real class.
-        seed_residual: :data:`SCDD_METHODS` cells are their real seed cell
-            plus the change the optimisation makes to its decoded code, so
-            each keeps the seed's count noise (what the decoder cannot
-            reproduce) and starts as that real cell.
+        seeding: the real cells the optimised methods start from
+            (:data:`SEEDINGS`: ``medoid``, the k-means part medoids, or
+            ``random``).
         seed: seeds, head initialisations and noise.
         device: where optimisation runs.
         progress: show progress bars.
@@ -260,25 +290,27 @@ def run_method(
         )
     device = torch.device(device)
     if method == "full":
-        return MethodOutput(labels=inputs.labels.copy(), genes=inputs.genes)
+        return MethodOutput(
+            labels=inputs.labels.copy(), genes=inputs.genes, real_cells=True
+        )
     config = loss_weights(method, config)
+    seeds = seed_rows(method, inputs, spc=spc, seeding=seeding, seed=seed)
+    labels = inputs.labels[seeds]
+    if method in REAL_CELL_METHODS:
+        return MethodOutput(
+            labels=labels, genes=take_matrix_rows(inputs.genes, seeds), real_cells=True
+        )
     part_means = None
     if config.lambda_part > 0:
-        parts = class_parts(
-            inputs.embeddings,
-            inputs.labels,
-            spc=spc,
-            num_classes=inputs.num_classes,
-            seed=seed,
+        part_means = torch.as_tensor(
+            class_parts(
+                inputs.embeddings,
+                inputs.labels,
+                spc=spc,
+                num_classes=inputs.num_classes,
+                seed=seed,
+            ).means
         )
-        seeds, part_means = parts.seeds, torch.as_tensor(parts.means)
-    else:
-        seeds = select_seeds(
-            inputs.labels, spc=spc, num_classes=inputs.num_classes, seed=seed
-        )
-    labels = inputs.labels[seeds]
-    if method == "random_real":
-        return MethodOutput(labels=labels, genes=take_matrix_rows(inputs.genes, seeds))
 
     foundation = inputs.foundation.freeze()
     encoder = foundation.encoder.to(device)
@@ -333,14 +365,11 @@ def run_method(
             return drawn
         return torch.where(drawn_rows(lab, count_fraction)[:, None], drawn, cells)
 
-    def seed_genes() -> Tensor:
-        """The seed cells' real genes (SPC rows per class, densified)."""
-        return torch.as_tensor(
+    if method in ("dm", "dc"):
+        codes = torch.as_tensor(
             take_matrix_rows(inputs.genes, seeds).toarray(), device=device
         )
-
-    if method in ("dm", "dc"):
-        codes, enc = seed_genes(), encoder
+        enc = encoder
 
         def fn(c: Tensor, lab: Tensor) -> Tensor:
             return as_cells(c, lab)
@@ -362,15 +391,10 @@ def run_method(
                 generator.denoise(c, t_gen, inputs.conditions(lab), guidance_scale)
             )
 
-    residual = None
     if method in SCDD_METHODS:
-        if seed_residual:
-            with torch.no_grad():
-                residual = seed_genes() - decode(codes, y)
 
-        def fn(c: Tensor, lab: Tensor, shift: Tensor | None = None) -> Tensor:
-            genes = decode(c, lab)
-            return as_cells(genes if shift is None else genes + shift, lab)
+        def fn(c: Tensor, lab: Tensor) -> Tensor:
+            return as_cells(decode(c, lab), lab)
 
     bank = RealEmbeddingBank(
         torch.as_tensor(inputs.embeddings),
@@ -379,7 +403,9 @@ def run_method(
     ).to(device)
     real_genes = None
     if config.finetune_encoder:  # a tuned F needs real genes, not the cache
-        rows = select_seeds(
+        rows = select_coreset(
+            "random",
+            inputs.embeddings,
             inputs.labels,
             spc=config.real_batch_size,
             num_classes=inputs.num_classes,
@@ -401,11 +427,9 @@ def run_method(
         progress=progress,
         part_means=part_means,
         real_genes=real_genes,
-        row_inputs=residual,
     )
     with torch.no_grad():
-        extra = () if residual is None else (residual,)
-        sample = fn(result.codes.to(device), y, *extra).cpu().numpy()
+        sample = fn(result.codes.to(device), y).cpu().numpy()
     out = MethodOutput(
         labels=labels, codes=result.codes.numpy(), history=result.history
     )

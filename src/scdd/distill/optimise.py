@@ -33,9 +33,7 @@ from scdd.models.device import make_generator
 logger = logging.getLogger(__name__)
 
 GeneratorFn = Callable[..., Tensor]
-"""Frozen differentiable map ``(codes [n, d], labels [n]) -> samples [n, G]``;
-with per-row inputs ``[n, ...]`` (see :func:`distill`), ``(codes, labels,
-row_inputs)``."""
+"""Frozen differentiable map ``(codes [n, d], labels [n]) -> samples [n, G]``."""
 
 MatchingLoss = Callable[
     [Tensor, Tensor, torch.Generator], tuple[Tensor, dict[str, float]]
@@ -278,8 +276,6 @@ def backward_through_generator(
     generator_fn: GeneratorFn,
     loss_on_samples: Callable[[Tensor], Tensor],
     chunk_size: int | None,
-    *,
-    row_inputs: Tensor | None = None,
 ) -> float:
     """Accumulate ``d loss(G(codes)) / d codes`` into ``codes.grad``.
 
@@ -296,16 +292,13 @@ def backward_through_generator(
         generator_fn: frozen ``(codes, labels) -> samples [n, G]``.
         loss_on_samples: scalar loss of the samples ``[n, G]``.
         chunk_size: codes per chunk; ``None`` or 0 for a plain full backward.
-        row_inputs: ``[n, ...]`` passed to ``generator_fn`` after the labels,
-            sliced with the codes.
 
     Returns:
         The loss value.
     """
 
     def generate(rows: slice) -> Tensor:
-        extra = () if row_inputs is None else (row_inputs[rows],)
-        return generator_fn(codes[rows], labels[rows], *extra)
+        return generator_fn(codes[rows], labels[rows])
 
     everything = slice(None)
     if not chunk_size:
@@ -342,7 +335,6 @@ def distill(  # noqa: PLR0917
     loss_fn: MatchingLoss | None = None,
     part_means: Tensor | None = None,
     real_genes: RealEmbeddingBank | None = None,
-    row_inputs: Tensor | None = None,
 ) -> DistillResult:
     """Optimise synthetic-set codes against cached real embeddings.
 
@@ -368,8 +360,6 @@ def distill(  # noqa: PLR0917
         part_means: ``[n, D]`` part centre of each code's sample (see
             :func:`make_matching_loss`).
         real_genes: real gene rows per class (``config.finetune_encoder``).
-        row_inputs: ``[n, ...]`` fixed inputs of each code's sample, passed
-            to ``generator_fn`` as a third argument (chunked with the codes).
 
     Returns:
         The optimised codes (detached, CPU) and the loss history.
@@ -378,13 +368,6 @@ def distill(  # noqa: PLR0917
         raise ValueError(f"codes_init must be [n, d], got {tuple(codes_init.shape)}")
     device = codes_init.device
     labels = labels.to(device)
-    if row_inputs is not None:
-        if row_inputs.shape[0] != codes_init.shape[0]:
-            raise ValueError(
-                f"row_inputs has {row_inputs.shape[0]} rows for "
-                f"{codes_init.shape[0]} codes"
-            )
-        row_inputs = row_inputs.to(device)
     validate_labels(labels, bank.num_classes, codes_init.shape[0])
     bank = bank.to(device)
     for module in (encoder, generator_fn):
@@ -430,7 +413,6 @@ def distill(  # noqa: PLR0917
             generator_fn,
             loss_on_samples,
             config.chunk_size,
-            row_inputs=row_inputs,
         )
         optimizer.step()
         bar.set_postfix(loss=f"{loss:.4g}", refresh=False)

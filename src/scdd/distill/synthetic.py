@@ -80,8 +80,9 @@ def synthetic_adata(
     F-space features of feature-level methods in ``obsm["X_foundation"]``.
 
     ``stats`` of the training cells (same gene order) give the sparsity and
-    normalisation to match; rows that are real cells (``random_real``,
-    ``full``) are kept as they are (``full``'s lazy matrix stays lazy, to be
+    normalisation to match; rows that are real cells (``output.real_cells``:
+    ``random_real``, the coresets, ``full``) are kept as they are and marked
+    in ``obs["scdd_real_cell"]`` (``full``'s lazy matrix stays lazy, to be
     written block by block).
     """
     n = len(output.labels)
@@ -89,6 +90,7 @@ def synthetic_adata(
         {
             label_key: pd.Categorical.from_codes(output.labels, categories=categories),
             "scdd_method": method,
+            "scdd_real_cell": output.real_cells,
         },
         index=[f"syn_{method}_{i}" for i in range(n)],
     )
@@ -97,7 +99,7 @@ def synthetic_adata(
         var = pd.DataFrame(index=pd.Index([], dtype=str))
     else:
         var = pd.DataFrame(index=list(var_names))
-        if method in ("random_real", "full"):
+        if output.real_cells:
             x = output.genes
             if not isinstance(x, da.Array):
                 x = sparse.csr_matrix(x, dtype=np.float32)

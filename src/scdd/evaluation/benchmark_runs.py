@@ -42,7 +42,12 @@ from scdd.distill.inputs import distill_synthetic, final_loss, prepare_inputs
 from scdd.distill.methods import METHODS, NEEDS_GENERATOR
 from scdd.distill.real_cells import RealCellStats
 from scdd.evaluation import scoring
-from scdd.evaluation.benchmark_table import benchmark_markdown, benchmark_table
+from scdd.evaluation.benchmark_table import (
+    benchmark_markdown,
+    benchmark_table,
+    privacy_columns,
+)
+from scdd.metrics.privacy import PrivacyParams
 from scdd.models.foundation import FoundationModel
 from scdd.preprocessing import check_labels, filter_small_classes
 
@@ -340,10 +345,7 @@ def _label_runs(
         seconds = time.perf_counter() - start
         loss = final_loss(output)  # inf: nothing optimised (no loss to show)
         loss = loss if np.isfinite(loss) else np.nan
-        kept = synthetic.uns["scdd"]
-        depth, residual = kept["count_depth"], kept["seed_residual"]
-        # the seed residual kept: 1; a count depth: 0; no counts drawn: NaN
-        residual = 1.0 if residual else np.nan if depth is None else 0.0
+        depth = synthetic.uns["scdd"]["count_depth"]
         depth = np.nan if depth is None else depth
         embedded = scoring.embed_synthetic(
             synthetic,
@@ -354,6 +356,19 @@ def _label_runs(
             chunk_size=chunk_size,
             device=device,
             progress=progress,
+        )
+        privacy = privacy_columns(
+            scoring.privacy(
+                synthetic,
+                embedded,
+                train=train,
+                train_embeddings=train_embeddings,
+                heldout=test,
+                heldout_embeddings=test_embeddings,
+                params=PrivacyParams.model_validate(distill["privacy"]),
+                min_gene_overlap=min_gene_overlap,
+                seed=draw_seed,
+            )
         )
         metrics = scoring.synthetic_model_metrics(
             synthetic,
@@ -395,7 +410,7 @@ def _label_runs(
                     "seconds": seconds,
                     "distill_loss": loss,
                     "count_depth": depth,
-                    "seed_residual": residual,
+                    **privacy,
                 }
             )
         logger.info(

@@ -7,9 +7,13 @@ the same model trained on the whole training split). The table aggregates
 runs over draws: ``<metric>_mean`` / ``<metric>_std`` are the mean and the
 population standard deviation (``ddof=0``, as :mod:`scdd.evaluation.summary`)
 of the per-draw means; ``head_std`` is the mean within-draw spread over
-initialisations. ``distill_loss_mean``, ``count_depth_mean`` and
-``seed_residual_mean`` say how close the sets got to the real cells in
-F-space, at which count depth, and how many kept the seed cells' own counts.
+initialisations. ``distill_loss_mean`` and ``count_depth_mean`` say how
+close the sets got to the real cells in F-space and at which count depth.
+The :data:`PRIVACY` columns (means over draws) say whether the sets carry
+training cells (:mod:`scdd.metrics.privacy`): nearest-record ratios in F-space
+and gene space (~1: no closer to training than to held-out cells), the
+membership attack's true-positive rate at 1% false positives (chance 0.01)
+and AUC, copies of training cells, and the share of draws passing the guard.
 """
 
 from __future__ import annotations
@@ -22,6 +26,16 @@ import pandas as pd
 
 #: Scores aggregated over draws.
 SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "retention")
+#: Privacy figures of each run (:func:`privacy_columns`), averaged over draws.
+PRIVACY = (
+    "ratio_f",
+    "ratio_gene",
+    "attack_tpr_f",
+    "attack_tpr_gene",
+    "attack_auc_gene",
+    "copies",
+    "passes_guard",
+)
 #: Name of the whole-training-split row.
 FULL = "full"
 #: Columns of the benchmark table, in order.
@@ -36,8 +50,24 @@ COLUMNS = (
     "seconds_mean",
     "distill_loss_mean",
     "count_depth_mean",
-    "seed_residual_mean",
+    *(f"{p}_mean" for p in PRIVACY),
 )
+
+
+def privacy_columns(report: Mapping[str, Any]) -> dict[str, float]:
+    """One run's :data:`PRIVACY` figures from a privacy report (gene-space
+    figures NaN for a feature-only set; copies in gene space, else F-space)."""
+    f, gene = report["f_space"], report.get("gene_space")
+    copies = gene or f
+    return {
+        "ratio_f": f["nearest_record_ratio"],
+        "ratio_gene": gene["nearest_record_ratio"] if gene else np.nan,
+        "attack_tpr_f": f["attack_tpr_at_1fpr"],
+        "attack_tpr_gene": gene["attack_tpr_at_1fpr"] if gene else np.nan,
+        "attack_auc_gene": gene["attack_auc"] if gene else np.nan,
+        "copies": copies["exact_copies"] + copies["near_copies"],
+        "passes_guard": float(report["guard"]["passes"]),
+    }
 
 
 def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -50,8 +80,7 @@ def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
             ``macro_f1_mean``, ``retention`` and ``seconds``; optionally
             ``distill_loss`` (the final F-space loss, NaN where nothing was
             optimised), ``count_depth`` (the depth kept, NaN where no
-            counts were drawn) and ``seed_residual`` (1 where the set kept
-            the seed cells' own counts, 0 where a depth, NaN where neither).
+            counts were drawn) and the :data:`PRIVACY` figures.
 
     Returns:
         One row per (label, model, method, SPC) with :data:`COLUMNS`.
@@ -72,7 +101,7 @@ def summarise_runs(runs: pd.DataFrame) -> pd.DataFrame:
     out["head_std"] = groups["accuracy_std"].mean()
     out["seconds_mean"] = groups["seconds"].mean()
     # a depth mean between two candidates says the draws kept different ones
-    for column in ("distill_loss", "count_depth", "seed_residual"):
+    for column in ("distill_loss", "count_depth", *PRIVACY):
         out[f"{column}_mean"] = groups[column].mean() if column in runs else np.nan
     return out.reset_index()[list(COLUMNS)]
 
@@ -110,7 +139,7 @@ def full_rows(
             seconds_mean=np.nan,
             distill_loss_mean=np.nan,
             count_depth_mean=np.nan,
-            seed_residual_mean=np.nan,
+            **{f"{p}_mean": np.nan for p in PRIVACY},
         )
         rows.append(row)
     return pd.DataFrame(rows, columns=list(COLUMNS))
@@ -194,6 +223,34 @@ def score_grid(
     return header, body
 
 
+def privacy_grid(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (method × SPC) of the privacy figures of a one-label
+    ``table`` (the same sets are scored by every model: the first model's
+    rows are read)."""
+    rows = table[(table["model"] == table["model"].iloc[0]) & (table["method"] != FULL)]
+    spcs = sorted(int(s) for s in rows["spc"].dropna().unique())
+    body = []
+    for method in dict.fromkeys(rows["method"]):
+        cells = []
+        for k in spcs:
+            hit = rows[(rows["method"] == method) & (rows["spc"] == k)]
+            if hit.empty:
+                cells.append("–")
+                continue
+            r = hit.iloc[0]
+            cells.append(
+                f"{_num(r.ratio_gene_mean, 2)} / {_num(r.ratio_f_mean, 2)} · "
+                f"{_num(r.attack_tpr_gene_mean, 3)} / {_num(r.attack_tpr_f_mean, 3)}"
+                f" · {_num(r.copies_mean, 1)}"
+            )
+        body.append([method, *cells])
+    return ["Method", *(f"SPC {k}" for k in spcs)], body
+
+
+def _num(value: float, digits: int) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.{digits}f}"
+
+
 def benchmark_markdown(
     table: pd.DataFrame,
     *,
@@ -203,7 +260,8 @@ def benchmark_markdown(
 ) -> str:
     """The benchmark as markdown: per label column and model, an accuracy and
     a retention table (rows: methods, columns: SPC; cells "mean ± std" in
-    percent over draws), scored on the ``scored_on`` split."""
+    percent over draws), scored on the ``scored_on`` split, and a privacy
+    table per label (:func:`privacy_grid`)."""
     lines = ["# Benchmark", ""]
     if scored_on is not None:
         lines += [f"Scored on the real **{scored_on}** split.", ""]
@@ -219,6 +277,15 @@ def benchmark_markdown(
     for label_key in dict.fromkeys(table["label_key"]):
         mine = table[table["label_key"] == label_key]
         lines += [f"## Label `{label_key}`", ""]
+        if f"{PRIVACY[0]}_mean" in mine and mine[f"{PRIVACY[0]}_mean"].notna().any():
+            lines += [
+                "### Privacy: nearest-record ratio gene / F · attack TPR at 1% "
+                "FPR gene / F · copies (means over draws; guard: ratio >= 0.9, "
+                "TPR <= 0.02, no copies)",
+                "",
+                _pipe_table(*privacy_grid(mine)),
+                "",
+            ]
         for model in dict.fromkeys(mine["model"]):
             for score in ("accuracy", "retention"):
                 header, body = score_grid(mine, model, score, digits)

@@ -14,7 +14,7 @@ from scdd.metrics.latent import (
     fit_latent_classifier,
     frechet_distance,
 )
-from scdd.metrics.privacy import memorisation_report, nearest_cosine_distance
+from scdd.metrics.privacy import nearest_cosine_distance, privacy_report
 
 __all__ = [
     "class_consistency",
@@ -24,9 +24,9 @@ __all__ = [
     "frechet_distance",
     "latent_mmd",
     "marker_overlap",
-    "memorisation_report",
     "mmd_rbf",
     "moment_correlations",
     "nearest_cosine_distance",
+    "privacy_report",
     "zero_fraction",
 ]

@@ -1,26 +1,37 @@
-"""Privacy of a synthetic set: does it copy training cells?
+"""Privacy of a synthetic set: does it carry individual training cells?
 
-For each synthetic cell, the distance to its nearest real *training* cell is
-compared with the distance to its nearest real *test* cell (cells the
-distillation never saw). A synthetic cell that is as close to held-out cells
-as to training cells carries no trace of individual training cells:
-``d_train / d_test`` near 1. A copy of a training cell has ``d_train = 0``,
-ratio 0. Distances are cosine distances in foundation-model space
-(``1 - cos``; the latents are unit-norm, features are normalised here).
+Three views, each in F-space (cosine distance of the foundation features)
+and in gene space (``1 - Pearson`` of log-normalised genes):
 
-Under no memorisation the ratio sits slightly below 1 when the training split
-is larger than the test split (more cells, nearer neighbours); the expected
-share of synthetic cells closer to train than to test is then
-``n_train / (n_train + n_test)``, reported beside the observed share as a
-calibration. With a handful of synthetic cells (SPC 1) the median is noisy
-(class prototypes of held-out-like cells scored 0.4-2.3 on toy data): the
-``memorised`` flag targets copies, whose ratio is ~0. Nearest neighbours are
-found in chunks (bounded memory), so 100k+ real cells are fine.
+- **Nearest-record ratio** of the synthetic cells: distance to the nearest
+  training cell over distance to the nearest held-out cell, against
+  *equal-size* samples of both, so ~1 means no closer to training than to
+  cells the distillation never saw; a copy of a training cell has ratio 0.
+  Smooth class prototypes are close to many cells, training and held-out
+  alike: the ratio compares the two, so smoothness cancels.
+- **Membership inference** (a distance attack): each training and held-out
+  cell of the samples is scored by its distance to the nearest synthetic
+  cell, and the attack guesses "training" below a cut-off. Reported as the
+  true-positive rate at a 1% false-positive rate (chance: 0.01; Carlini et
+  al. 2022: an average AUC hides a handful of copied cells) and the AUC.
+- **Copies**: synthetic cells equal to a training cell (exact), or closer to
+  one than ``near_copy_factor`` times the distance that only 1% of held-out
+  cells come within of a training cell (near).
+
+Samples are capped (``max_cells`` of each split) and searched in chunks, so
+the cost does not grow with the number of cells; copies are also looked for
+among every training cell's F-space nearest neighbour. :class:`PrivacyParams`
+holds the settings and the guard's thresholds (:func:`guard_failures`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+from scipy import sparse
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from scdd.cellstore import take_matrix_rows
 
 #: Added to both distances of a ratio: a cell identical to a training *and* a
 #: test cell (duplicates across splits) gets ratio 1, not 0/0.
@@ -78,52 +89,223 @@ def nearest_cosine_distance(
     return np.clip(1.0 - best.astype(np.float64), 0.0, 2.0), where
 
 
-def memorisation_report(
+class PrivacyParams(BaseModel):
+    """``distill.privacy``: how privacy is measured and what a shareable set
+    must pass (the guard; measured by ``distill``, ``evaluate`` and the
+    benchmark alike)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Training and held-out cells sampled (each, equal sizes), at most.
+    max_cells: PositiveInt = 2000
+    #: Rows per block of the nearest-neighbour search.
+    chunk_size: PositiveInt = 4096
+    #: A near copy is closer to a training cell than this times the 1%
+    #: quantile of the held-out cells' nearest-training distance.
+    near_copy_factor: float = Field(default=0.5, gt=0, le=1)
+    #: Guard: lowest median nearest-record ratio (F-space and gene space).
+    min_ratio: float = Field(default=0.9, ge=0)
+    #: Guard: highest membership-attack true-positive rate at 1% FPR.
+    max_tpr_at_1fpr: float = Field(default=0.02, ge=0, le=1)
+    #: Guard: most exact or near copies of training cells.
+    max_copies: NonNegativeInt = 0
+    #: Refuse to write a set that fails the guard (else: warn and flag it).
+    enforce: bool = False
+
+
+def _centred(x: np.ndarray) -> np.ndarray:
+    """Rows minus their mean: cosine distance of centred rows is 1 - Pearson."""
+    x = np.asarray(x, dtype=np.float32)
+    return x - x.mean(axis=1, keepdims=True)
+
+
+def _attack(
+    synthetic: np.ndarray, members: np.ndarray, others: np.ndarray, chunk_size: int
+) -> dict[str, float]:
+    """A distance attack: members (training) vs others (held-out) scored by
+    their distance to the nearest synthetic cell; TPR at 1% FPR and AUC."""
+    d_members, _ = nearest_cosine_distance(members, synthetic, chunk_size=chunk_size)
+    d_others, _ = nearest_cosine_distance(others, synthetic, chunk_size=chunk_size)
+    truth = np.r_[np.ones(len(d_members)), np.zeros(len(d_others))]
+    score = -np.r_[d_members, d_others]
+    fpr, tpr, _ = roc_curve(truth, score)
+    return {
+        "attack_tpr_at_1fpr": float(tpr[fpr <= 0.01].max()),
+        "attack_auc": float(roc_auc_score(truth, score)),
+    }
+
+
+def space_report(
     synthetic: np.ndarray,
     train: np.ndarray,
-    test: np.ndarray,
+    heldout: np.ndarray,
     *,
-    threshold: float = 0.5,
+    nearest_train: np.ndarray | None = None,
+    near_copy_factor: float = 0.5,
     chunk_size: int = 4096,
     copy_tolerance: float = 1e-5,
-) -> dict:
-    """Nearest-train vs nearest-test distance ratios of synthetic cells.
+) -> dict[str, float]:
+    """Privacy figures of ``synthetic`` in one space (cosine distances).
 
     Args:
-        synthetic: F(synthetic cells) or synthetic features ``[n, d]``.
-        train: F(real training cells) ``[n_train, d]``.
-        test: F(real test cells) ``[n_test, d]``.
-        threshold: ``memorised`` is flagged when the median ratio is below it.
+        synthetic: synthetic cells ``[n, d]``.
+        train: a sample of training cells ``[m, d]``.
+        heldout: a sample of held-out cells of the same size ``[m, d]``.
+        nearest_train: ``[n]`` distance of each synthetic cell to training
+            cells searched elsewhere (e.g. all of them in F-space); copies
+            count the smaller of it and the sample's.
+        near_copy_factor: see :class:`PrivacyParams`.
         chunk_size: block size of the nearest-neighbour search.
-        copy_tolerance: a synthetic cell within this cosine distance of a
-            training cell counts as a copy.
+        copy_tolerance: a distance at or below it is an exact copy.
 
     Returns:
-        ``median_ratio``, ``mean_ratio``, ``ratio_q10``, ``ratio_q90``,
-        ``median_d_train``, ``median_d_test``, ``frac_closer_to_train``,
-        ``expected_frac_closer_to_train`` (``n_train / (n_train + n_test)``),
-        ``copy_fraction``, ``threshold``, ``memorised`` (bool), ``n_train``,
-        ``n_test``.
+        ``nearest_record_ratio`` (median over synthetic cells),
+        ``frac_closer_to_train`` (0.5 expected), ``median_d_train``,
+        ``median_d_heldout``, ``exact_copies``, ``near_copies``,
+        ``near_copy_distance``, ``attack_tpr_at_1fpr``, ``attack_auc``.
     """
-    if not threshold > 0:
-        raise ValueError(f"privacy threshold must be > 0, got {threshold}")
+    if len(train) != len(heldout):
+        raise ValueError(
+            f"train and held-out samples must be equal in size ({len(train)} vs "
+            f"{len(heldout)}): the ratio and the attack compare like with like"
+        )
     d_train, _ = nearest_cosine_distance(synthetic, train, chunk_size=chunk_size)
-    d_test, _ = nearest_cosine_distance(synthetic, test, chunk_size=chunk_size)
-    ratio = (d_train + _EPS) / (d_test + _EPS)
-    median = float(np.median(ratio))
-    n_train, n_test = len(train), len(test)
+    d_heldout, _ = nearest_cosine_distance(synthetic, heldout, chunk_size=chunk_size)
+    ratio = (d_train + _EPS) / (d_heldout + _EPS)
+    fresh, _ = nearest_cosine_distance(heldout, train, chunk_size=chunk_size)
+    near = near_copy_factor * float(np.quantile(fresh, 0.01))
+    nearest = d_train if nearest_train is None else np.minimum(d_train, nearest_train)
+    exact = nearest <= copy_tolerance
     return {
-        "median_ratio": median,
-        "mean_ratio": float(ratio.mean()),
-        "ratio_q10": float(np.quantile(ratio, 0.1)),
-        "ratio_q90": float(np.quantile(ratio, 0.9)),
+        "nearest_record_ratio": float(np.median(ratio)),
+        "frac_closer_to_train": float((d_train < d_heldout).mean()),
         "median_d_train": float(np.median(d_train)),
-        "median_d_test": float(np.median(d_test)),
-        "frac_closer_to_train": float((d_train < d_test).mean()),
-        "expected_frac_closer_to_train": n_train / (n_train + n_test),
-        "copy_fraction": float((d_train <= copy_tolerance).mean()),
-        "threshold": float(threshold),
-        "memorised": bool(median < threshold),
-        "n_train": int(n_train),
-        "n_test": int(n_test),
+        "median_d_heldout": float(np.median(d_heldout)),
+        "exact_copies": int(exact.sum()),
+        "near_copies": int((~exact & (nearest < near)).sum()),
+        "near_copy_distance": near,
+        **_attack(synthetic, train, heldout, chunk_size),
     }
+
+
+def equal_samples(
+    n_train: int, n_heldout: int, *, max_cells: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted rows of equal-size seeded samples of the two splits."""
+    size = min(max_cells, n_train, n_heldout)
+    rng = np.random.default_rng(seed)
+    pick = lambda n: np.sort(rng.choice(n, size, replace=False))  # noqa: E731
+    return pick(n_train), pick(n_heldout)
+
+
+def _dense_rows(x, rows: np.ndarray) -> np.ndarray:
+    """Rows of a lazy, sparse or dense matrix as a dense float32 array."""
+    block = take_matrix_rows(x, rows) if not isinstance(x, np.ndarray) else x[rows]
+    return np.asarray(block.toarray() if sparse.issparse(block) else block)
+
+
+def privacy_report(
+    synthetic_features: np.ndarray,
+    train_features: np.ndarray,
+    heldout_features: np.ndarray,
+    params: PrivacyParams,
+    *,
+    synthetic_genes=None,
+    train_genes=None,
+    heldout_genes=None,
+    seed: int = 0,
+) -> dict:
+    """F-space and gene-space privacy figures of a synthetic set, and the
+    guard's verdict.
+
+    Args:
+        synthetic_features: F(synthetic cells) or synthetic features ``[n, D]``.
+        train_features, heldout_features: F of the training and held-out
+            cells (all of them; samples are drawn here).
+        params: sample sizes, chunking and the guard's thresholds.
+        synthetic_genes: log-normalised synthetic genes ``[n, G]`` (``None``
+            for a feature-only set: no gene-space figures).
+        train_genes, heldout_genes: the splits' log-normalised genes in the
+            same gene order (lazy, sparse or dense; only sampled rows read).
+        seed: seeds the samples.
+
+    Returns:
+        ``{"f_space": {...}, "gene_space": {...} | None, "n_synthetic",
+        "n_sample", "guard": {"passes", "failures", thresholds}}``.
+    """
+    rows_train, rows_heldout = equal_samples(
+        len(train_features),
+        len(heldout_features),
+        max_cells=params.max_cells,
+        seed=seed,
+    )
+    options = {
+        "near_copy_factor": params.near_copy_factor,
+        "chunk_size": params.chunk_size,
+    }
+    nearest_all, where = nearest_cosine_distance(
+        synthetic_features, train_features, chunk_size=params.chunk_size
+    )
+    report = {
+        "n_synthetic": len(synthetic_features),
+        "n_sample": len(rows_train),
+        "f_space": space_report(
+            synthetic_features,
+            np.asarray(train_features)[rows_train],
+            np.asarray(heldout_features)[rows_heldout],
+            nearest_train=nearest_all,
+            **options,
+        ),
+        "gene_space": None,
+    }
+    if synthetic_genes is not None:
+        synthetic = _centred(_dense_rows(synthetic_genes, np.arange(len(where))))
+        # each synthetic cell's nearest training cell in F-space (all of them
+        # searched) is a copy candidate beside the gene-space sample
+        candidates = _centred(_dense_rows(train_genes, where))
+        paired = 1.0 - np.sum(
+            _unit_rows(synthetic, "synthetic") * _unit_rows(candidates, "train"), axis=1
+        )
+        report["gene_space"] = space_report(
+            synthetic,
+            _centred(_dense_rows(train_genes, rows_train)),
+            _centred(_dense_rows(heldout_genes, rows_heldout)),
+            nearest_train=np.clip(paired, 0.0, 2.0),
+            **options,
+        )
+    failures = guard_failures(report, params)
+    report["guard"] = {
+        "passes": not failures,
+        "failures": failures,
+        "min_ratio": params.min_ratio,
+        "max_tpr_at_1fpr": params.max_tpr_at_1fpr,
+        "max_copies": params.max_copies,
+    }
+    return report
+
+
+def guard_failures(report: dict, params: PrivacyParams) -> list[str]:
+    """What of ``report`` breaks the guard's thresholds, one line each."""
+    failures = []
+    for space in ("f_space", "gene_space"):
+        figures = report.get(space)
+        if figures is None:
+            continue
+        if figures["nearest_record_ratio"] < params.min_ratio:
+            failures.append(
+                f"{space} nearest-record ratio {figures['nearest_record_ratio']:.2f}"
+                f" < {params.min_ratio}"
+            )
+        if figures["attack_tpr_at_1fpr"] > params.max_tpr_at_1fpr:
+            failures.append(
+                f"{space} membership attack TPR {figures['attack_tpr_at_1fpr']:.3f} "
+                f"at 1% FPR > {params.max_tpr_at_1fpr}"
+            )
+        copies = figures["exact_copies"] + figures["near_copies"]
+        if copies > params.max_copies:
+            failures.append(
+                f"{space}: {figures['exact_copies']} exact and "
+                f"{figures['near_copies']} near copies of training cells "
+                f"> {params.max_copies}"
+            )
+    return failures

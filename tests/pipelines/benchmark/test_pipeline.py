@@ -223,7 +223,11 @@ def test_pipeline_writes_a_row_per_label_and_method(
     assert (table.distill_loss_mean[optimised] > 0).all()
     assert table.distill_loss_mean[~optimised].isna().all()
     assert table.count_depth_mean.isna().all()
-    assert table.seed_residual_mean.isna().all()
+    # every set was scored for privacy; random cells are copies by definition
+    assert table.ratio_f_mean[table.method != "full"].notna().all()
+    real = table.method == "random_real"
+    assert (table.copies_mean[real] > 0).all()
+    assert (table.passes_guard_mean[real] == 0).all()
     for key in ("cell_type", "coarse"):
         rows = table[table.label_key == key]
         full = references[key]["models"]["f_head"]["accuracy_mean"]

@@ -23,7 +23,7 @@ from scdd.distill.real_cells import RealCellStats, summarise_real_cells
 from scdd.evaluation import scoring
 from scdd.models.foundation import FoundationModel, embed_cells
 from scdd.models.foundation_training import TrainConfig, train_foundation
-from scdd.params import DataParams, EvaluateParams, FoundationParams
+from scdd.params import DataParams, DistillParams, EvaluateParams, FoundationParams
 from scdd.pipelines.evaluate import create_pipeline
 from scdd.pipelines.evaluate.nodes import (
     assemble_metrics,
@@ -88,9 +88,9 @@ SETTINGS = {
         "batch_size": 16,
     },
     "fidelity": {"top_k": 5, "marker_method": "mean_difference", "mmd_max_cells": 50},
-    "privacy": {"threshold": 0.5, "chunk_size": 16},
 }
 PARAMS = EvaluateParams.model_validate(SETTINGS)
+DISTILL = DistillParams.model_validate({"privacy": {"chunk_size": 16}})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -298,7 +298,17 @@ def _evaluate(
         FOUNDATION,
         0,
     )
-    privacy = measure_privacy(z, tiny.train_embeddings, tiny.test_embeddings, PARAMS)
+    privacy = measure_privacy(
+        synthetic,
+        z,
+        tiny.train,
+        tiny.train_embeddings,
+        tiny.test,
+        tiny.test_embeddings,
+        DISTILL,
+        FOUNDATION,
+        0,
+    )
     return assemble_metrics(synthetic, models, fidelity, privacy, DATA)
 
 
@@ -359,9 +369,10 @@ def test_gene_level_set(tiny: Tiny, reference: dict) -> None:
     assert fidelity["mean_correlation"]["mean"] > 0.8
     assert fidelity["markers"]["overlap"]["mean"] > 0.5
     assert fidelity["zero_fraction"]["synthetic"] < fidelity["zero_fraction"]["real"]
-    # a handful of prototypes gives a noisy median ratio; but nothing is a copy
-    assert metrics["privacy"]["copy_fraction"] == 0.0
-    assert metrics["privacy"]["median_ratio"] > 0.1
+    # class prototypes: no copies in either space
+    for space in ("f_space", "gene_space"):
+        figures = metrics["privacy"][space]
+        assert figures["exact_copies"] == figures["near_copies"] == 0
     json.dumps(metrics)
 
 
@@ -380,8 +391,10 @@ def test_feature_only_set_skips_gene_models(tiny: Tiny, reference: dict) -> None
 def test_copied_training_cells_are_flagged(tiny: Tiny, reference: dict) -> None:
     copies = tiny.train[[0, 1, 30, 31, 50, 51]].copy()  # random_real
     metrics = _evaluate(tiny, copies, reference)
-    assert metrics["privacy"]["median_ratio"] < 1e-3
-    assert metrics["privacy"]["memorised"] is True
+    genes = metrics["privacy"]["gene_space"]
+    assert genes["nearest_record_ratio"] < 1e-3
+    assert genes["exact_copies"] == 6
+    assert metrics["privacy"]["guard"]["passes"] is False
 
 
 def test_missing_label_column_is_a_clear_error(tiny: Tiny) -> None:

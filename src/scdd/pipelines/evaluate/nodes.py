@@ -23,11 +23,9 @@ import anndata as ad
 
 from scdd.distill.real_cells import RealCellStats
 from scdd.evaluation import scoring
-from scdd.generation import embedding_matrix
-from scdd.metrics.privacy import memorisation_report
 from scdd.models.device import resolve_device
 from scdd.models.foundation import FoundationModel
-from scdd.params import DataParams, EvaluateParams, FoundationParams
+from scdd.params import DataParams, DistillParams, EvaluateParams, FoundationParams
 
 logger = logging.getLogger(__name__)
 
@@ -199,18 +197,28 @@ def measure_fidelity(
 
 
 def measure_privacy(
+    synthetic: ad.AnnData,
     synthetic_embeddings: ad.AnnData,
+    train: ad.AnnData,
     train_embeddings: ad.AnnData,
-    test_embeddings: ad.AnnData,
-    params: EvaluateParams,
+    heldout: ad.AnnData,
+    heldout_embeddings: ad.AnnData,
+    distill: DistillParams,
+    foundation_params: FoundationParams,
+    seed: int,
 ) -> dict[str, Any]:
-    """Nearest-train vs nearest-test cosine distance ratios in F-space."""
-    return memorisation_report(
-        embedding_matrix(synthetic_embeddings),
-        embedding_matrix(train_embeddings),
-        embedding_matrix(test_embeddings),
-        threshold=params.privacy.threshold,
-        chunk_size=params.privacy.chunk_size,
+    """Nearest-record ratios, the membership attack and copies, in F-space
+    and gene space, judged by ``distill.privacy``'s guard."""
+    return scoring.privacy(
+        synthetic,
+        synthetic_embeddings,
+        train=train,
+        train_embeddings=train_embeddings,
+        heldout=heldout,
+        heldout_embeddings=heldout_embeddings,
+        params=distill.privacy,
+        min_gene_overlap=foundation_params.min_gene_overlap,
+        seed=seed,
     )
 
 

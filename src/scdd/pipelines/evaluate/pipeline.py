@@ -113,10 +113,15 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 measure_privacy,
                 inputs=[
+                    "synthetic_adata",
                     "synthetic_embeddings",
+                    "train_adata",
                     "train_embeddings",
+                    "heldout_adata",
                     "heldout_embeddings",
-                    "params:evaluate",
+                    "params:distill",
+                    "params:foundation",
+                    "params:seed",
                 ],
                 outputs="privacy_metrics",
                 name="measure_privacy",

@@ -9,9 +9,11 @@ from typing import Any
 import anndata as ad
 import pandas as pd
 
+from scdd.distill.guard import apply_guard
 from scdd.distill.inputs import distill_synthetic, prepare_inputs
 from scdd.distill.methods import NEEDS_GENERATOR
 from scdd.distill.real_cells import RealCellStats, summarise_real_cells
+from scdd.evaluation import scoring
 from scdd.models.device import resolve_device
 from scdd.models.foundation import FoundationModel, align_genes
 from scdd.params import DataParams, DistillParams, FoundationParams
@@ -55,6 +57,8 @@ def summarise_training_cells(
 def distill_synthetic_set(
     train: ad.AnnData,
     train_embeddings: ad.AnnData,
+    validation: ad.AnnData,
+    validation_embeddings: ad.AnnData,
     real_cell_stats: dict[str, Any],
     foundation: FoundationModel,
     generator_checkpoint: dict[str, Any] | None,
@@ -70,6 +74,8 @@ def distill_synthetic_set(
     Args:
         train: log-normalised training cells (lazy: only seed rows are read).
         train_embeddings: cached ``F(train)`` (same cells, same order).
+        validation, validation_embeddings: held-out cells the privacy guard
+            compares the training cells with (``distill.privacy``).
         real_cell_stats: cached :class:`RealCellStats` of ``train``.
         foundation: frozen E and D.
         generator_checkpoint: trained SCDG.
@@ -113,6 +119,25 @@ def distill_synthetic_set(
         **{k: v for k, v in train.uns.get("scdd", {}).items() if k != "distill"},
         **synthetic.uns.get("scdd", {}),
     }
+    privacy = scoring.privacy(
+        synthetic,
+        scoring.embed_synthetic(
+            synthetic,
+            train_embeddings,
+            foundation,
+            label_key=key,
+            min_gene_overlap=foundation_params.min_gene_overlap,
+            device=resolve_device(device),
+        ),
+        train=train,
+        train_embeddings=train_embeddings,
+        heldout=validation,
+        heldout_embeddings=validation_embeddings,
+        params=params.privacy,
+        min_gene_overlap=foundation_params.min_gene_overlap,
+        seed=seed,
+    )
+    apply_guard(synthetic, privacy, params.privacy)
     record_provenance(
         synthetic,
         stage="distill",

@@ -30,6 +30,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "train_adata",
                     "train_embeddings",
+                    "validation_adata",
+                    "validation_embeddings",
                     "real_cell_stats",
                     "foundation_model",
                     "generator_checkpoint",

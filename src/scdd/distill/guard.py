@@ -1,0 +1,65 @@
+"""The privacy guard: a synthetic set that carries training cells is flagged,
+and refused with ``distill.privacy.enforce``.
+
+Real-cell methods (``random_real``, the coresets, ``full``) are real cells by
+definition: their figures are recorded (they show what sharing real cells
+leaks) but they are not guarded.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anndata as ad
+
+from scdd.metrics.privacy import PrivacyParams
+
+logger = logging.getLogger(__name__)
+
+
+class PrivacyGuardError(ValueError):
+    """A synthetic set failed the privacy guard with ``enforce: true``."""
+
+
+def _storable(value: Any) -> Any:
+    """``value`` with ``None`` entries left out and lists joined, so h5ad
+    can store it in ``uns``."""
+    if isinstance(value, dict):
+        return {k: _storable(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return "; ".join(map(str, value))
+    return value
+
+
+def apply_guard(
+    synthetic: ad.AnnData, report: dict[str, Any], params: PrivacyParams
+) -> None:
+    """Record ``report`` in ``uns["scdd"]["privacy"]`` and judge the set.
+
+    Raises:
+        PrivacyGuardError: the set fails the guard, is not made of real cells,
+            and ``params.enforce`` is set (nothing is written then).
+    """
+    scdd = synthetic.uns.setdefault("scdd", {})
+    real = bool(scdd.get("real_cells", False))
+    guard = report["guard"]
+    scdd["privacy"] = _storable({**report, "guarded": not real})
+    if guard["passes"]:
+        logger.info("Privacy guard passed")
+        return
+    failures = "; ".join(guard["failures"])
+    if real:
+        logger.info("Real cells (not guarded) leak as expected: %s", failures)
+        return
+    if params.enforce:
+        raise PrivacyGuardError(
+            f"The synthetic set fails the privacy guard ({failures}); nothing "
+            "was written. Use a method or settings that do not copy training "
+            "cells, or set distill.privacy.enforce to false to write it flagged."
+        )
+    logger.warning(
+        "The synthetic set FAILS the privacy guard (%s): it may carry training "
+        "cells; flagged in uns['scdd']['privacy'] and metrics.json.",
+        failures,
+    )
