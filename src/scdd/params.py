@@ -595,7 +595,14 @@ class BenchmarkParams(_Group):
     """
 
     methods: list[Literal[BENCHMARK_METHODS]] = Field(
-        default=["random_real", "dm", "featdistill", "scdd_decoder", "scdd"],
+        default=[
+            "random_real",
+            "herding",
+            "kmeans_medoid",
+            "dm",
+            "featdistill",
+            "scdd",
+        ],
         min_length=1,
     )
     spcs: list[Literal[BENCHMARK_SPCS]] = Field(

@@ -116,15 +116,18 @@ def make_inputs(tiny: Tiny, label_map: list[int] | None = None) -> DistillInputs
     )
 
 
-def medoids(inputs: DistillInputs) -> np.ndarray:
-    """The seed rows of the optimised methods (``seeding: medoid``, seed 0)."""
+def coreset_rows(
+    inputs: DistillInputs, name: str = "kmeans_medoid", seed: int = 0
+) -> np.ndarray:
+    """Rows of coreset ``name`` (by default the optimised methods' seeds:
+    ``seeding: medoid``, seed 0)."""
     return select_coreset(
-        "kmeans_medoid",
+        name,
         inputs.embeddings,
         inputs.labels,
         spc=SPC,
         num_classes=inputs.num_classes,
-        seed=0,
+        seed=seed,
     )
 
 
@@ -215,14 +218,7 @@ def test_real_cell_methods_return_their_coreset_unchanged(
     method: str, coreset: str, inputs: DistillInputs
 ) -> None:
     out = run(method, inputs, seed=3)
-    rows = select_coreset(
-        coreset,
-        inputs.embeddings,
-        inputs.labels,
-        spc=SPC,
-        num_classes=inputs.num_classes,
-        seed=3,
-    )
+    rows = coreset_rows(inputs, coreset, seed=3)
     assert out.real_cells is True
     np.testing.assert_array_equal(out.labels, inputs.labels[rows])
     np.testing.assert_array_equal(out.genes.toarray(), inputs.genes[rows].toarray())
@@ -237,15 +233,7 @@ def test_every_optimised_method_starts_from_the_same_seeds(
     still = replace(CONFIG, steps=0)
     dm = run("dm", inputs, config=still, seeding=seeding)
     decoder = run("scdd_decoder", inputs, config=still, seeding=seeding)
-    expected = "kmeans_medoid" if seeding == "medoid" else "random"
-    rows = select_coreset(
-        expected,
-        inputs.embeddings,
-        inputs.labels,
-        spc=SPC,
-        num_classes=inputs.num_classes,
-        seed=0,
-    )
+    rows = coreset_rows(inputs, "kmeans_medoid" if seeding == "medoid" else "random")
     np.testing.assert_allclose(dm.genes, inputs.genes[rows].toarray(), atol=1e-6)
     np.testing.assert_allclose(decoder.codes, inputs.embeddings[rows], atol=1e-6)
     assert dm.history == [] and not dm.real_cells
@@ -294,7 +282,7 @@ def test_unknown_method_and_missing_generator(inputs: DistillInputs) -> None:
 def test_scdd_optimises_codes_and_stores_g_of_codes(
     tiny: Tiny, inputs: DistillInputs
 ) -> None:
-    seeds = medoids(inputs)
+    seeds = coreset_rows(inputs)
     generator = inputs.generator
     start = generator.encode_codes(
         torch.as_tensor(inputs.embeddings[seeds]), T_GEN, generator=make_generator(1)
@@ -320,7 +308,7 @@ def test_scdd_decoder_stores_d_of_normalised_codes(
     tiny: Tiny, inputs: DistillInputs
 ) -> None:
     out = run("scdd_decoder", inputs)
-    seeds = medoids(inputs)
+    seeds = coreset_rows(inputs)
     assert np.abs(out.codes - inputs.embeddings[seeds]).max() > 1e-3
     with torch.no_grad():
         genes = F.relu(

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from scdd.distill.parts import class_parts
+from scdd.distill.parts import class_members, class_parts
 from scdd.metrics.fidelity import squared_distances
 
 #: ``(points [n, d], k, rng) -> k row positions``, ``k <= n``.
@@ -130,11 +130,7 @@ def select_coreset(
     rng = np.random.default_rng(seed)
     picks = []
     for c in range(num_classes):
-        members = np.flatnonzero(labels == c)
-        if len(members) == 0:
-            raise ValueError(f"Class {c} has no training cells to select from.")
-        if len(members) > max_cells:
-            members = np.sort(rng.choice(members, max_cells, replace=False))
+        members = class_members(labels, c, max_cells, rng)
         k = min(spc, len(members))
         points = np.asarray(embeddings[members], dtype=np.float64)
         picks.append(np.resize(members[selector(points, k, rng)], spc))

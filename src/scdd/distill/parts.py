@@ -56,6 +56,22 @@ def _equal_size_centres(
     return centres
 
 
+def class_members(
+    labels: np.ndarray, c: int, max_cells: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Sorted rows of class ``c``: all, or a seeded sample of ``max_cells``.
+
+    Raises:
+        ValueError: the class has no cells.
+    """
+    members = np.flatnonzero(labels == c)
+    if len(members) == 0:
+        raise ValueError(f"Class {c} has no training cells to select from.")
+    if len(members) > max_cells:
+        members = np.sort(rng.choice(members, max_cells, replace=False))
+    return members
+
+
 @dataclass(frozen=True)
 class ClassParts:
     """SPC parts per class, in the class-major order of the synthetic cells.
@@ -90,11 +106,7 @@ def class_parts(
     rng = np.random.default_rng(seed)
     seeds, means = [], []
     for c in range(num_classes):
-        members = np.flatnonzero(labels == c)
-        if len(members) == 0:
-            raise ValueError(f"Class {c} has no training cells to seed from.")
-        if len(members) > max_cells:
-            members = np.sort(rng.choice(members, max_cells, replace=False))
+        members = class_members(labels, c, max_cells, rng)
         points = np.asarray(embeddings[members], dtype=np.float64)
         k = min(spc, len(members))
         if k == 1:

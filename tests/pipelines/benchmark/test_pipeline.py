@@ -236,8 +236,9 @@ def test_pipeline_writes_a_row_per_label_and_method(
         )
     md = (tmp_path / "benchmark.md").read_text()
     assert "## Label `coarse`" in md and "| Method | SPC 2 |" in md
-    for method in ("full", "random_real", "scdd"):
-        assert md.count(f"| {method} |") == 4  # 2 labels x (accuracy, retention)
+    # 2 labels x (accuracy, retention), and the privacy table but for full
+    for method, rows in (("full", 4), ("random_real", 6), ("scdd", 6)):
+        assert md.count(f"| {method} |") == rows
 
 
 def test_lazy_label_views_stay_lazy(tiny: Tiny, monkeypatch) -> None:  # noqa: F811

@@ -15,14 +15,23 @@ from scdd.datasets import H5ADDataset
 from scdd.distill.expression import as_log_normalised
 from scdd.distill.real_cells import summarise_real_cells
 from scdd.distill.synthetic import finalise_genes
+from scdd.models.foundation import embed_cells
 from scdd.params import DataParams, DistillParams, FoundationParams
 from scdd.pipelines.latent_distillation import create_pipeline
 from scdd.pipelines.latent_distillation.nodes import (
     distill_synthetic_set,
     summarise_training_cells,
 )
+from scdd.preprocessing import log_normalise
 from scdd.provenance import weights_digest
-from tests.distill.test_methods import LABEL_KEY, SCDG_MODEL, Tiny, make_tiny
+from tests.conftest import make_counts_adata
+from tests.distill.test_methods import (
+    LABEL_KEY,
+    N_PER_CLASS,
+    SCDG_MODEL,
+    Tiny,
+    make_tiny,
+)
 from tests.kedro_helpers import run_session
 
 DATA = DataParams(input="scanpy://pbmc68k_reduced", label_key=LABEL_KEY)
@@ -56,13 +65,25 @@ def tiny() -> Tiny:
     return make_tiny()
 
 
+def heldout_cells(tiny: Tiny) -> tuple[ad.AnnData, ad.AnnData]:
+    """Cells drawn like ``tiny.train`` with another seed, and F of them: the
+    privacy guard's held-out side."""
+    cells = log_normalise(make_counts_adata(N_PER_CLASS, n_genes=60, seed=1))
+    z = embed_cells(tiny.foundation.encoder, cells.X, progress=False)
+    embeddings = ad.AnnData(X=z, obs=cells.obs.copy(), var=tiny.embeddings.var.copy())
+    return cells, embeddings
+
+
 def _distill(tiny: Tiny, params=PARAMS, **overrides):
     """The node as Kedro runs it: a lazy split (blocks of 7 cells) and its
     cached statistics."""
     train = as_lazy(overrides.pop("train", tiny.train), chunk_rows=7)
+    validation, validation_embeddings = heldout_cells(tiny)
     args = {
         "train": train,
         "train_embeddings": tiny.embeddings,
+        "validation": validation,
+        "validation_embeddings": validation_embeddings,
         "real_cell_stats": summarise_training_cells(
             train, tiny.foundation, DATA, FOUNDATION
         ),
@@ -119,10 +140,13 @@ def test_node_writes_a_valid_synthetic_set(tiny: Tiny, method: str) -> None:
 def test_latent_codes_round_trip_through_the_pipeline(
     tiny: Tiny, tmp_path: Path
 ) -> None:
+    validation, validation_embeddings = heldout_cells(tiny)
     catalog = DataCatalog(
         {
             "train_adata": MemoryDataset(tiny.train),
             "train_embeddings": MemoryDataset(tiny.embeddings),
+            "validation_adata": MemoryDataset(validation),
+            "validation_embeddings": MemoryDataset(validation_embeddings),
             "real_cell_stats": MemoryDataset(),
             "foundation_model": MemoryDataset(tiny.foundation, copy_mode="assign"),
             "generator_checkpoint": MemoryDataset(tiny.checkpoint, copy_mode="assign"),
