@@ -75,7 +75,11 @@ def test_near_copies_of_training_cells_are_found(splits) -> None:
     report = _report(np.clip(train[:20] + noise, 0, None), train, heldout)
     genes = report["gene_space"]
     assert genes["exact_copies"] == 0
-    assert genes["near_copies"] == 20
+    # judged on the 300 sampled training cells: the copies of those sampled
+    sampled = len(
+        set(range(20)) & set(equal_samples(400, 400, max_cells=300, seed=0)[0])
+    )
+    assert genes["near_copies"] == sampled > 10
     assert genes["nearest_record_ratio"] < 0.2
     assert report["guard"]["passes"] is False
 

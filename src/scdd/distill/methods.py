@@ -103,10 +103,8 @@ CORESET_METHODS = tuple(name for name in CORESETS if name != "random")
 REAL_CELL_METHODS = ("random_real", *CORESET_METHODS, "full")
 
 #: How the optimised methods pick their real seed cells (the coreset whose
-#: rows they start from). ``centroid`` starts latent and feature codes at
-#: the k-means part centres themselves (no single real cell); the gene-value
-#: methods (``dm``, ``dc``) need a real profile and start from the medoids.
-SEEDINGS = {"medoid": "kmeans_medoid", "random": "random", "centroid": "kmeans_medoid"}
+#: rows they start from).
+SEEDINGS = {"medoid": "kmeans_medoid", "random": "random"}
 
 METHODS = (
     "random_real",
@@ -274,9 +272,9 @@ def run_method(
             it needs ``inputs.target_sum`` and ``inputs.zero_fractions``.
         count_depth: the counts' library size in multiples of the one that
             makes them as sparse as the real class.
-        seeding: where the optimised methods start (:data:`SEEDINGS`:
-            ``medoid``, the k-means part medoids; ``random`` cells; or
-            ``centroid``, the part centres for latent and feature codes).
+        seeding: the real cells the optimised methods start from
+            (:data:`SEEDINGS`: ``medoid``, the k-means part medoids, or
+            ``random``).
         seed: seeds, head initialisations and noise.
         device: where optimisation runs.
         progress: show progress bars.
@@ -303,16 +301,17 @@ def run_method(
         return MethodOutput(
             labels=labels, genes=take_matrix_rows(inputs.genes, seeds), real_cells=True
         )
-    parts = None
-    if config.lambda_part > 0 or seeding == "centroid":
-        parts = class_parts(
-            inputs.embeddings,
-            inputs.labels,
-            spc=spc,
-            num_classes=inputs.num_classes,
-            seed=seed,
+    part_means = None
+    if config.lambda_part > 0:
+        part_means = torch.as_tensor(
+            class_parts(
+                inputs.embeddings,
+                inputs.labels,
+                spc=spc,
+                num_classes=inputs.num_classes,
+                seed=seed,
+            ).means
         )
-    part_means = torch.as_tensor(parts.means) if config.lambda_part > 0 else None
 
     foundation = inputs.foundation.freeze()
     encoder = foundation.encoder.to(device)
@@ -322,8 +321,6 @@ def run_method(
     )
     y = torch.as_tensor(labels, dtype=torch.long, device=device)
     z_seed = torch.as_tensor(inputs.embeddings[seeds], device=device)
-    if seeding == "centroid":
-        z_seed = F.normalize(torch.as_tensor(parts.means, device=device), dim=1)
     noise = make_generator(seed + 1, device)
 
     if method == "generator_only":

@@ -14,11 +14,17 @@ and in gene space (``1 - Pearson`` of log-normalised genes):
   cell, and the attack guesses "training" below a cut-off. Reported as the
   true-positive rate at a 1% false-positive rate (chance: 0.01; Carlini et
   al. 2022: an average AUC hides a handful of copied cells) and the AUC.
-- **Copies**: synthetic cells equal to a training cell (exact), or closer to
-  one than ``near_copy_factor`` times the distance that only 1% of held-out
-  cells come within of a training cell and than ``near_copy_factor`` times
-  their own distance to the nearest held-out cell (near: a smooth prototype
-  is close to training and held-out cells alike).
+- **Copies**: synthetic cells equal to a training cell (exact; every
+  training cell's F-space nearest neighbour is checked too), or closer to a
+  sampled one than ``near_copy_factor`` times the distance that only 1% of
+  held-out cells come within of a training cell and than ``near_copy_factor``
+  times their own distance to the nearest held-out cell (near: a smooth
+  prototype is close to training and held-out cells alike).
+
+The ratio, the attack and near copies use equal-size samples, so they see
+the training cells that fall in the sample (``n_sample / n_train`` of them):
+a set of real cells has a ratio near 1 when the held-out split is much
+smaller than the training split, and is caught by its copies and the attack.
 
 Samples are capped (``max_cells`` of each split) and searched in chunks, so
 the cost does not grow with the number of cells; copies are also looked for
@@ -179,10 +185,11 @@ def space_report(
     near = near_copy_factor * float(np.quantile(fresh, 0.01))
     nearest = d_train if nearest_train is None else np.minimum(d_train, nearest_train)
     exact = nearest <= copy_tolerance
-    # near: closer to a training cell than fresh cells ever get, and much
-    # closer to it than to any held-out cell (a smooth prototype is close to
-    # training and held-out cells alike)
-    near_copy = (nearest < near) & (nearest < near_copy_factor * d_heldout)
+    # near: closer to a sampled training cell than fresh cells ever get, and
+    # much closer to it than to any held-out cell (a smooth prototype is close
+    # to training and held-out cells alike); judged on the equal-size samples,
+    # as a larger training side would hold closer cells by chance alone
+    near_copy = (d_train < near) & (d_train < near_copy_factor * d_heldout)
     return {
         "nearest_record_ratio": float(np.median(ratio)),
         "frac_closer_to_train": float((d_train < d_heldout).mean()),
