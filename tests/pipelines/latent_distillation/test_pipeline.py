@@ -13,6 +13,7 @@ from scdd import generation
 from scdd.cellstore import as_lazy
 from scdd.datasets import H5ADDataset
 from scdd.distill.expression import as_log_normalised
+from scdd.distill.guard import PrivacyGuardError
 from scdd.distill.real_cells import summarise_real_cells
 from scdd.distill.synthetic import finalise_genes
 from scdd.models.foundation import embed_cells
@@ -137,9 +138,8 @@ def test_node_writes_a_valid_synthetic_set(tiny: Tiny, method: str) -> None:
         assert (syn[:, None, :] == real[None]).all(-1).any(1).all()
 
 
-def test_latent_codes_round_trip_through_the_pipeline(
-    tiny: Tiny, tmp_path: Path
-) -> None:
+def _catalog(tiny: Tiny, tmp_path: Path, params: DistillParams) -> DataCatalog:
+    """The pipeline's catalog in memory, the synthetic set written to disk."""
     validation, validation_embeddings = heldout_cells(tiny)
     catalog = DataCatalog(
         {
@@ -155,7 +155,7 @@ def test_latent_codes_round_trip_through_the_pipeline(
         }
     )
     for key, value in {
-        "distill": PARAMS,
+        "distill": params,
         "data": DATA,
         "foundation": FOUNDATION,
         "seed": 0,
@@ -163,8 +163,33 @@ def test_latent_codes_round_trip_through_the_pipeline(
         "progress": False,
     }.items():
         catalog[f"params:{key}"] = value
-    SequentialRunner().run(create_pipeline(), catalog)
+    return catalog
+
+
+def test_a_set_failing_the_enforced_privacy_guard_is_not_written(
+    tiny: Tiny, tmp_path: Path
+) -> None:
+    """dm with no step writes its seed cells: copies of training cells."""
+    params = PARAMS.model_copy(
+        update={
+            "method": "dm",
+            "optim": PARAMS.optim.model_copy(update={"steps": 0}),
+            "privacy": PARAMS.privacy.model_copy(update={"enforce": True}),
+        }
+    )
+    with pytest.raises(PrivacyGuardError, match="copies"):
+        SequentialRunner().run(create_pipeline(), _catalog(tiny, tmp_path, params))
+    assert not (tmp_path / "syn.h5ad").exists()
+
+
+def test_latent_codes_round_trip_through_the_pipeline(
+    tiny: Tiny, tmp_path: Path
+) -> None:
+    SequentialRunner().run(create_pipeline(), _catalog(tiny, tmp_path, PARAMS))
     synthetic = ad.read_h5ad(tmp_path / "syn.h5ad")
+    privacy = synthetic.uns["scdd"]["privacy"]
+    assert privacy["guarded"] and privacy["n_sample"] == tiny.train.n_obs
+    assert privacy["gene_space"]["exact_copies"] == 0
     # X is finalise(G(codes)) of the stored codes D(U(codes)), log-normalised
     # inside the optimisation, then sparsified
     generator, _ = generation.load_generator(tiny.checkpoint)
