@@ -26,6 +26,7 @@ def _report(passes: bool, genes: bool = True) -> dict:
         "f_space": figures,
         "gene_space": figures if genes else None,
         "guard": {
+            "judged": "ratio, attack, copies",
             "passes": passes,
             "failures": [] if passes else ["gene_space: 4 exact copies", "ratio"],
             "min_ratio": 0.9,

@@ -96,6 +96,32 @@ def test_fresh_cells_of_the_same_distribution_pass(splits) -> None:
     assert report["n_sample"] == 300
 
 
+def test_small_samples_judge_copies_only(splits) -> None:
+    """Under ``min_sample`` cells per sample the ratio and the attack are
+    reported but not judged; copies still are."""
+    train, heldout = splits
+    small = PrivacyParams(max_cells=150, min_sample=200)
+
+    def report(synthetic: np.ndarray) -> dict:
+        return privacy_report(
+            _features(synthetic),
+            _features(train),
+            _features(heldout),
+            small,
+            synthetic_genes=synthetic,
+            train_genes=train,
+            heldout_genes=heldout,
+        )
+
+    fresh, copies = report(_cells(40, 2)), report(train[:20])
+    assert fresh["guard"]["judged"] == copies["guard"]["judged"] == "copies"
+    assert fresh["guard"]["passes"] is True
+    assert copies["gene_space"]["exact_copies"] == 20
+    assert copies["guard"]["failures"] == [
+        "gene_space: 20 exact and 0 near copies of training cells > 0"
+    ]
+
+
 def test_a_feature_only_set_has_no_gene_space_figures(splits) -> None:
     train, heldout = splits
     report = privacy_report(

@@ -45,6 +45,16 @@ def apply_guard(
     real = bool(scdd.get("real_cells", False))
     guard = report["guard"]
     scdd["privacy"] = _storable({**report, "guarded": not real})
+    if guard["judged"] != "ratio, attack, copies":
+        logger.warning(
+            "Privacy: only %s judged: %d held-out cells sampled, fewer than "
+            "distill.privacy.min_sample=%d for the ratio and the membership "
+            "attack (figures recorded, not judged); a larger validation split "
+            "(preprocess.validation_size) lets the guard judge them.",
+            guard["judged"],
+            report["n_sample"],
+            params.min_sample,
+        )
     if guard["passes"]:
         logger.info("Privacy guard passed")
         return

@@ -442,7 +442,7 @@ def privacy_summary(report: dict[str, Any]) -> str:
             )
     guard = report["guard"]
     verdict = "passes the guard" if guard["passes"] else "FAILS the guard"
-    return "; ".join(parts) + f" -> {verdict}"
+    return "; ".join(parts) + f" -> {verdict} (judged: {guard['judged']})"
 
 
 def _fmt(value: float | None) -> str:
