@@ -35,6 +35,8 @@ from typing import Any
 
 import pandas as pd
 
+from scdd.evaluation.benchmark_table import privacy_cell
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 #: Tuning datasets (their validation splits); baron_pancreas is the check,
@@ -137,17 +139,16 @@ def versus_coresets(table: pd.DataFrame, method: str = "scdd") -> str:
 
 
 def privacy_markdown(table: pd.DataFrame) -> str:
-    """Per (dataset, method) × SPC: nearest-record ratio in gene space,
-    membership-attack TPR at 1% FPR in gene space, copies (means over draws;
-    F-space where a set has no genes)."""
+    """Per (dataset, method) × SPC: the privacy figures of
+    :func:`scdd.evaluation.benchmark_table.privacy_cell`."""
     if "ratio_gene_mean" not in table:
         return ""
     runs = table[table["method"] != "full"]
     runs = runs[runs["model"] == runs["model"].iloc[0]]
     spcs = sorted(int(s) for s in runs["spc"].dropna().unique())
     lines = [
-        "#### Privacy: nearest-record ratio (gene space, F-space) · attack TPR at "
-        "1% FPR (gene space) · copies",
+        "#### Privacy: nearest-record ratio gene / F · attack TPR at 1% FPR "
+        "gene / F · copies",
         "",
         "| dataset | method | " + " | ".join(f"SPC {k}" for k in spcs) + " |",
         "|---|---|" + "---:|" * len(spcs),
@@ -162,13 +163,7 @@ def privacy_markdown(table: pd.DataFrame) -> str:
             if hit.empty:
                 cells.append("–")
                 continue
-            r = hit.iloc[0]
-            tpr = r.attack_tpr_gene_mean
-            tpr = r.attack_tpr_f_mean if pd.isna(tpr) else tpr
-            cells.append(
-                f"{r.ratio_gene_mean:.2f}, {r.ratio_f_mean:.2f} · {tpr:.3f} · "
-                f"{r.copies_mean:.1f}"
-            )
+            cells.append(privacy_cell(hit.iloc[0]))
         lines.append(f"| {dataset} | {method} | " + " | ".join(cells) + " |")
     return "\n".join([*lines, ""])
 

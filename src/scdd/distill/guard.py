@@ -45,7 +45,7 @@ def apply_guard(
     real = bool(scdd.get("real_cells", False))
     guard = report["guard"]
     scdd["privacy"] = _storable({**report, "guarded": not real})
-    if guard["judged"] != "ratio, attack, copies":
+    if guard["judged"] == "copies":
         logger.warning(
             "Privacy: only %s judged: %d held-out cells sampled, fewer than "
             "distill.privacy.min_sample=%d for the ratio and the membership "

@@ -294,24 +294,29 @@ def run_method(
         return MethodOutput(
             labels=inputs.labels.copy(), genes=inputs.genes, real_cells=True
         )
-    config = loss_weights(method, config)
-    seeds = seed_rows(method, inputs, spc=spc, seeding=seeding, seed=seed)
-    labels = inputs.labels[seeds]
     if method in REAL_CELL_METHODS:
+        seeds = seed_rows(method, inputs, spc=spc, seeding=seeding, seed=seed)
         return MethodOutput(
-            labels=labels, genes=take_matrix_rows(inputs.genes, seeds), real_cells=True
+            labels=inputs.labels[seeds],
+            genes=take_matrix_rows(inputs.genes, seeds),
+            real_cells=True,
         )
+    config = loss_weights(method, config)
     part_means = None
     if config.lambda_part > 0:
-        part_means = torch.as_tensor(
-            class_parts(
-                inputs.embeddings,
-                inputs.labels,
-                spc=spc,
-                num_classes=inputs.num_classes,
-                seed=seed,
-            ).means
+        parts = class_parts(
+            inputs.embeddings,
+            inputs.labels,
+            spc=spc,
+            num_classes=inputs.num_classes,
+            seed=seed,
         )
+        part_means = torch.as_tensor(parts.means)
+    if part_means is not None and seeding == "medoid":
+        seeds = parts.seeds  # the medoid coreset: the same k-means, run once
+    else:
+        seeds = seed_rows(method, inputs, spc=spc, seeding=seeding, seed=seed)
+    labels = inputs.labels[seeds]
 
     foundation = inputs.foundation.freeze()
     encoder = foundation.encoder.to(device)

@@ -237,14 +237,19 @@ def privacy_grid(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             if hit.empty:
                 cells.append("–")
                 continue
-            r = hit.iloc[0]
-            cells.append(
-                f"{_num(r.ratio_gene_mean, 2)} / {_num(r.ratio_f_mean, 2)} · "
-                f"{_num(r.attack_tpr_gene_mean, 3)} / {_num(r.attack_tpr_f_mean, 3)}"
-                f" · {_num(r.copies_mean, 1)}"
-            )
+            cells.append(privacy_cell(hit.iloc[0]))
         body.append([method, *cells])
     return ["Method", *(f"SPC {k}" for k in spcs)], body
+
+
+def privacy_cell(row: pd.Series) -> str:
+    """One table row's privacy figures: "ratio gene / F · attack TPR gene / F
+    · copies" (means over draws; ``n/a`` where a set has no genes)."""
+    return (
+        f"{_num(row.ratio_gene_mean, 2)} / {_num(row.ratio_f_mean, 2)} · "
+        f"{_num(row.attack_tpr_gene_mean, 3)} / {_num(row.attack_tpr_f_mean, 3)}"
+        f" · {_num(row.copies_mean, 1)}"
+    )
 
 
 def _num(value: float, digits: int) -> str:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
-from scipy import sparse
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from scdd.cellstore import take_matrix_rows
@@ -212,14 +211,14 @@ def equal_samples(
     """Sorted rows of equal-size seeded samples of the two splits."""
     size = min(max_cells, n_train, n_heldout)
     rng = np.random.default_rng(seed)
-    pick = lambda n: np.sort(rng.choice(n, size, replace=False))  # noqa: E731
-    return pick(n_train), pick(n_heldout)
+    train = np.sort(rng.choice(n_train, size, replace=False))
+    return train, np.sort(rng.choice(n_heldout, size, replace=False))
 
 
-def _dense_rows(x, rows: np.ndarray) -> np.ndarray:
-    """Rows of a lazy, sparse or dense matrix as a dense float32 array."""
-    block = take_matrix_rows(x, rows) if not isinstance(x, np.ndarray) else x[rows]
-    return np.asarray(block.toarray() if sparse.issparse(block) else block)
+def _centred_rows(x, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of a lazy, sparse or dense gene matrix (only those read),
+    dense and centred (:func:`_centred`)."""
+    return _centred(take_matrix_rows(x, rows).toarray())
 
 
 def privacy_report(
@@ -277,17 +276,17 @@ def privacy_report(
         "gene_space": None,
     }
     if synthetic_genes is not None:
-        synthetic = _centred(_dense_rows(synthetic_genes, np.arange(len(where))))
+        synthetic = _centred_rows(synthetic_genes, np.arange(len(where)))
         # each synthetic cell's nearest training cell in F-space (all of them
         # searched) is a copy candidate beside the gene-space sample
-        candidates = _centred(_dense_rows(train_genes, where))
+        candidates = _centred_rows(train_genes, where)
         paired = 1.0 - np.sum(
             _unit_rows(synthetic, "synthetic") * _unit_rows(candidates, "train"), axis=1
         )
         report["gene_space"] = space_report(
             synthetic,
-            _centred(_dense_rows(train_genes, rows_train)),
-            _centred(_dense_rows(heldout_genes, rows_heldout)),
+            _centred_rows(train_genes, rows_train),
+            _centred_rows(heldout_genes, rows_heldout),
             nearest_train=np.clip(paired, 0.0, 2.0),
             **options,
         )
