@@ -419,6 +419,9 @@ class DistillParams(_Group):
     #: them as sparse as the real class (deeper: less noisy); several: the
     #: depth whose set ends closest to the real cells in F-space is kept.
     count_depth: Depth | Annotated[list[Depth], Field(min_length=1)] = [1.0, 4.0]
+    #: Add each class's decoder bias (real class mean minus the mean of its
+    #: decoded training cells) to scdd's decoded cells.
+    decoder_bias: bool = False
     #: The real cells every optimised method starts from: ``medoid`` (the
     #: cells nearest the centres of SPC equal-size k-means parts per class)
     #: or ``random``.
@@ -714,7 +717,8 @@ class RunParams(_Group):
     #: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N``,
     #: ``mps``.
     device: str = "auto"
-    progress: bool = True
+    #: Progress bars in long loops; ``None``: only on a terminal.
+    progress: bool | None = None
     #: torch/numba/BLAS threads; ``None``: the CPU cores not busy at the start.
     threads: PositiveInt | None = None
 

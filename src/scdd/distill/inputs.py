@@ -101,6 +101,7 @@ def prepare_inputs(
         conditions=conditions,
         target_sum=stats.target_sum,
         zero_fractions=stats.zero_fractions,
+        class_means=stats.classes.means,
     )
     return inputs, categories, stats
 
@@ -154,6 +155,7 @@ def distill_synthetic(
             zero_threshold=params["zero_threshold"],
             count_fraction=0.0 if candidate is None else count_fraction,
             count_depth=candidate or 1.0,
+            decoder_bias=params["decoder_bias"],
             seeding=params["seeding"],
             seed=seed,
             device=device,

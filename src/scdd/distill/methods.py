@@ -39,6 +39,7 @@ from torch import Tensor
 
 from scdd.cellstore import take_matrix_rows
 from scdd.distill.coresets import CORESETS, select_coreset
+from scdd.distill.decoder_bias import class_decoder_bias
 from scdd.distill.expression import as_log_normalised, sample_counts_like_real
 from scdd.distill.losses import RealEmbeddingBank
 from scdd.distill.optimise import DistillConfig, distill
@@ -191,6 +192,8 @@ class DistillInputs:
             optimisation sees cells as they will be written.
         zero_fractions: real zero fraction per class ``[C]`` (the sparsity
             that ``sample_counts`` draws cells at).
+        class_means: real per-class gene means ``[C, G]`` (what
+            ``decoder_bias`` corrects D's output towards).
     """
 
     genes: sparse.csr_matrix | da.Array
@@ -202,6 +205,7 @@ class DistillInputs:
     conditions: ConditionSpec | None = None
     target_sum: float | None = None
     zero_fractions: np.ndarray | None = None
+    class_means: np.ndarray | None = None
 
 
 @dataclass
@@ -227,6 +231,19 @@ class ConditionSpec:
         return cond
 
 
+def _decoder_bias(inputs: DistillInputs, decoder: torch.nn.Module, seed: int) -> Tensor:
+    if inputs.class_means is None:
+        raise ValueError("decoder_bias needs the real cells' class means")
+    return class_decoder_bias(
+        decoder,
+        inputs.embeddings,
+        inputs.labels,
+        inputs.class_means,
+        num_classes=inputs.num_classes,
+        seed=seed + 4,
+    )
+
+
 def drawn_rows(labels: Tensor, fraction: float) -> Tensor:
     """Which rows are drawn as counts: ``fraction`` of each class's rows,
     spread over them in order (every other one at 0.5), so a class holds
@@ -247,6 +264,7 @@ def run_method(
     zero_threshold: float | None = None,
     count_fraction: float = 0.0,
     count_depth: float = 1.0,
+    decoder_bias: bool = False,
     seeding: str = "medoid",
     seed: int = 0,
     device: torch.device | str = "cpu",
@@ -272,6 +290,9 @@ def run_method(
             it needs ``inputs.target_sum`` and ``inputs.zero_fractions``.
         count_depth: the counts' library size in multiples of the one that
             makes them as sparse as the real class.
+        decoder_bias: add each class's :func:`class_decoder_bias` to the
+            decoded cells of :data:`SCDD_METHODS` methods (needs
+            ``inputs.class_means``).
         seeding: the real cells the optimised methods start from
             (:data:`SEEDINGS`: ``medoid``, the k-means part medoids, or
             ``random``).
@@ -398,9 +419,11 @@ def run_method(
             )
 
     if method in SCDD_METHODS:
+        bias = _decoder_bias(inputs, decoder, seed) if decoder_bias else None
 
         def fn(c: Tensor, lab: Tensor) -> Tensor:
-            return as_cells(decode(c, lab), lab)
+            genes = decode(c, lab)
+            return as_cells(genes if bias is None else genes + bias[lab], lab)
 
     bank = RealEmbeddingBank(
         torch.as_tensor(inputs.embeddings),
