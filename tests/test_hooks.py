@@ -8,7 +8,9 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
+from kedro.io import DataCatalog, MemoryDataset
 
+from scdd.hooks import RunSetupHooks
 from tests.conftest import make_counts_adata
 from tests.kedro_helpers import data_files, run_session
 
@@ -52,6 +54,32 @@ def test_only_missing_outputs_rebuilds_what_another_input_made(
     before = data_files(project_copy)
     run_session(project_copy, "preprocess", params, only_missing_outputs=True)
     assert data_files(project_copy) == before  # up to date: nothing rerun
+
+
+def test_artefacts_of_another_input_name_the_params_that_read_them(
+    project_copy, tmp_path
+) -> None:
+    other = tmp_path / "other.h5ad"
+    make_counts_adata().write_h5ad(other)
+    params = {"data": {"input": str(other), "label_key": "cell_type"}}
+    run_session(project_copy, "preprocess", params)
+    with pytest.raises(
+        ValueError,
+        match=rf"(?s)To use them as they are.*`--params data.input={other},"
+        r"data.label_key=cell_type`",
+    ):
+        run_session(project_copy, "foundation")
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_null_means_bars_only_on_a_terminal(monkeypatch, terminal) -> None:
+    monkeypatch.setattr("sys.stderr.isatty", lambda: terminal)
+    params = {"seed": 0, "threads": 1, "progress": None}
+    catalog = DataCatalog(
+        {"parameters": MemoryDataset(params), "params:progress": MemoryDataset(None)}
+    )
+    RunSetupHooks().before_pipeline_run({}, catalog)
+    assert catalog.load("params:progress") is terminal
 
 
 def test_outputs_follow_the_umask_and_threads_are_logged(project_copy, caplog) -> None:

@@ -68,7 +68,13 @@ def test_notebook_runs_on_the_catalog(
         out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
     ]
     assert not [out for out in outputs if out.output_type == "error"]
-    assert any("image/png" in out.get("data", {}) for out in outputs), "no UMAP"
-    text = " ".join(str(out.get("data", {}).get("text/plain", "")) for out in outputs)
-    assert "value" in text  # the metrics table
-    assert (project_copy / "data" / "08_reporting" / "umap.png").is_dir()  # versioned
+    texts = [
+        str(out.get("text", "")) + str(out.get("data", {}).get("text/plain", ""))
+        for out in outputs
+    ]
+    assert not [t for t in texts if "warning" in t.lower()], "a warning showed"
+    assert not [out for out in outputs if out.get("name") == "stderr"]
+    assert sum("image/png" in out.get("data", {}) for out in outputs) == 4
+    assert any("retention" in t for t in texts)  # the model table
+    assert any("nearest-record ratio" in t for t in texts)  # the privacy table
+    assert (project_copy / "data" / "08_reporting" / "umap.png").is_file()  # stable

@@ -1,4 +1,6 @@
+import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import sparse
 
@@ -30,8 +32,31 @@ def test_missing_label_lists_columns(counts_adata) -> None:
 
 
 def test_single_class_refused(counts_adata) -> None:
-    with pytest.raises(ValueError, match="1 class"):
+    with pytest.raises(
+        ValueError, match=r"The label column 'batch' has 1 class\(es\) \(b0: 90"
+    ):
         pp.check_labels(counts_adata, label_key="batch")
+
+
+def test_all_nan_labels_refused(counts_adata) -> None:
+    counts_adata.obs["cell_type"] = np.nan
+    with pytest.raises(
+        ValueError,
+        match=r"'cell_type' has no labels at all \(all 90 cells are NaN\).*"
+        r"data.label_key=COLUMN; columns with values: \['batch'\]",
+    ):
+        pp.check_labels(counts_adata, label_key="cell_type")
+
+
+def test_one_class_left_after_dropping_unlabelled(counts_adata) -> None:
+    labels = counts_adata.obs["cell_type"].astype(object)
+    counts_adata.obs["cell_type"] = labels.where(labels == "type_0")
+    with pytest.raises(
+        ValueError,
+        match=r"After dropping 50 unlabelled cells, label column 'cell_type' has "
+        r"1 class\(es\) \(type_0: 40 cells\).*data.label_key=COLUMN",
+    ):
+        pp.check_labels(counts_adata, label_key="cell_type")
 
 
 def test_unlabelled_cells_dropped(counts_adata) -> None:
@@ -43,7 +68,13 @@ def test_unlabelled_cells_dropped(counts_adata) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "match"), [(-1.0, "negative"), (np.nan, "NaN"), (np.inf, "infinite")]
+    ("value", "match"),
+    [
+        (-1.0, "negative .* whole numbers; counts cannot be negative"),
+        (-0.5, "negative .* scaled or batch-corrected"),
+        (np.nan, "1 NaN or infinite"),
+        (np.inf, "1 NaN or infinite"),
+    ],
 )
 def test_bad_values(counts_adata, value, match) -> None:
     x = counts_adata.X.toarray()
@@ -51,6 +82,12 @@ def test_bad_values(counts_adata, value, match) -> None:
     counts_adata.X = sparse.csr_matrix(x)
     with pytest.raises(ValueError, match=match):
         pp.check_values(_stats(counts_adata))
+
+
+def test_all_zero_matrix_names_the_fix(counts_adata) -> None:
+    counts_adata.X = sparse.csr_matrix(counts_adata.shape, dtype=np.float32)
+    with pytest.raises(ValueError, match="all zeros; point data.layer"):
+        pp.detect_input_kind(_stats(counts_adata))
 
 
 def test_quality_filter_empty_result(counts_adata) -> None:
@@ -93,7 +130,11 @@ def test_small_classes_drop_or_fail(counts_adata) -> None:
         pp.filter_small_classes(
             counts_adata, label_key="cell_type", min_cells=25, on_small="error"
         )
-    with pytest.raises(ValueError, match="1 class"):
+    with pytest.raises(
+        ValueError,
+        match=r"fewer than 35 cells, label column 'cell_type' has 1 class\(es\) "
+        r"\(type_0: 40 cells\).*preprocess.min_cells_per_class=N",
+    ):
         pp.filter_small_classes(counts_adata, label_key="cell_type", min_cells=35)
 
 
@@ -114,10 +155,34 @@ def test_duplicate_genes_merge(counts_adata, kind) -> None:
     np.testing.assert_allclose(merged, expected, rtol=1e-5)
 
 
-def test_duplicate_genes_make_unique(counts_adata) -> None:
+def test_duplicate_genes_make_unique(counts_adata, caplog) -> None:
     counts_adata.var_names = ["g"] * counts_adata.n_vars
     out = pp.dedupe_genes(counts_adata)
     assert out.var_names.is_unique and out.n_vars == counts_adata.n_vars
+    assert "Made 59 duplicate gene names unique" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["", " ", np.nan, None, "nan", "NaN"])
+def test_nameless_genes_refused(counts_adata, name) -> None:
+    names = pd.Index([*counts_adata.var_names[:2], name, *counts_adata.var_names[3:]])
+    adata = ad.AnnData(
+        counts_adata.X, obs=counts_adata.obs, var=pd.DataFrame(index=names)
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"1 genes have no name \(var_names empty or NaN, e.g. at positions "
+        r"\[2\]\); set var_names from a var column",
+    ):
+        pp.select_matrix(adata)
+
+
+def test_duplicate_cell_names_made_unique_once(counts_adata, caplog) -> None:
+    counts_adata.obs_names = ["c"] * 3 + list(counts_adata.obs_names[3:])
+    out = pp.select_matrix(counts_adata)
+    assert out.obs_names.is_unique
+    assert list(out.obs_names[:4]) == ["c", "c-1", "c-2", "cell_3"]
+    assert "Made 2 duplicate cell names (obs_names) unique" in caplog.text
+    assert not counts_adata.obs_names.is_unique  # input untouched
 
 
 def test_select_matrix_layers(counts_adata) -> None:
@@ -157,6 +222,7 @@ def test_public_functions_follow_scverse_signature() -> None:
         "select_matrix",
         "inspect_matrix",
         "check_labels",
+        "require_classes",
         "dedupe_genes",
         "quality_filter",
         "log_normalise",
@@ -190,9 +256,19 @@ def test_input_already_on_target_is_left_alone(lognorm_adata) -> None:
     assert median == pytest.approx(1e4, rel=1e-3)
 
 
-def test_empty_input_is_named(counts_adata) -> None:
-    with pytest.raises(ValueError, match="0 cells x 60 genes"):
-        pp.select_matrix(counts_adata[:0].copy())
+@pytest.mark.parametrize(
+    ("rows", "cols", "match"),
+    [(0, 60, "0 cells x 60 genes"), (90, 0, "90 cells x 0 genes")],
+)
+def test_empty_input_is_named(counts_adata, rows, cols, match) -> None:
+    with pytest.raises(ValueError, match=f"{match}; scDD needs at least one cell"):
+        pp.select_matrix(counts_adata[:rows, :cols].copy())
+
+
+def test_missing_x_is_named(counts_adata) -> None:
+    adata = ad.AnnData(obs=counts_adata.obs, var=counts_adata.var)
+    with pytest.raises(ValueError, match="no expression matrix in X; set data.layer"):
+        pp.select_matrix(adata)
 
 
 def test_integer_labels_are_named_in_the_log(counts_adata, caplog) -> None:

@@ -8,6 +8,7 @@ import importlib
 import logging
 import random
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from scdd.lineage import (
 )
 from scdd.logs import tidy_console
 from scdd.params import GROUPS, DaskParams, check_run_params
+from scdd.run_summary import REPORTED, summary_text
 from scdd.threads import apply_threads, resolve_threads
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,18 @@ STAGES = (
     "report",
     "benchmark",
 )
+
+
+def _replace(catalog: Any, name: str, value: Any) -> None:
+    """``catalog[name] = value`` without Kedro's "Replacing dataset" warning:
+    the hooks replace datasets on purpose, there is nothing to act on."""
+    catalog_logger = logging.getLogger("kedro.io.data_catalog")
+    level = catalog_logger.level
+    catalog_logger.setLevel(logging.ERROR)
+    try:
+        catalog[name] = value
+    finally:
+        catalog_logger.setLevel(level)
 
 
 def _stage_pipelines() -> dict[str, Pipeline]:
@@ -74,6 +88,9 @@ class RunSetupHooks:
     """Tidy the console, check the parameters, seed the global RNGs, pin
     threads, time nodes.
 
+    ``progress: null`` becomes ``true`` on a terminal and ``false`` when the
+    output is piped or redirected (no ``\\r`` lines in log files).
+
     Nodes draw their randomness from explicit generators seeded by the
     ``seed`` parameter; the global seeds only guard library code that does not
     take a generator. The thread count is re-applied before every node, since
@@ -99,6 +116,8 @@ class RunSetupHooks:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+        if params.get("progress") is None:  # bars only where someone watches
+            _replace(catalog, "params:progress", sys.stderr.isatty())
         self._automatic = params.get("threads") is None
         self._threads, why = resolve_threads(params.get("threads"))
         apply_threads(self._threads)
@@ -175,6 +194,38 @@ class DaskHooks:
 
     def _close(self) -> None:
         self._open.close()
+
+
+class SummaryHooks:
+    """End a run with what it found and where it put it
+    (:func:`scdd.run_summary.summary_text`): the input, the synthetic set,
+    the models' accuracy and the privacy verdict when it was evaluated, the
+    paths of the figures and metrics."""
+
+    @hook_impl
+    def after_pipeline_run(self, pipeline: Pipeline, catalog: Any) -> None:
+        made = pipeline.all_outputs()
+        if not made & {"synthetic_adata", *REPORTED}:
+            return
+        params = _parameters(catalog)
+        synthetic = None
+        if "synthetic_adata" in made:
+            dataset = catalog.get("synthetic_adata")
+            synthetic = (dataset.load(), _where(dataset))
+        metrics = (
+            catalog.get("evaluation_metrics").load()
+            if "evaluation_metrics" in made
+            else None
+        )
+        files = {name: _where(catalog.get(name)) for name in REPORTED if name in made}
+        text = summary_text(
+            data=params["data"],
+            method=params["distill"]["method"],
+            synthetic=synthetic,
+            metrics=metrics,
+            files=files,
+        )
+        logger.info("Run summary\n%s", text)
 
 
 class _Stale(AbstractDataset):
@@ -265,6 +316,7 @@ class LineageHooks:
                 "This run would read artefacts made from other inputs or "
                 "parameters than its own:\n  - "
                 + "\n  - ".join(f"{n} ({_where(d)}): {r}" for n, d, r in stale)
+                + self._same_data_hint([n for n, _, _ in stale])
                 + f"\nRefresh them with `kedro run --pipelines {stages} "
                 "--only-missing-outputs`, or every stage up to the synthetic set "
                 "with `kedro run --pipelines distill --only-missing-outputs` "
@@ -272,6 +324,24 @@ class LineageHooks:
             )
         if run_params.get("only_missing_outputs"):
             self._invalidate_stale_outputs(pipeline, catalog)
+
+    def _same_data_hint(self, names: list[str]) -> str:
+        """How to read artefacts made from another input or label as they are:
+        pass the ``--params`` of the run that made them."""
+        assert self._store is not None
+        made_with = {}
+        for name in names:
+            record = self._store.read(name) or {}
+            for key, value in self._context.items():
+                if key in record and record[key] != value:
+                    made_with[f"data.{key}"] = record[key]
+        if not made_with:
+            return ""
+        passed = ",".join(f"{k}={v}" for k, v in made_with.items())
+        return (
+            "\nTo use them as they are, run with the data they were made from: "
+            f"`--params {passed}`."
+        )
 
     def _persisted(self, catalog: Any, name: str) -> AbstractDataset | None:
         if name.startswith("params:") or name == "parameters":
@@ -292,7 +362,7 @@ class LineageHooks:
             reason = self._stale(name) if dataset.exists() else None
             if reason:
                 stale.setdefault(reason, []).append(name)
-                catalog[name] = _Stale(dataset)
+                _replace(catalog, name, _Stale(dataset))
         for reason, names in stale.items():
             logger.warning("Rebuilding stale %s: %s", ", ".join(names), reason)
 

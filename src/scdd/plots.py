@@ -13,7 +13,6 @@ stratified sample of its cells (one read, only the genes they draw).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 
@@ -26,6 +25,7 @@ from matplotlib.figure import Figure
 from scipy import sparse
 
 from scdd.cellstore import is_lazy, take_matrix_rows
+from scdd.provenance import recorded_params
 from scdd.sampling import stratified_rows
 
 logger = logging.getLogger(__name__)
@@ -68,11 +68,7 @@ def _method(synthetic: ad.AnnData) -> str:
     """Distillation method that made ``synthetic`` (``obs`` or provenance)."""
     if "scdd_method" in synthetic.obs.columns and synthetic.n_obs:
         return str(synthetic.obs["scdd_method"].iloc[0])
-    record = synthetic.uns.get("scdd", {}).get("distill", {})
-    try:
-        return str(json.loads(record.get("params", "{}")).get("method", "unknown"))
-    except (AttributeError, TypeError, json.JSONDecodeError):
-        return "unknown"
+    return str(recorded_params(synthetic, "distill").get("method", "unknown"))
 
 
 def _text_figure(message: str, *, title: str, figsize: Sequence[float]) -> Figure:

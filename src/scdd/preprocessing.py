@@ -36,6 +36,70 @@ logger = logging.getLogger(__name__)
 InputKind = Literal["counts", "log_normalised"]
 
 
+def _matrix_of(adata: ad.AnnData, layer: str | None) -> tuple[Any, pd.DataFrame]:
+    """The expression matrix ``layer`` names and its genes' ``var``."""
+    if layer is None and adata.X is None:
+        raise ValueError(
+            "The file has no expression matrix in X; set data.layer to one of "
+            f"the layers {list(adata.layers)} or to 'raw' when .raw is set "
+            "(--params data.layer=LAYER)."
+        )
+    if layer is None:
+        return adata.X, adata.var
+    if layer == "raw":
+        if adata.raw is None:
+            raise ValueError(
+                "data.layer='raw' was asked for but the file has no .raw; "
+                "set data.layer to null (use X) or to one of the layers: "
+                f"{list(adata.layers)}."
+            )
+        return adata.raw.X, adata.raw.var
+    if layer in adata.layers:
+        return adata.layers[layer], adata.var
+    raise ValueError(
+        f"data.layer={layer!r} is not in the file; available layers: "
+        f"{list(adata.layers)} (or 'raw' when .raw is set, or null for X)."
+    )
+
+
+def _check_shape(*, n_cells: int, n_genes: int, layer: str | None) -> None:
+    """Refuse a matrix with no cells or no genes."""
+    if n_cells == 0 or n_genes == 0:
+        where = "" if layer is None else f" in data.layer={layer!r}"
+        raise ValueError(
+            f"The input holds {n_cells} cells x {n_genes} genes{where}; scDD needs "
+            "at least one cell and one gene. Point --params data.input=PATH at "
+            "a file that has them (or data.layer at a filled matrix)."
+        )
+
+
+def _check_gene_names(names: pd.Index) -> None:
+    """Refuse genes without a name (empty, NaN or None); names are not invented."""
+    text = names.astype(str).str.strip().str.lower()
+    nameless = np.flatnonzero(names.isna() | text.isin(["", "nan", "none"]))
+    if nameless.size:
+        raise ValueError(
+            f"{nameless.size} genes have no name (var_names empty or NaN, e.g. at "
+            f"positions {nameless[:5].tolist()}); set var_names from a var column "
+            "and save the file again, e.g. "
+            "adata.var_names = adata.var['gene_symbols']."
+        )
+
+
+def _unique_cell_names(obs: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``obs`` with duplicate cell names suffixed ``-1``, ``-2`` ...
+    (anndata's ``obs_names_make_unique``), and one warning saying how many."""
+    out = obs.copy()
+    n_dup = int(out.index.duplicated().sum())
+    if n_dup:
+        out.index = ad.utils.make_index_unique(out.index.astype(str))
+        logger.warning(
+            "Made %d duplicate cell names (obs_names) unique (suffix -1, -2 ...)",
+            n_dup,
+        )
+    return out
+
+
 def select_matrix(
     adata: ad.AnnData, *, layer: str | None = None, chunk_rows: int = CHUNK_ROWS
 ) -> ad.AnnData:
@@ -44,34 +108,18 @@ def select_matrix(
     ``layer`` is ``None`` (use ``X``), ``"raw"`` (use ``adata.raw.X`` and its
     genes) or the name of an entry in ``adata.layers``. Nothing is read: ``X``
     comes back as float32 CSR row blocks, in-memory input wrapped in blocks of
-    ``chunk_rows`` cells.
+    ``chunk_rows`` cells. Refuses an empty matrix and nameless genes; makes
+    duplicate cell names unique.
     """
-    if layer is None:
-        x, var = adata.X, adata.var
-    elif layer == "raw":
-        if adata.raw is None:
-            raise ValueError(
-                "data.layer='raw' was asked for but the file has no .raw; "
-                "set data.layer to null (use X) or to one of the layers: "
-                f"{list(adata.layers)}."
-            )
-        x, var = adata.raw.X, adata.raw.var
-    elif layer in adata.layers:
-        x, var = adata.layers[layer], adata.var
-    else:
-        raise ValueError(
-            f"data.layer={layer!r} is not in the file; available layers: "
-            f"{list(adata.layers)} (or 'raw' when .raw is set, or null for X)."
-        )
-    if x is None or adata.n_obs == 0 or len(var) == 0:
-        raise ValueError(
-            f"The input holds {adata.n_obs} cells x {len(var)} genes; scDD needs "
-            "a labelled cells x genes matrix. Check data.input (and data.layer)."
-        )
+    x, var = _matrix_of(adata, layer)
+    _check_shape(n_cells=adata.n_obs, n_genes=len(var), layer=layer)
+    _check_gene_names(var.index)
     var = var.copy()
     var.index = var.index.astype(str)
     return ad.AnnData(
-        X=lazy_matrix(x, chunk_rows=chunk_rows), obs=adata.obs.copy(), var=var
+        X=lazy_matrix(x, chunk_rows=chunk_rows),
+        obs=_unique_cell_names(adata.obs),
+        var=var,
     )
 
 
@@ -145,11 +193,18 @@ def check_values(stats: MatrixStats) -> None:
             f"The expression matrix holds {stats.n_nonfinite} NaN or infinite "
             "values; clean them (e.g. replace with 0) before running scDD."
         )
+    if stats.min_value < 0 and stats.n_non_integer == 0:
+        raise ValueError(
+            f"The expression matrix holds negative values (min {stats.min_value:.3g}) "
+            "although all are whole numbers; counts cannot be negative, so these "
+            "are not raw counts. Point data.layer at the raw counts "
+            "(--params data.layer=LAYER, e.g. counts or raw)."
+        )
     if stats.min_value < 0:
         raise ValueError(
             f"The expression matrix holds negative values (min {stats.min_value:.3g}); "
             "it looks scaled or batch-corrected. Point data.layer at raw counts "
-            "or log-normalised values (e.g. data.layer=counts or data.layer=raw)."
+            "or log-normalised values (--params data.layer=LAYER, e.g. counts or raw)."
         )
 
 
@@ -158,7 +213,11 @@ def detect_input_kind(stats: MatrixStats, *, max_log_value: float = 20.0) -> Inp
     every entry. Non-integer values above ``max_log_value`` are neither, and
     are refused: normalising them again would distort the data."""
     if stats.max_value == 0:
-        raise ValueError("The expression matrix is all zeros.")
+        raise ValueError(
+            "The expression matrix is all zeros; point data.layer at the matrix "
+            "that holds the expression values (--params data.layer=LAYER: null "
+            "for X, raw, or a layer name) or check data.input."
+        )
     if stats.n_non_integer == 0:
         return "counts"
     if stats.max_value <= max_log_value:
@@ -171,13 +230,39 @@ def detect_input_kind(stats: MatrixStats, *, max_log_value: float = 20.0) -> Inp
     )
 
 
+def require_classes(
+    adata: ad.AnnData, *, label_key: str, after: str, fix: str, min_classes: int = 2
+) -> None:
+    """Raise, naming the step (``after``) and the ``fix``, when the cells left
+    hold fewer than ``min_classes`` classes of ``obs[label_key]``."""
+    counts = adata.obs[label_key].value_counts()
+    counts = counts[counts > 0]
+    if len(counts) < min_classes:
+        listing = ", ".join(f"{name}: {n} cells" for name, n in counts.items())
+        raise ValueError(
+            f"{after} label column '{label_key}' has {len(counts)} class(es) "
+            f"({listing or 'none'}); distillation needs at least {min_classes}. "
+            f"{fix}"
+        )
+
+
+def _no_labels_message(adata: ad.AnnData, label_key: str) -> str:
+    """Why an all-NaN label column is refused, listing the columns with values."""
+    filled = [c for c in adata.obs.columns if adata.obs[c].notna().any()]
+    return (
+        f"Label column '{label_key}' has no labels at all (all {adata.n_obs} "
+        "cells are NaN). Pick another column with --params data.label_key=COLUMN; "
+        f"columns with values: {filled}."
+    )
+
+
 def check_labels(
     adata: ad.AnnData, *, label_key: str, min_classes: int = 2
 ) -> ad.AnnData:
     """Make ``obs[label_key]`` a string categorical; drop unlabelled cells.
 
-    Raises if the column is missing (listing the columns there are) or names
-    fewer than ``min_classes`` classes.
+    Raises if the column is missing (listing the columns there are), holds no
+    label at all, or names fewer than ``min_classes`` classes.
     """
     if label_key not in adata.obs.columns:
         raise ValueError(
@@ -187,6 +272,8 @@ def check_labels(
         )
     labels = adata.obs[label_key]
     missing = labels.isna().to_numpy()
+    if missing.all():
+        raise ValueError(_no_labels_message(adata, label_key))
     if missing.any():
         logger.warning(
             "Dropping %d cells with no '%s' label", int(missing.sum()), label_key
@@ -206,12 +293,14 @@ def check_labels(
             adata.obs[label_key].astype(str).iloc[0],
         )
     adata.obs[label_key] = pd.Categorical(adata.obs[label_key].astype(str))
-    n_classes = adata.obs[label_key].nunique()
-    if n_classes < min_classes:
-        raise ValueError(
-            f"Label column '{label_key}' has {n_classes} class(es); distillation "
-            f"needs at least {min_classes}. Pick another column with data.label_key."
-        )
+    dropped = int(missing.sum())
+    require_classes(
+        adata,
+        label_key=label_key,
+        after=f"After dropping {dropped} unlabelled cells," if dropped else "The",
+        fix="Pick another column with --params data.label_key=COLUMN.",
+        min_classes=min_classes,
+    )
     return adata
 
 
@@ -388,12 +477,13 @@ def filter_small_classes(
     keep = ~adata.obs[label_key].isin(small.index).to_numpy()
     out = adata[keep].copy()
     out.obs[label_key] = out.obs[label_key].cat.remove_unused_categories()
-    n_classes = out.obs[label_key].nunique()
-    if n_classes < 2:
-        raise ValueError(
-            f"After dropping small classes {n_classes} class(es) remain; at least 2 "
-            "are needed. Lower preprocess.min_cells_per_class."
-        )
+    require_classes(
+        out,
+        label_key=label_key,
+        after=f"After dropping classes with fewer than {min_cells} cells,",
+        fix="Lower preprocess.min_cells_per_class "
+        "(--params preprocess.min_cells_per_class=N).",
+    )
     return out, list(map(str, small.index))
 
 

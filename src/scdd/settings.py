@@ -5,7 +5,7 @@ import warnings
 
 from kedro.config import OmegaConfigLoader
 
-from scdd.hooks import DaskHooks, LineageHooks, RunSetupHooks
+from scdd.hooks import DaskHooks, LineageHooks, RunSetupHooks, SummaryHooks
 
 # OmegaConf 2.4 deprecates the resolver registration Kedro's config loader
 # still uses; the warning is Kedro's to fix and says nothing about this project.
@@ -13,11 +13,20 @@ warnings.filterwarnings(
     "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
 )
 
+# Deprecations inside Lightning (torch's pytree API) and CellTypist (scanpy's
+# ``__version__``): theirs to fix, nothing a user of this project can act on.
+warnings.filterwarnings(
+    "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+)
+warnings.filterwarnings(
+    "ignore", message=r"`__version__` is deprecated", module="celltypist"
+)
+
 # A rejected parameter's message ends with what is allowed, not with a link to
 # Pydantic's error catalogue.
 os.environ.setdefault("PYDANTIC_ERRORS_INCLUDE_URL", "0")
 
-HOOKS = (RunSetupHooks(), DaskHooks(), LineageHooks())
+HOOKS = (RunSetupHooks(), DaskHooks(), LineageHooks(), SummaryHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

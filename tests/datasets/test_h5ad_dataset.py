@@ -1,3 +1,4 @@
+import logging
 from pathlib import Path
 
 import anndata as ad
@@ -92,6 +93,19 @@ def test_corrupt_file_names_the_file(tmp_path: Path) -> None:
         H5ADDataset(filepath=str(path)).load()
 
 
+def test_var_label_names_the_columns_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    embeddings = ad.AnnData(np.zeros((417, 128), dtype=np.float32))
+    ds = H5ADDataset(filepath=str(tmp_path / "z.h5ad"), var_label="latent dimensions")
+    with caplog.at_level(logging.INFO, logger="scdd.datasets.h5ad_dataset"):
+        ds.save(embeddings)
+        ds.load()
+    assert [r.getMessage().split(": ")[-1] for r in caplog.records] == [
+        "417 cells x 128 latent dimensions"
+    ] * 2
+
+
 def test_missing_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="nope.h5ad"):
         H5ADDataset(filepath=str(tmp_path / "nope.h5ad")).load()
@@ -104,6 +118,7 @@ def test_bundled_default_is_offline_and_log_normalised() -> None:
     assert adata.shape == (700, 765)
     assert adata.obs["bulk_labels"].nunique() == 10
     assert adata.X.min() >= 0
+    assert adata.var["highly_variable"].sum() == 309  # the genes' annotations
     with pytest.raises(DatasetError, match="read-only"):
         ds.save(adata)
 

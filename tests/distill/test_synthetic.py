@@ -14,7 +14,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from scdd.distill.methods import MethodOutput
 from scdd.distill.real_cells import summarise_real_cells
-from scdd.distill.synthetic import finalise_genes, synthetic_adata
+from scdd.distill.synthetic import finalise_genes, input_var, synthetic_adata
 from scdd.preprocessing import log_normalise
 from tests.conftest import make_counts_adata
 from tests.distill.test_methods import LABEL_KEY, Tiny, make_inputs, make_tiny, run
@@ -195,3 +195,16 @@ def test_scdd_synthetic_set_passes_celltypist_checks(tiny: Tiny) -> None:
                 max_iter=5,
                 use_SGD=True,
             )
+
+
+def test_input_var_carries_the_input_columns_for_the_genes_written() -> None:
+    var = pd.DataFrame(
+        {"gene_ids": ["E1", "E2"], "highly_variable": [True, False]},
+        index=["g1", "g2"],
+    )
+    out = input_var(var, pd.Index(["g2", "g3", "g1"]))
+    assert list(out.index) == ["g2", "g3", "g1"]
+    assert out["gene_ids"].tolist()[::2] == ["E2", "E1"]
+    assert pd.isna(out.loc["g3", "gene_ids"])  # a gene the input lacks
+    assert out["highly_variable"].dtype == bool
+    assert out["highly_variable"].tolist() == [False, False, True]

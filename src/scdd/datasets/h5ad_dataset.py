@@ -32,8 +32,8 @@ def load_bundled(name: str) -> ad.AnnData:
     """Read a dataset that ships inside the installed scanpy package (offline).
 
     ``pbmc68k_reduced`` comes back as its log-normalised ``.raw`` matrix (765
-    genes) with the cell annotations, because its ``X`` is scaled (negative)
-    and unusable as expression.
+    genes) with the cell and gene annotations (``highly_variable``...),
+    because its ``X`` is scaled (negative) and unusable as expression.
     """
     import scanpy as sc
 
@@ -45,6 +45,7 @@ def load_bundled(name: str) -> ad.AnnData:
     adata = sc.datasets.pbmc68k_reduced()
     out = adata.raw.to_adata()
     out.obs = adata.obs.copy()
+    out.var = adata.var.copy()  # the same genes as .raw
     out.uns = {}
     return out
 
@@ -68,6 +69,8 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
     matrices of any size. A ``filepath`` of ``scanpy://pbmc68k_reduced`` reads
     scanpy's bundled PBMC dataset (load only). ``save_args`` go to
     ``write_h5ad`` (default ``compression: gzip``) or ``write_zarr``.
+    ``var_label`` names the columns in the log lines (``genes``; ``latent
+    dimensions`` for embeddings).
 
     Example catalog entry::
 
@@ -84,6 +87,7 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
         lazy: bool = False,
         chunk_rows: int = CHUNK_ROWS,
         save_args: dict[str, Any] | None = None,
+        var_label: str = "genes",
         version: Version | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
@@ -109,6 +113,7 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
         self._fs = fsspec.filesystem(protocol)
         self._lazy = lazy
         self._chunk_rows = chunk_rows
+        self._var_label = var_label
         default_args = {} if self._zarr else {"compression": "gzip"}
         self._save_args = {**default_args, **(save_args or {})}
         self.metadata = metadata
@@ -149,7 +154,7 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
                 f"Cannot read '{url}' as {kind}: {exc}. Convert the data with "
                 "anndata (e.g. `adata.write_h5ad(...)` or `adata.write_zarr(...)`)."
             ) from exc
-        logger.info("Read %s: %d cells x %d genes", url, *adata.shape)
+        logger.info("Read %s: %d cells x %d %s", url, *adata.shape, self._var_label)
         return adata
 
     def save(self, data: ad.AnnData) -> None:
@@ -171,7 +176,7 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
                         data.write_zarr(tmp, **self._save_args)
                     else:
                         data.write_h5ad(tmp, **self._save_args)
-        logger.info("Wrote %s: %d cells x %d genes", url, *data.shape)
+        logger.info("Wrote %s: %d cells x %d %s", url, *data.shape, self._var_label)
 
     def _save_remote(self, data: ad.AnnData, url: str) -> None:
         """A zarr store at a URL: written beside the target, moved into place

@@ -14,22 +14,13 @@ from typing import Any
 import anndata as ad
 
 from scdd.metrics.privacy import PrivacyParams
+from scdd.provenance import storable
 
 logger = logging.getLogger(__name__)
 
 
 class PrivacyGuardError(ValueError):
     """A synthetic set failed the privacy guard with ``enforce: true``."""
-
-
-def _storable(value: Any) -> Any:
-    """``value`` with ``None`` entries left out and lists joined, so h5ad
-    can store it in ``uns``."""
-    if isinstance(value, dict):
-        return {k: _storable(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return "; ".join(map(str, value))
-    return value
 
 
 def apply_guard(
@@ -44,7 +35,7 @@ def apply_guard(
     scdd = synthetic.uns.setdefault("scdd", {})
     real = bool(scdd.get("real_cells", False))
     guard = report["guard"]
-    scdd["privacy"] = _storable({**report, "guarded": not real})
+    scdd["privacy"] = storable({**report, "guarded": not real})
     if guard["judged"] == "copies":
         logger.warning(
             "Privacy: only %s judged: %d held-out cells sampled, fewer than "

@@ -64,6 +64,15 @@ def finalise_genes(
     return sparse.csr_matrix(np.log1p(linear / totals * target_sum).astype(np.float32))
 
 
+def input_var(var: pd.DataFrame, genes: pd.Index) -> pd.DataFrame:
+    """The input's ``var`` columns (``gene_ids``, ``highly_variable``...) for
+    ``genes``; a gene the input lacks gets NaN, or False in a boolean column."""
+    out = var.reindex(genes)
+    flags = var.select_dtypes(bool).columns
+    out[flags] = var[flags].reindex(genes, fill_value=False)
+    return out
+
+
 def synthetic_adata(
     output: MethodOutput,
     *,

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy import sparse
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from scdd.cellstore import Matrix, is_lazy_matrix, row_chunks
 from scdd.evaluation.linear_head import _torch_threads

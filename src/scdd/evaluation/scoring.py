@@ -20,7 +20,6 @@ time, aligned to the training genes as they are read
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -37,6 +36,7 @@ from scdd.generation import check_embeddings_match, embedding_matrix
 from scdd.metrics.fidelity import fidelity_report
 from scdd.metrics.privacy import PrivacyParams, privacy_report
 from scdd.models.foundation import FoundationModel, align_genes, embed_cells
+from scdd.provenance import recorded_params
 from scdd.sampling import stratified_rows
 
 logger = logging.getLogger(__name__)
@@ -75,15 +75,6 @@ def class_codes(
 def is_feature_only(synthetic: ad.AnnData) -> bool:
     """A feature-level set: no genes, F-space features in ``obsm``."""
     return synthetic.n_vars == 0
-
-
-def recorded_distill_params(synthetic: ad.AnnData) -> dict[str, Any]:
-    """Distillation parameters recorded in ``uns["scdd"]["distill"]`` (or {})."""
-    record = synthetic.uns.get("scdd", {}).get("distill", {})
-    try:
-        return json.loads(record.get("params", "{}"))
-    except (TypeError, json.JSONDecodeError):
-        return {}
 
 
 def embed_synthetic(
@@ -464,7 +455,7 @@ def metrics_document(
         "scored_on", "models", "skipped", "fidelity", "privacy"}``
         (``scored_on``: the held-out split, ``test`` or ``validation``).
     """
-    recorded = recorded_distill_params(synthetic)
+    recorded = recorded_params(synthetic, "distill")
     if "scdd_method" in synthetic.obs.columns and synthetic.n_obs:
         method = str(synthetic.obs["scdd_method"].iloc[0])
     else:

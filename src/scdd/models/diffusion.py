@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from scdd.models.denoiser import ConditionalDenoiser
 from scdd.models.schedule import get_beta_schedule

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from distributed import Client, as_completed
 from scimilarity.nn_models import Decoder, Encoder
 from scipy import sparse
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from scdd.cellstore import is_lazy, lazy_matrix, map_csr_blocks
 from scdd.dask_engine import (

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from scdd.models.denoiser import ConditionalDenoiser
 from scdd.models.device import fused_adam, make_generator

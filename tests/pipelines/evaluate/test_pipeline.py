@@ -171,7 +171,7 @@ def _class_means(tiny: Tiny, spc: int = 2) -> ad.AnnData:
         ),
         var=pd.DataFrame(index=tiny.train.var_names),
     )
-    synthetic.uns["scdd"] = {"distill": {"params": json.dumps({"spc": spc})}}
+    synthetic.uns["scdd"] = {"distill": {"params": {"spc": spc}}}
     return synthetic[:, ::-1].copy()
 
 

@@ -1,4 +1,6 @@
+import io
 import json
+import logging
 from pathlib import Path
 
 import anndata as ad
@@ -16,15 +18,21 @@ from scdd.distill.expression import as_log_normalised
 from scdd.distill.guard import PrivacyGuardError
 from scdd.distill.real_cells import summarise_real_cells
 from scdd.distill.synthetic import finalise_genes
+from scdd.lineage import source_fingerprint
 from scdd.models.foundation import embed_cells
-from scdd.params import DataParams, DistillParams, FoundationParams
+from scdd.params import DataParams, DistillParams, FoundationParams, GeneratorParams
 from scdd.pipelines.latent_distillation import create_pipeline
 from scdd.pipelines.latent_distillation.nodes import (
     distill_synthetic_set,
     summarise_training_cells,
 )
 from scdd.preprocessing import log_normalise
-from scdd.provenance import weights_digest
+from scdd.provenance import (
+    plain,
+    record_provenance,
+    recorded_params,
+    weights_digest,
+)
 from tests.conftest import make_counts_adata
 from tests.distill.test_methods import (
     LABEL_KEY,
@@ -37,6 +45,7 @@ from tests.kedro_helpers import run_session
 
 DATA = DataParams(input="scanpy://pbmc68k_reduced", label_key=LABEL_KEY)
 FOUNDATION = FoundationParams(min_gene_overlap=10)
+GENERATOR = GeneratorParams()
 OPTIM = {
     "steps": 5,
     "lr": 0.05,
@@ -93,6 +102,7 @@ def _distill(tiny: Tiny, params=PARAMS, **overrides):
         "params": params,
         "data": DATA,
         "foundation_params": FOUNDATION,
+        "generator_params": GENERATOR,
         "seed": 0,
         "device": "cpu",
         "progress": False,
@@ -105,7 +115,7 @@ def _distill(tiny: Tiny, params=PARAMS, **overrides):
 def test_node_writes_a_valid_synthetic_set(tiny: Tiny, method: str) -> None:
     # genes in another order than the foundation model's: the node aligns them
     shuffled = tiny.train[:, np.random.default_rng(0).permutation(60)].copy()
-    shuffled.uns["scdd"] = {"preprocess": {"params": "{}", "source": "cells.h5ad"}}
+    shuffled.uns["scdd"] = {"preprocess": {"params": {}, "source": "cells.h5ad"}}
     synthetic, history = _distill(
         tiny, PARAMS.model_copy(update={"method": method}), train=shuffled
     )
@@ -115,16 +125,20 @@ def test_node_writes_a_valid_synthetic_set(tiny: Tiny, method: str) -> None:
     np.testing.assert_array_equal(
         synthetic.obs[LABEL_KEY].value_counts().sort_index(), [2, 2, 2]
     )
-    record = synthetic.uns["scdd"]["distill"]
-    assert json.loads(record["params"])["method"] == method
-    assert record["label_key"] == LABEL_KEY
-    assert synthetic.uns["scdd"]["preprocess"]["source"] == "cells.h5ad"
-    assert record["foundation"] == weights_digest(
+    scdd = synthetic.uns["scdd"]
+    assert scdd["distill"]["params"]["method"] == method
+    assert scdd["distill"]["label_key"] == LABEL_KEY
+    assert scdd["preprocess"]["source"] == "cells.h5ad"
+    assert scdd["foundation"]["params"]["min_gene_overlap"] == 10
+    assert scdd["foundation"]["weights_digest"] == weights_digest(
         [tiny.foundation.encoder, tiny.foundation.decoder]
     )
-    assert record["generator"] == (
-        weights_digest(tiny.checkpoint) if method == "scdd" else "not used"
-    )
+    if method == "scdd":
+        assert scdd["generator"]["params"]["model"]["width"] == GENERATOR.model.width
+        assert scdd["generator"]["weights_digest"] == weights_digest(tiny.checkpoint)
+    else:  # made without the generator
+        assert "generator" not in scdd
+    assert synthetic.uns["log1p"] == {"base": None}
     assert synthetic.X.min() >= 0 and np.isfinite(synthetic.X.data).all()
     assert list(history.columns) == ["step", "loss", "dm", "dc"]
     if method == "scdd":
@@ -138,12 +152,15 @@ def test_node_writes_a_valid_synthetic_set(tiny: Tiny, method: str) -> None:
         assert (syn[:, None, :] == real[None]).all(-1).any(1).all()
 
 
-def _catalog(tiny: Tiny, tmp_path: Path, params: DistillParams) -> DataCatalog:
-    """The pipeline's catalog in memory, the synthetic set written to disk."""
+def _catalog(
+    tiny: Tiny, tmp_path: Path, params: DistillParams, train: ad.AnnData | None = None
+) -> DataCatalog:
+    """The pipeline's catalog in memory (``train``: ``tiny.train`` unless
+    given), the synthetic set written to disk."""
     validation, validation_embeddings = heldout_cells(tiny)
     catalog = DataCatalog(
         {
-            "train_adata": MemoryDataset(tiny.train),
+            "train_adata": MemoryDataset(tiny.train if train is None else train),
             "train_embeddings": MemoryDataset(tiny.embeddings),
             "validation_adata": MemoryDataset(validation),
             "validation_embeddings": MemoryDataset(validation_embeddings),
@@ -158,6 +175,7 @@ def _catalog(tiny: Tiny, tmp_path: Path, params: DistillParams) -> DataCatalog:
         "distill": params,
         "data": DATA,
         "foundation": FOUNDATION,
+        "generator": GENERATOR,
         "seed": 0,
         "device": "cpu",
         "progress": False,
@@ -220,6 +238,57 @@ def test_latent_codes_round_trip_through_the_pipeline(
     )
 
 
+def _annotated_train(tiny: Tiny) -> ad.AnnData:
+    """``tiny.train`` as the preprocess pipeline writes it: gene ids and HVG
+    flags of the input in ``var``, provenance and scanpy's log1p marker."""
+    train = tiny.train.copy()
+    train.var["gene_ids"] = [f"ENSG{i:05d}" for i in range(train.n_vars)]
+    train.var["highly_variable"] = np.arange(train.n_vars) % 3 == 0
+    record_provenance(
+        train, stage="preprocess", params=DATA, source=DATA.input, log1p=True
+    )
+    return train
+
+
+def test_written_set_reads_in_scanpy_and_celltypist(tiny: Tiny, tmp_path: Path) -> None:
+    """The written set (SPC 2) as scanpy and CellTypist read real cells, with
+    no conversion; its provenance is plain JSON once read back."""
+    import celltypist
+    import scanpy as sc
+
+    train = _annotated_train(tiny)
+    catalog = _catalog(tiny, tmp_path, PARAMS, train=train)
+    SequentialRunner().run(create_pipeline(), catalog)
+    adata = sc.read_h5ad(tmp_path / "syn.h5ad")
+    carried = adata.var[["gene_ids", "highly_variable"]]
+    pd.testing.assert_frame_equal(carried, train.var.loc[adata.var_names])
+    scdd = plain(adata.uns["scdd"])
+    assert json.loads(json.dumps(scdd)) == scdd
+    assert {"preprocess", "foundation", "generator", "distill"} <= set(scdd)
+    assert scdd["distill"]["params"]["optim"]["head_hidden"] == []
+    assert scdd["distill"]["versions"]["anndata"] == ad.__version__
+    assert scdd["distill"]["input_digest"] == source_fingerprint(DATA.input)
+    assert scdd["generator"]["params"]["conditions"] is None
+    assert adata.uns["log1p"] == {"base": None}
+    stderr, sc.settings.logfile = sc.settings.logfile, io.StringIO()
+    try:
+        sc.pp.log1p(adata.copy())
+        assert "already log-transformed" in sc.settings.logfile.getvalue()
+    finally:
+        sc.settings.logfile = stderr
+    sc.pp.highly_variable_genes(adata, n_top_genes=10)
+    assert adata.var["highly_variable"].sum() >= 10  # ties at the cut may add genes
+    sc.tl.rank_genes_groups(adata, groupby=LABEL_KEY)
+    assert len(adata.uns["rank_genes_groups"]["names"][0]) == 3  # one per class
+    # use_SGD: celltypist 1.7.1's default solver fails on this scikit-learn
+    model = celltypist.train(
+        adata, labels=LABEL_KEY, use_SGD=True, max_iter=20, n_jobs=1
+    )
+    predicted = celltypist.annotate(adata, model=model, majority_voting=False)
+    labels = predicted.predicted_labels["predicted_labels"]
+    assert set(labels) <= set(adata.obs[LABEL_KEY].cat.categories)
+
+
 def test_mismatching_embeddings_are_refused(tiny: Tiny) -> None:
     other = tiny.embeddings[::-1].copy()
     with pytest.raises(ValueError, match="re-run the\\s+foundation pipeline"):
@@ -252,7 +321,7 @@ def test_generator_of_another_label_set_is_refused(tiny: Tiny) -> None:
     assert synthetic.n_obs == 6
 
 
-def test_distill_pipeline_end_to_end(project_copy: Path) -> None:
+def test_distill_pipeline_end_to_end(project_copy: Path, caplog) -> None:
     params = {
         "progress": False,
         "foundation": {"model": {"hidden_dim": [128]}, "train": {"epochs": 3}},
@@ -268,9 +337,13 @@ def test_distill_pipeline_end_to_end(project_copy: Path) -> None:
         },
         "distill": {"optim": {"steps": 10}},
     }
-    run_session(project_copy, "distill", params)
+    with caplog.at_level(logging.INFO, logger="scdd.hooks"):
+        run_session(project_copy, "distill", params)
     synthetic = ad.read_h5ad(project_copy / "data/07_model_output/synthetic_cells.h5ad")
     assert synthetic.n_obs == 10  # SPC 1 x 10 bulk_labels classes
+    (summary,) = [r.getMessage() for r in caplog.records if "Run summary" in r.msg]
+    assert "synthetic_cells.h5ad: 10 cells, 10 classes x 1 per class (scdd)" in summary
+    assert "label: bulk_labels" in summary
     assert synthetic.obs["bulk_labels"].value_counts().eq(1).all()
     assert synthetic.obsm["X_optimised_codes"].shape == (10, 128)
     history = pd.read_csv(project_copy / "data/08_reporting/distill_history.csv")
@@ -285,5 +358,5 @@ def test_distill_pipeline_end_to_end(project_copy: Path) -> None:
         project_copy / "data/08_reporting/generator_history.csv"
     )
     assert generator_history["step"].iloc[-1] == 50
-    recorded = json.loads(synthetic.uns["scdd"]["distill"]["params"])
+    recorded = recorded_params(synthetic, "distill")
     assert recorded["optim"]["steps"] == 10 and recorded["optim"]["chunk_size"] == 64

@@ -1,4 +1,6 @@
 import json
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +12,11 @@ from scipy import sparse
 
 from scdd.cellstore import as_lazy, take_rows
 from scdd.datasets import H5ADDataset
+from scdd.lineage import source_fingerprint
 from scdd.params import DataParams, PreprocessParams
 from scdd.pipelines.preprocess import create_pipeline
 from scdd.pipelines.preprocess.nodes import preprocess_adata, split_adata
+from scdd.provenance import plain
 from tests.conftest import make_counts_adata, shared_dataset
 from tests.kedro_helpers import run_session
 
@@ -39,10 +43,10 @@ def test_preprocess_node_counts(counts_adata) -> None:
     np.testing.assert_allclose(
         np.expm1(out.X.compute().toarray()).sum(1), 1e4, rtol=1e-4
     )
-    assert "preprocess" in out.uns["scdd"]
-    assert (
-        json.loads(out.uns["scdd"]["preprocess"]["params"])["label_key"] == "cell_type"
-    )
+    record = out.uns["scdd"]["preprocess"]
+    assert record["params"]["label_key"] == "cell_type"
+    assert record["params"]["layer"] is None and record["input_uns_source"] is None
+    assert out.uns["log1p"] == {"base": None}
 
 
 def test_preprocess_node_lognorm_is_not_normalised_twice(lognorm_adata) -> None:
@@ -50,6 +54,38 @@ def test_preprocess_node_lognorm_is_not_normalised_twice(lognorm_adata) -> None:
     assert summary["input_kind"] == "log_normalised"
     assert "counts" not in out.layers
     np.testing.assert_allclose(out.X.compute().toarray(), lognorm_adata.X.toarray())
+
+
+def test_duplicate_cell_names_warn_once(counts_adata, caplog) -> None:
+    """Made unique at the start with our one warning; anndata's own
+    "Observation names are not unique" never shows in the node or the split."""
+    counts_adata.obs_names = ["c"] * 4 + list(counts_adata.obs_names[4:])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with caplog.at_level(logging.WARNING):
+            out, summary = preprocess_adata(counts_adata, DATA, PARAMS)
+            splits = split_adata(out, summary, DATA, 0, PARAMS)[:3]
+    assert not [w for w in caught if "not unique" in str(w.message)]
+    ours = [r for r in caplog.records if "duplicate cell names" in r.getMessage()]
+    assert [r.getMessage() for r in ours] == [
+        "Made 3 duplicate cell names (obs_names) unique (suffix -1, -2 ...)"
+    ]
+    names = [n for split in splits for n in split.obs_names]
+    assert len(set(names)) == len(names) == counts_adata.n_obs
+
+
+def test_one_class_left_after_quality_filter(counts_adata) -> None:
+    x = counts_adata.X.toarray()
+    x[40:] = np.minimum(x[40:], 0.0)
+    x[40:, 0] = 1.0  # types 1 and 2: one count per cell, under min_counts=10
+    counts_adata.X = sparse.csr_matrix(x)
+    with pytest.raises(
+        ValueError,
+        match=r"After quality filtering \(min_counts=10\), label column "
+        r"'cell_type' has 1 class\(es\) \(type_0: 40 cells\).*"
+        r"--params preprocess.min_counts=N",
+    ):
+        preprocess_adata(counts_adata, DATA, PARAMS)
 
 
 def test_split_node_report(counts_adata) -> None:
@@ -113,10 +149,59 @@ def test_pipeline_runs_over_catalog(tmp_path: Path) -> None:
     assert set(train.obs["cell_type"]) == set(test.obs["cell_type"])
 
 
-def test_bad_input_writes_nothing(tmp_path: Path) -> None:
+def test_written_splits_follow_scverse_conventions(tmp_path: Path) -> None:
+    """scanpy's log1p marker, the input's var columns, provenance as plain
+    values (json-able once read back)."""
     raw = make_counts_adata()
+    raw.var["gene_ids"] = [f"ENSG{i:05d}" for i in range(raw.n_vars)]
+    raw.var["highly_variable"] = np.arange(raw.n_vars) < 10
+    raw.uns["source"] = {"url": "https://example.org/cells.h5ad", "version": 2}
+    SequentialRunner().run(create_pipeline(), _catalog(tmp_path, raw))
+    train = H5ADDataset(filepath=str(tmp_path / "train.h5ad")).load()
+    assert train.uns["log1p"] == {"base": None}
+    kept = raw.var.loc[train.var_names]
+    pd.testing.assert_frame_equal(train.var[["gene_ids", "highly_variable"]], kept)
+    record = plain(train.uns["scdd"]["preprocess"])
+    assert record["params"]["label_key"] == "cell_type"
+    assert record["input_uns_source"] == raw.uns["source"]
+    assert record["input_digest"] == source_fingerprint(DATA.input)
+    assert json.loads(json.dumps(record)) == record
+
+
+def _rename_label(raw):
     raw.obs = raw.obs.rename(columns={"cell_type": "celltype"})
-    with pytest.raises(ValueError, match="Available columns"):
+
+
+def _nan_labels(raw):
+    raw.obs["cell_type"] = np.nan
+
+
+def _nameless_gene(raw):
+    raw.var_names = ["", *raw.var_names[1:]]
+
+
+def _negative_counts(raw):
+    raw.X = raw.X.multiply(-1).tocsr()
+
+
+def _all_zero(raw):
+    raw.X = sparse.csr_matrix(raw.shape, dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "match"),
+    [
+        (_rename_label, "Available columns"),
+        (_nan_labels, "no labels at all"),
+        (_nameless_gene, "1 genes have no name"),
+        (_negative_counts, "counts cannot be negative"),
+        (_all_zero, "all zeros"),
+    ],
+)
+def test_bad_input_writes_nothing(tmp_path: Path, spoil, match) -> None:
+    raw = make_counts_adata()
+    spoil(raw)
+    with pytest.raises(ValueError, match=match):
         SequentialRunner().run(create_pipeline(), _catalog(tmp_path, raw))
     assert list(tmp_path.iterdir()) == []
 

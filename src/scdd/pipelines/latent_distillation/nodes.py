@@ -13,10 +13,11 @@ from scdd.distill.guard import apply_guard
 from scdd.distill.inputs import distill_synthetic, prepare_inputs
 from scdd.distill.methods import NEEDS_GENERATOR
 from scdd.distill.real_cells import RealCellStats, summarise_real_cells
+from scdd.distill.synthetic import input_var
 from scdd.evaluation import scoring
 from scdd.models.device import resolve_device
 from scdd.models.foundation import FoundationModel, align_genes
-from scdd.params import DataParams, DistillParams, FoundationParams
+from scdd.params import DataParams, DistillParams, FoundationParams, GeneratorParams
 from scdd.provenance import record_provenance, weights_digest
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def distill_synthetic_set(
     params: DistillParams,
     data: DataParams,
     foundation_params: FoundationParams,
+    generator_params: GeneratorParams,
     seed: int,
     device: str,
     progress: bool,
@@ -80,11 +82,13 @@ def distill_synthetic_set(
         foundation: frozen E and D.
         generator_checkpoint: trained SCDG.
         params: ``params:distill``.
-        data, foundation_params, seed, device, progress: shared parameters.
+        data, foundation_params, generator_params, seed, device, progress:
+            shared parameters.
 
     Returns:
-        The synthetic AnnData (genes in the foundation gene order, labels,
-        codes in ``obsm["X_optimised_codes"]``, provenance) and the loss history.
+        The synthetic AnnData (genes in the foundation gene order with the
+        input's ``var`` columns, labels, codes in ``obsm["X_optimised_codes"]``,
+        provenance, scanpy's ``uns["log1p"]``) and the loss history.
     """
     start = time.perf_counter()
     key, method = data.label_key, params.method
@@ -115,10 +119,7 @@ def distill_synthetic_set(
         device=resolve_device(device),
         progress=progress,
     )
-    synthetic.uns["scdd"] = {
-        **{k: v for k, v in train.uns.get("scdd", {}).items() if k != "distill"},
-        **synthetic.uns.get("scdd", {}),
-    }
+    synthetic.var = input_var(train.var, synthetic.var_names)
     privacy = scoring.privacy(
         synthetic,
         scoring.embed_synthetic(
@@ -138,17 +139,11 @@ def distill_synthetic_set(
         seed=seed,
     )
     apply_guard(synthetic, privacy, params.privacy)
-    record_provenance(
-        synthetic,
-        stage="distill",
-        params={**params.model_dump(), "seed": seed},
-        source=data.input,
-        label_key=key,
-        foundation=weights_digest([foundation.encoder, foundation.decoder]),
-        generator=weights_digest(generator_checkpoint)
-        if method in NEEDS_GENERATOR
-        else "not used",
-    )
+    weights = [foundation.encoder, foundation.decoder]
+    models = {"foundation": (foundation_params, weights)}
+    if method in NEEDS_GENERATOR:
+        models["generator"] = (generator_params, generator_checkpoint)
+    _record_stages(synthetic, train, models, params, data, seed)
     logger.info(
         "Synthetic set: %d cells x %d genes from %d real cells in %.1f s",
         synthetic.n_obs,
@@ -158,3 +153,35 @@ def distill_synthetic_set(
     )
     history = pd.DataFrame(output.history or [], columns=["step", "loss", "dm", "dc"])
     return synthetic, history
+
+
+def _record_stages(
+    synthetic: ad.AnnData,
+    train: ad.AnnData,
+    models: dict[str, tuple[FoundationParams | GeneratorParams, Any]],
+    params: DistillParams,
+    data: DataParams,
+    seed: int,
+) -> None:
+    """``uns["scdd"]`` of the synthetic set: the training split's records, one
+    per model that made it (``{stage: (parameter group, weights)}``, with the
+    weights' digest) and the ``distill`` record; scanpy's log1p marker."""
+    synthetic.uns["scdd"] = {
+        **{k: v for k, v in train.uns.get("scdd", {}).items() if k != "distill"},
+        **synthetic.uns.get("scdd", {}),
+    }
+    for stage, (group, weights) in models.items():
+        record_provenance(
+            synthetic,
+            stage=stage,
+            params={**group.model_dump(), "seed": seed},
+            weights_digest=weights_digest(weights),
+        )
+    record_provenance(
+        synthetic,
+        stage="distill",
+        params={**params.model_dump(), "seed": seed},
+        source=data.input,
+        log1p=synthetic.n_vars > 0,
+        label_key=data.label_key,
+    )

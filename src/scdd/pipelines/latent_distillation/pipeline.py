@@ -38,6 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:distill",
                     "params:data",
                     "params:foundation",
+                    "params:generator",
                     "params:seed",
                     "params:device",
                     "params:progress",

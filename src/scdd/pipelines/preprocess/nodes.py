@@ -66,6 +66,13 @@ def preprocess_adata(
             min_counts=params.min_counts,
             min_cells=params.min_cells,
         )
+        pp.require_classes(
+            adata,
+            label_key=label_key,
+            after=f"After quality filtering (min_counts={params.min_counts}),",
+            fix="Lower preprocess.min_counts (--params preprocess.min_counts=N): "
+            "the other classes' cells all hold fewer counts.",
+        )
         adata = pp.log_normalise(
             adata, target_sum=params.target_sum, keep_counts=params.keep_counts
         )
@@ -93,8 +100,9 @@ def preprocess_adata(
         stage="preprocess",
         params={**data.model_dump(), **params.model_dump()},
         source=data.input,
+        log1p=True,
         input_kind=kind,
-        input_uns_source=str(raw.uns.get("source", "not recorded")),
+        input_uns_source=raw.uns.get("source"),
     )
     summary.update(
         input_kind=kind,

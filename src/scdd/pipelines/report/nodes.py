@@ -1,7 +1,8 @@
 """Nodes of the ``report`` pipeline: thin wrappers over :mod:`scdd.plots`.
 
 Each node returns a matplotlib Figure; the catalog's ``MatplotlibDataset``
-writes it as a versioned PNG under ``data/08_reporting`` (and closes it).
+writes it as a PNG at a stable path under ``data/08_reporting`` (and
+closes it).
 The gene-level figures read a capped stratified sample of the (lazy)
 training split: ``report.correlation.max_cells``, ``report.hvg.max_cells``.
 """
