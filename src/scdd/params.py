@@ -20,15 +20,12 @@ or dicts and know nothing of these models: nodes pass them
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -49,6 +46,19 @@ from scdd.models.foundation_training import (
     TrainConfig,
     TrainerConfig,
     launched_externally,
+)
+from scdd.param_group import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    ParamGroup,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Rate,
+    Size,
+    as_list,
+    did_you_mean,
+    refuse_repeats,
 )
 
 __all__ = [
@@ -84,15 +94,6 @@ __all__ = [
     "describe_errors",
 ]
 
-PositiveInt = Annotated[int, Field(ge=1)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-#: Dropout-like rates: 1 would drop everything.
-Rate = Annotated[float, Field(ge=0, lt=1)]
-Probability = Annotated[float, Field(ge=0, le=1)]
-Size = tuple[PositiveFloat, PositiveFloat]
-
 #: ``rank_genes_groups`` methods of scanpy, or the class mean difference
 #: (:func:`scdd.metrics.fidelity.find_markers`).
 MARKER_METHODS = (
@@ -106,51 +107,10 @@ MARKER_METHODS = (
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-def _did_you_mean(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _unique(values: Sequence[Any] | None, what: str) -> None:
-    """Refuse a list that names an entry twice."""
-    if values is None:
-        return
-    seen: set[Any] = set()
-    twice = [v for v in values if v in seen or seen.add(v)]
-    if twice:
-        raise ValueError(f"{what} lists {sorted(set(twice), key=str)} twice")
-
-
-def _as_list(value: Any) -> Any:
-    """A single string is a one-column list."""
-    return [value] if isinstance(value, str) else value
-
-
-class _Group(BaseModel):
-    """A parameter group: unknown keys refused, immutable after validation."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_unknown_keys(cls, data: Any) -> Any:
-        # extra="forbid" would refuse them too, without naming the keys allowed
-        if isinstance(data, Mapping):
-            allowed = list(cls.model_fields)
-            unknown = [str(key) for key in data if key not in cls.model_fields]
-            if unknown:
-                hints = "".join(_did_you_mean(key, allowed) for key in unknown[:1])
-                raise ValueError(
-                    f"unknown key(s) {unknown}{hints}; allowed keys: "
-                    f"{', '.join(allowed)}"
-                )
-        return data
-
-
 # --------------------------------------------------------------------- data
 
 
-class DataParams(_Group):
+class DataParams(ParamGroup):
     """``params:data``: the input and its label column (every pipeline)."""
 
     #: ``scanpy://<name>`` for a bundled dataset, an ``.h5ad`` file (relative
@@ -197,7 +157,7 @@ class DataParams(_Group):
 # --------------------------------------------------------------- preprocess
 
 
-class PreprocessParams(_Group):
+class PreprocessParams(ParamGroup):
     """``params:preprocess``: quality filter, normalisation, the split."""
 
     min_counts: NonNegativeInt = 10
@@ -218,7 +178,7 @@ class PreprocessParams(_Group):
 # --------------------------------------------------------------- foundation
 
 
-class FoundationArchitectureParams(_Group):
+class FoundationArchitectureParams(ParamGroup):
     """``foundation.model``: SCimilarity's encoder/decoder sizes."""
 
     latent_dim: PositiveInt = 128
@@ -227,13 +187,13 @@ class FoundationArchitectureParams(_Group):
     input_dropout: Rate = 0.4
 
 
-class FoundationEmbedParams(_Group):
+class FoundationEmbedParams(ParamGroup):
     """``foundation.embed``."""
 
     chunk_size: PositiveInt = 4096
 
 
-class FoundationParams(_Group):
+class FoundationParams(ParamGroup):
     """``params:foundation``: train F here (``local``) or load SCimilarity's."""
 
     source: Literal["local", "pretrained"] = "local"
@@ -275,7 +235,7 @@ class FoundationParams(_Group):
 # ---------------------------------------------------------------- generator
 
 
-class GeneratorModelParams(_Group):
+class GeneratorModelParams(ParamGroup):
     """``generator.model``: :class:`scdd.models.scdg.SCDGConfig` fields
     (``latent_dim`` and ``n_classes`` come from the data)."""
 
@@ -299,7 +259,7 @@ class GeneratorModelParams(_Group):
         return self
 
 
-class GeneratorTrainParams(_Group):
+class GeneratorTrainParams(ParamGroup):
     """``generator.train``: keyword arguments of :func:`scdd.models.scdg.train_scdg`."""
 
     steps: PositiveInt = 1000
@@ -309,7 +269,7 @@ class GeneratorTrainParams(_Group):
     ema_decay: Rate = 0.999
 
 
-class GeneratorReportParams(_Group):
+class GeneratorReportParams(ParamGroup):
     """``generator.report``: :func:`scdd.generation.generator_quality_report`."""
 
     t_values: list[PositiveInt] = Field(default=[10, 50, 200, 500], min_length=1)
@@ -323,7 +283,7 @@ class GeneratorReportParams(_Group):
     max_cells: PositiveInt = 20_000
 
 
-class GeneratorParams(_Group):
+class GeneratorParams(ParamGroup):
     """``params:generator``: SCDG architecture, training, conditions, report."""
 
     model: GeneratorModelParams = GeneratorModelParams()
@@ -336,13 +296,13 @@ class GeneratorParams(_Group):
 
     @field_validator("conditions", mode="before")
     @classmethod
-    def _conditions_as_list(cls, value: Any) -> Any:
-        return _as_list(value)
+    def _conditionsas_list(cls, value: Any) -> Any:
+        return as_list(value)
 
     @field_validator("conditions")
     @classmethod
-    def _conditions_unique(cls, value: list[str] | None) -> list[str] | None:
-        _unique(value, "generator.conditions")
+    def _conditionsrefuse_repeats(cls, value: list[str] | None) -> list[str] | None:
+        refuse_repeats(value, "generator.conditions")
         return value
 
     @model_validator(mode="after")
@@ -361,7 +321,7 @@ class GeneratorParams(_Group):
 # ------------------------------------------------------------------ distill
 
 
-class DistillOptimParams(_Group):
+class DistillOptimParams(ParamGroup):
     """``distill.optim``: fields of :class:`scdd.distill.optimise.DistillConfig`."""
 
     #: 0: the seeds as the method maps them (scdd: decoded, unoptimised).
@@ -396,7 +356,7 @@ class DistillOptimParams(_Group):
 Depth = Annotated[float, Field(ge=1)]
 
 
-class DistillParams(_Group):
+class DistillParams(ParamGroup):
     """``params:distill``: the distillation method and its settings."""
 
     method: Literal[METHODS] = "scdd"
@@ -443,7 +403,7 @@ class DistillParams(_Group):
 # ----------------------------------------------------------------- evaluate
 
 
-class FHeadParams(_Group):
+class FHeadParams(ParamGroup):
     """``evaluate.f_head``: frozen F + linear head (the paper protocol)."""
 
     n_inits: PositiveInt = 10
@@ -469,7 +429,7 @@ class FHeadParams(_Group):
     reference_standardise: bool = True
 
 
-class CelltypistParams(_Group):
+class CelltypistParams(ParamGroup):
     """``evaluate.celltypist``."""
 
     n_inits: PositiveInt = 3
@@ -479,7 +439,7 @@ class CelltypistParams(_Group):
     train_kwargs: dict[str, Any] = {}
 
 
-class _GeneModelParams(_Group):
+class _GeneModelParams(ParamGroup):
     """Training settings shared by the torch gene models
     (:func:`scdd.evaluation.gene_classifier.evaluate_gene_classifier`)."""
 
@@ -525,7 +485,7 @@ class DeepInsightCNNParams(_GeneModelParams):
     width: PositiveInt = 16
 
 
-class FidelityParams(_Group):
+class FidelityParams(ParamGroup):
     """``evaluate.fidelity``."""
 
     top_k: PositiveInt = 50
@@ -537,7 +497,7 @@ class FidelityParams(_Group):
     mmd_max_cells: PositiveInt | None = 2000
 
 
-class EvaluateParams(_Group):
+class EvaluateParams(ParamGroup):
     """``params:evaluate``: the evaluation models and the metrics' settings."""
 
     models: list[Literal[MODELS]] = Field(default=list(MODELS), min_length=1)
@@ -555,8 +515,8 @@ class EvaluateParams(_Group):
 
     @field_validator("models")
     @classmethod
-    def _models_unique(cls, value: list[str]) -> list[str]:
-        _unique(value, "evaluate.models")
+    def _modelsrefuse_repeats(cls, value: list[str]) -> list[str]:
+        refuse_repeats(value, "evaluate.models")
         return value
 
     def for_reference(self) -> EvaluateParams:
@@ -589,7 +549,7 @@ class EvaluateParams(_Group):
 # ---------------------------------------------------------------- benchmark
 
 
-class BenchmarkParams(_Group):
+class BenchmarkParams(ParamGroup):
     """``params:benchmark``: which cells of the benchmark grid compute.
 
     The grid (:data:`~scdd.evaluation.benchmark_runs.BENCHMARK_METHODS` ×
@@ -622,13 +582,13 @@ class BenchmarkParams(_Group):
 
     @field_validator("label_keys", mode="before")
     @classmethod
-    def _label_keys_as_list(cls, value: Any) -> Any:
-        return _as_list(value)
+    def _label_keysas_list(cls, value: Any) -> Any:
+        return as_list(value)
 
     @field_validator("methods", "spcs", "models", "label_keys")
     @classmethod
     def _no_duplicates(cls, value: list | None, info: ValidationInfo) -> list | None:
-        _unique(value, f"benchmark.{info.field_name}")
+        refuse_repeats(value, f"benchmark.{info.field_name}")
         return value
 
     def label_columns(self, label_key: str) -> list[str]:
@@ -639,7 +599,7 @@ class BenchmarkParams(_Group):
 # ------------------------------------------------------------------- report
 
 
-class UmapParams(_Group):
+class UmapParams(ParamGroup):
     """``report.umap``."""
 
     n_neighbors: int = Field(default=15, ge=2)
@@ -649,7 +609,7 @@ class UmapParams(_Group):
     max_cells: PositiveInt | None = 20_000
 
 
-class HvgParams(_Group):
+class HvgParams(ParamGroup):
     """``report.hvg``."""
 
     n_genes: PositiveInt = 20
@@ -658,7 +618,7 @@ class HvgParams(_Group):
     max_cells: PositiveInt | None = 20_000
 
 
-class CorrelationParams(_Group):
+class CorrelationParams(ParamGroup):
     """``report.correlation``."""
 
     #: Real cells the class means are taken over (stratified sample);
@@ -666,7 +626,7 @@ class CorrelationParams(_Group):
     max_cells: PositiveInt | None = 20_000
 
 
-class FigsizeParams(_Group):
+class FigsizeParams(ParamGroup):
     """``report.figsize``: ``[width, height]`` in inches per figure."""
 
     umap: Size = (8, 6)
@@ -675,7 +635,7 @@ class FigsizeParams(_Group):
     loss: Size = (6, 4)
 
 
-class ReportParams(_Group):
+class ReportParams(ParamGroup):
     """``params:report``: the report pipeline's figures."""
 
     umap: UmapParams = UmapParams()
@@ -687,7 +647,7 @@ class ReportParams(_Group):
 # --------------------------------------------------------------------- dask
 
 
-class DaskParams(_Group):
+class DaskParams(ParamGroup):
     """``params:dask``: which Dask scheduler runs the passes over real cells
     (:mod:`scdd.dask_engine`). Read by the run hook, not by nodes, so it
     never makes an artefact stale."""
@@ -710,7 +670,7 @@ class DaskParams(_Group):
 # ---------------------------------------------------------------------- run
 
 
-class RunParams(_Group):
+class RunParams(ParamGroup):
     """The top-level scalars every pipeline shares."""
 
     seed: NonNegativeInt = 0
@@ -735,7 +695,7 @@ class RunParams(_Group):
 
 #: Every parameter group and its model (the top-level keys besides
 #: :class:`RunParams`' fields).
-GROUPS: dict[str, type[_Group]] = {
+GROUPS: dict[str, type[ParamGroup]] = {
     "data": DataParams,
     "preprocess": PreprocessParams,
     "foundation": FoundationParams,
@@ -765,7 +725,7 @@ def describe_errors(err: ValidationError, prefix: str = "") -> str:
     return "; ".join(lines)
 
 
-def _group(params: Mapping[str, Any], name: str) -> _Group | None:
+def _group(params: Mapping[str, Any], name: str) -> ParamGroup | None:
     """``params[name]`` as its model (validated here when still a dict)."""
     if name not in params:
         return None
@@ -848,7 +808,7 @@ def check_run_params(params: Mapping[str, Any]) -> None:
     if unknown:
         raise ValueError(
             f"Unknown top-level parameter(s) {unknown}"
-            f"{_did_you_mean(unknown[0], known)}; allowed: {', '.join(known)}. "
+            f"{did_you_mean(unknown[0], known)}; allowed: {', '.join(known)}. "
             "Nested keys are given as nested dicts (or `--params group.key=value` "
             "on the command line)."
         )

@@ -22,6 +22,12 @@ warnings.filterwarnings(
     "ignore", message=r"`__version__` is deprecated", module="celltypist"
 )
 
+# anndata warns on every AnnData built from an input with repeated gene names;
+# preprocessing resolves them (preprocess.duplicate_genes) and says so once.
+warnings.filterwarnings(
+    "ignore", message=r"Variable names are not unique", module="anndata"
+)
+
 # A rejected parameter's message ends with what is allowed, not with a link to
 # Pydantic's error catalogue.
 os.environ.setdefault("PYDANTIC_ERRORS_INCLUDE_URL", "0")

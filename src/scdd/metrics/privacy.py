@@ -35,10 +35,11 @@ holds the settings and the guard's thresholds (:func:`guard_failures`).
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from scdd.cellstore import take_matrix_rows
+from scdd.param_group import ParamGroup
 
 #: Added to both distances of a ratio: a cell identical to a training *and* a
 #: test cell (duplicates across splits) gets ratio 1, not 0/0.
@@ -96,12 +97,10 @@ def nearest_cosine_distance(
     return np.clip(1.0 - best.astype(np.float64), 0.0, 2.0), where
 
 
-class PrivacyParams(BaseModel):
+class PrivacyParams(ParamGroup):
     """``distill.privacy``: how privacy is measured and what a shareable set
     must pass (the guard; measured by ``distill``, ``evaluate`` and the
     benchmark alike)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     #: Training and held-out cells sampled (each, equal sizes), at most.
     max_cells: PositiveInt = 2000
