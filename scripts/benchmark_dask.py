@@ -58,7 +58,7 @@ def run_one(store: Path, label_key: str, workers: int, threads: int) -> dict:
     import torch
 
     from scdd.cellstore import read_lazy
-    from scdd.dask_engine import dask_client
+    from scdd.dask_engine import DaskParams, dask_client
     from scdd.distill.real_cells import summarise_real_cells
     from scdd.models.foundation import build_autoencoder, embed_cells
     from scdd.threads import apply_threads
@@ -70,7 +70,7 @@ def run_one(store: Path, label_key: str, workers: int, threads: int) -> dict:
     encoder, _ = build_autoencoder(adata.n_vars)
     encoder.eval()
     cluster = {"cluster": "local", "n_workers": workers} if workers else {}
-    with dask_client(**cluster, threads_per_worker=threads) as client:
+    with dask_client(DaskParams(**cluster, threads_per_worker=threads)) as client:
         start = time.perf_counter()
         z = embed_cells(encoder, adata.X, progress=False)
         embed_s = time.perf_counter() - start

@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from scdd.evaluation.config import FHeadParams
 from scdd.evaluation.linear_head import evaluate_linear_head
 from scdd.threads import apply_threads
 
@@ -53,10 +54,7 @@ def main() -> None:
                 x_test,
                 y_test,
                 num_classes=10,
-                n_inits=1,
-                epochs=1000,
-                batch_size=64,
-                **kwargs,
+                params=FHeadParams(n_inits=1, epochs=1000, batch_size=64, **kwargs),
             )
             seconds = time.perf_counter() - start
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

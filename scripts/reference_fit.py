@@ -21,6 +21,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
+from scdd.evaluation.config import FHeadParams
 from scdd.evaluation.linear_head import evaluate_linear_head
 from scdd.metrics.latent import fit_latent_classifier
 from scdd.threads import apply_threads
@@ -68,10 +69,12 @@ def main() -> None:
             x_held,
             y_held,
             num_classes=len(categories),
-            n_inits=args.inits,
-            batch_size=64,
-            max_steps=100_000,
-            standardise=standardise,
+            params=FHeadParams(
+                n_inits=args.inits,
+                batch_size=64,
+                max_steps=100_000,
+                standardise=standardise,
+            ),
         )
         train_acc = np.mean([row["train_accuracy"] for row in result["per_init"]])
         print(  # noqa: T201

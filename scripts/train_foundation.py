@@ -29,8 +29,10 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from omegaconf import OmegaConf
 
-from scdd.params import DataParams, FoundationParams, check_run_params
+from scdd.models.foundation_training import FoundationParams
+from scdd.params import check_run_params
 from scdd.pipelines.foundation.nodes import build_foundation_model
+from scdd.preprocessing_config import DataParams
 
 
 def _runtime_params(text: str | None) -> dict:

@@ -12,6 +12,8 @@ import pytest
 import torch
 from scipy import sparse
 
+from scdd.models.generator_config import GeneratorModelParams
+
 # The tests run tiny models: one intra-op thread avoids torch's worker threads
 # spinning against each other on a busy 2-core machine (measured 50x slower with
 # two). It must be set before the first torch op starts the thread pool.
@@ -22,17 +24,17 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
 #: A small SCDG architecture for fast tests.
-TINY_SCDG_MODEL = {
-    "width": 32,
-    "depth": 1,
-    "time_embed_dim": 16,
-    "dropout": 0.0,
-    "timesteps": 100,
-    "beta_min": 1e-4,
-    "beta_max": 0.1,
-    "schedule": "linear",
-    "p_uncond": 0.1,
-}
+TINY_SCDG_MODEL = GeneratorModelParams(
+    width=32,
+    depth=1,
+    time_embed_dim=16,
+    dropout=0.0,
+    timesteps=100,
+    beta_min=1e-4,
+    beta_max=0.1,
+    schedule="linear",
+    p_uncond=0.1,
+)
 
 
 def make_counts_adata(
@@ -93,3 +95,12 @@ def shared_dataset(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} not present")
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that runs Kedro sessions on a project copy
+    (the ``project_copy`` fixture) or executes the notebook:
+    ``pytest -m "not slow"`` is the quick loop."""
+    for item in items:
+        if "project_copy" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from scdd.cellstore import blocks, lazy_matrix, read_lazy, reduce_blocks
 from scdd.dask_engine import (
+    DaskParams,
     dask_client,
     distributed_client,
     pin_task_thread,
@@ -29,15 +30,15 @@ from scdd.dask_engine import (
 )
 from scdd.datasets import H5ADDataset
 from scdd.distill.real_cells import summarise_real_cells
-from scdd.models.foundation import align_genes, build_autoencoder, embed_cells
-from scdd.params import (
-    GROUPS,
-    DaskParams,
-    DataParams,
-    PreprocessParams,
-    check_run_params,
+from scdd.models.foundation import (
+    FoundationArchitectureParams,
+    align_genes,
+    build_autoencoder,
+    embed_cells,
 )
+from scdd.params import GROUPS, check_run_params
 from scdd.pipelines.preprocess.nodes import preprocess_adata, split_adata
+from scdd.preprocessing_config import DataParams, PreprocessParams
 from tests.conftest import make_counts_adata
 
 CHUNK_ROWS = 32
@@ -76,7 +77,7 @@ def test_an_address_and_a_cluster_are_refused() -> None:
     with pytest.raises(ValueError, match="parameter 'dask'.* both set"):
         check_run_params({"dask": {"address": "tcp://host:8786", "cluster": "local"}})
     with pytest.raises(ValueError, match="both set"):
-        with dask_client(address="tcp://host:8786", cluster="local"):
+        with dask_client(DaskParams(address="tcp://host:8786", cluster="local")):
             pass
 
 
@@ -84,7 +85,7 @@ def test_an_unreachable_address_is_named() -> None:
     with (
         dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}),
         pytest.raises(RuntimeError, match=r"dask.address='tcp://127.0.0.1:9'"),
-        dask_client(address="tcp://127.0.0.1:9"),
+        dask_client(DaskParams(address="tcp://127.0.0.1:9")),
     ):
         pass
 
@@ -101,9 +102,7 @@ def _local_cluster(n_workers: int, **config: object) -> Iterator[Client]:
     with (
         dask.config.set(config),
         dask_client(
-            cluster="local",
-            n_workers=n_workers,
-            threads_per_worker=1,
+            DaskParams(cluster="local", n_workers=n_workers, threads_per_worker=1),
             dashboard_address=":0",  # a free port: two clusters may run at once
             silence_logs=logging.CRITICAL,  # the worker deaths below are meant
         ) as client,
@@ -129,7 +128,9 @@ def store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def encoder():
     torch.manual_seed(0)
-    encoder, _ = build_autoencoder(60, latent_dim=8, hidden_dim=[32])
+    encoder, _ = build_autoencoder(
+        60, FoundationArchitectureParams(latent_dim=8, hidden_dim=[32])
+    )
     return encoder.eval().requires_grad_(False)
 
 
@@ -279,7 +280,7 @@ def test_a_forked_child_computes_in_itself(client) -> None:
 def test_an_existing_cluster_is_used_and_left_running(client, store) -> None:
     """``dask.address``: a client of its own, closed after; the cluster stays."""
     x = read_lazy(store, chunk_rows=CHUNK_ROWS).X
-    with dask_client(address=client.scheduler.address) as other:
+    with dask_client(DaskParams(address=client.scheduler.address)) as other:
         assert other is not client and distributed_client() is other
         sums = reduce_blocks(x, lambda block: float(block.sum()))
     assert other.status == "closed"

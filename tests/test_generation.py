@@ -9,17 +9,18 @@ import torch
 
 from scdd import generation
 from scdd.models.device import make_generator
+from scdd.models.generator_config import GeneratorReportParams, GeneratorTrainParams
 from tests.conftest import TINY_SCDG_MODEL
 
 MODEL = TINY_SCDG_MODEL
-TRAIN = {"steps": 40, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4}
-REPORT = {
-    "t_values": [5, 50],
-    "sample_steps": [1, 5],
-    "guidance_scale": 1.5,
-    "samples_per_class": 20,
-    "min_cells_frechet": 10,
-}
+TRAIN = GeneratorTrainParams(steps=40, batch_size=32, lr=1e-3, weight_decay=1e-4)
+REPORT = GeneratorReportParams(
+    t_values=[5, 50],
+    sample_steps=[1, 5],
+    guidance_scale=1.5,
+    samples_per_class=20,
+    min_cells_frechet=10,
+)
 
 
 def make_embeddings_adata(
@@ -123,7 +124,7 @@ def test_quality_report(trained: dict) -> None:
     train = make_embeddings_adata()
     test = make_embeddings_adata((15, 10, 5), seed=1)
     report = generation.generator_quality_report(
-        model, categories, train, test, label_key="cell_type", seed=0, **REPORT
+        model, categories, train, test, label_key="cell_type", seed=0, report=REPORT
     )
     json.dumps(report, allow_nan=False)
     assert report["classes"]["type_2"] == {"train_cells": 12, "test_cells": 5}
@@ -157,7 +158,7 @@ def test_report_judges_a_capped_stratified_sample(trained: dict) -> None:
         test,
         label_key="cell_type",
         seed=0,
-        **{**REPORT, "max_cells": 12},
+        report=REPORT.model_copy(update={"max_cells": 12}),
     )
     assert report["max_cells"] == 12
     counts = report["classes"].values()
@@ -171,7 +172,7 @@ def test_report_needs_label_condition(trained: dict) -> None:
     data = make_embeddings_adata()
     with pytest.raises(ValueError, match="not on the label column 'tissue'"):
         generation.generator_quality_report(
-            model, categories, data, data, label_key="tissue", **REPORT
+            model, categories, data, data, label_key="tissue", report=REPORT
         )
 
 
@@ -181,7 +182,7 @@ def test_report_rejects_unknown_test_class(trained: dict) -> None:
     test = make_embeddings_adata((5, 5, 5, 5), seed=1)
     with pytest.raises(ValueError, match=r"not trained on: \['type_3'\]"):
         generation.generator_quality_report(
-            model, categories, train, test, label_key="cell_type", **REPORT
+            model, categories, train, test, label_key="cell_type", report=REPORT
         )
 
 

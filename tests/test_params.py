@@ -18,8 +18,6 @@ from kedro.validation.type_extractor import TypeExtractor
 from scdd.params import (
     GROUPS,
     HOOK_GROUPS,
-    DistillParams,
-    EvaluateParams,
     RunParams,
     check_run_params,
 )
@@ -243,22 +241,6 @@ def test_device_must_exist_on_this_machine(
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ValueError, match="devices=2 but this machine has 1 CUDA"):
         check_run_params(gpus)
-
-
-def test_overrides_copy_the_groups() -> None:
-    distill = DistillParams(optim={"steps": 300})
-    cell = distill.for_cell("dm", 5, steps=7)
-    assert (cell.method, cell.spc, cell.optim.steps) == ("dm", 5, 7)
-    assert (distill.method, distill.spc, distill.optim.steps) == ("scdd", 1, 300)
-    assert distill.for_cell("dm", 2).optim.steps == 300
-    evaluate = EvaluateParams(f_head={"epochs": 100, "reference_max_steps": 50})
-    reference = evaluate.for_reference().f_head
-    assert (reference.batch_size, reference.epochs, reference.max_steps) == (
-        64,
-        100,
-        50,
-    )
-    assert evaluate.f_head.batch_size is None
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import anndata as ad
 import numpy as np
 import pytest
 
-from scdd.params import DataParams
+from scdd.preprocessing_config import DataParams
 from scdd.provenance import plain, record_provenance, recorded_params, storable
 
 

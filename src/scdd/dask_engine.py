@@ -39,6 +39,9 @@ import distributed.client
 from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin
 from distributed.client import FutureCancelledError
 from distributed.comm.core import CommClosedError
+from pydantic import model_validator
+
+from scdd.param_group import ParamGroup, PositiveInt
 
 #: What ends every message about a failed pass: artefacts are written to a
 #: temporary file and renamed when complete, so nothing half-written is kept.
@@ -170,14 +173,31 @@ def pin_task_thread() -> None:
         numba.set_num_threads(1)
 
 
-def check_scheduler_choice(address: str | None, cluster: str | None) -> None:
-    """Refuse both an existing cluster's address and a cluster to start."""
-    if address and cluster:
-        raise ValueError(
-            f"dask.address={address!r} and dask.cluster={cluster!r} are both set: "
-            "give dask.address to run on an existing cluster, or dask.cluster: "
-            "local to start one for the run, and leave the other null"
-        )
+class DaskParams(ParamGroup):
+    """``params:dask``: which Dask scheduler runs the passes over real cells
+    (:mod:`scdd.dask_engine`). Read by the run hook, not by nodes, so it
+    never makes an artefact stale."""
+
+    #: Address of an existing ``distributed`` scheduler (``tcp://host:8786``).
+    address: str | None = None
+    #: ``local``: start a ``distributed.LocalCluster`` for the run.
+    cluster: Literal["local"] | None = None
+    #: Worker processes of ``cluster: local``.
+    n_workers: PositiveInt = 2
+    #: Threads (tasks at once) per worker of ``cluster: local``.
+    threads_per_worker: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _one_scheduler(self) -> DaskParams:
+        # refuse both an existing cluster's address and a cluster to start
+        if self.address and self.cluster:
+            raise ValueError(
+                f"dask.address={self.address!r} and dask.cluster={self.cluster!r} "
+                "are both set: give dask.address to run on an existing cluster, "
+                "or dask.cluster: local to start one for the run, and leave the "
+                "other null"
+            )
+        return self
 
 
 @contextlib.contextmanager
@@ -205,24 +225,21 @@ def _distributed_logs_at(level: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def dask_client(
-    *,
-    address: str | None = None,
-    cluster: Literal["local"] | None = None,
-    n_workers: int = 2,
-    threads_per_worker: int = 1,
-    **cluster_kwargs: Any,
+    settings: DaskParams | None = None, **cluster_kwargs: Any
 ) -> Iterator[Client | None]:
     """A ``distributed`` client for the block, made the default scheduler.
 
-    ``address``: connect to that cluster's scheduler. ``cluster="local"``:
-    start a :class:`~distributed.LocalCluster` of ``n_workers`` processes
-    with ``threads_per_worker`` threads each (``cluster_kwargs`` go to it).
+    ``settings`` (``params:dask``; default: nothing set): ``address``:
+    connect to that cluster's scheduler. ``cluster="local"``: start a
+    :class:`~distributed.LocalCluster` of ``n_workers`` processes with
+    ``threads_per_worker`` threads each (``cluster_kwargs`` go to it).
     Neither: yield ``None`` and start nothing (Dask's local scheduler runs
     the passes). On exit, even on error, the client and any cluster started
     here are closed; a cluster given by ``address`` is left running. Every
     worker gets :class:`PinWorkerThreads`.
     """
-    check_scheduler_choice(address, cluster)
+    settings = settings or DaskParams()
+    address, cluster = settings.address, settings.cluster
     if not address and cluster is None:
         yield None
         return
@@ -232,8 +249,8 @@ def dask_client(
             stack.enter_context(_distributed_logs_at(silence))
             local = stack.enter_context(
                 LocalCluster(
-                    n_workers=n_workers,
-                    threads_per_worker=threads_per_worker,
+                    n_workers=settings.n_workers,
+                    threads_per_worker=settings.threads_per_worker,
                     processes=True,
                     **cluster_kwargs,
                 )

@@ -22,6 +22,11 @@ import torch
 from scdd.metrics import class_consistency, fit_latent_classifier, frechet_distance
 from scdd.models.device import make_generator
 from scdd.models.diffusion import LatentDiffusion
+from scdd.models.generator_config import (
+    GeneratorModelParams,
+    GeneratorReportParams,
+    GeneratorTrainParams,
+)
 from scdd.models.scdg import SCDGConfig, load_scdg, scdg_checkpoint, train_scdg
 from scdd.sampling import stratified_rows
 
@@ -170,8 +175,8 @@ def train_generator(
     adata: ad.AnnData,
     columns: Sequence[str],
     *,
-    model: dict[str, Any],
-    train: dict[str, Any],
+    model: GeneratorModelParams,
+    train: GeneratorTrainParams,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -181,9 +186,10 @@ def train_generator(
     Args:
         adata: Embeddings ``[n_cells, d]`` with the condition columns in ``obs``.
         columns: Condition columns (see :func:`condition_columns`).
-        model: ``SCDGConfig`` fields except ``latent_dim`` and ``n_classes``,
-            which come from the data.
-        train: Keyword arguments of :func:`train_scdg` (steps, batch_size, ...).
+        model: ``generator.model``: the ``SCDGConfig`` fields except
+            ``latent_dim`` and ``n_classes``, which come from the data.
+        train: ``generator.train``: the keyword arguments of
+            :func:`train_scdg` (steps, batch_size, ...).
         seed: Seed of all randomness in training.
         device: Device to train on.
         progress: Show a progress bar.
@@ -196,13 +202,23 @@ def train_generator(
     codes, categories = condition_codes(adata.obs, columns)
     config = SCDGConfig.from_dict(
         {
-            **model,
+            **model.model_dump(),
             "latent_dim": z.shape[1],
             "n_classes": [len(categories[c]) for c in columns],
         }
     )
     scdg, history = train_scdg(
-        z, codes, config, seed=seed, device=device, progress=progress, **train
+        z,
+        codes,
+        config,
+        steps=train.steps,
+        batch_size=train.batch_size,
+        lr=train.lr,
+        weight_decay=train.weight_decay,
+        ema_decay=train.ema_decay,
+        seed=seed,
+        device=device,
+        progress=progress,
     )
     return generator_checkpoint(scdg, config, categories), pd.DataFrame(history)
 
@@ -214,12 +230,7 @@ def generator_quality_report(
     test: ad.AnnData,
     *,
     label_key: str,
-    t_values: Sequence[int] = (10, 50, 200, 500),
-    sample_steps: Sequence[int] = (1, 50),
-    guidance_scale: float = 1.0,
-    samples_per_class: int = 200,
-    min_cells_frechet: int = 20,
-    max_cells: int | None = 20_000,
+    report: GeneratorReportParams | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Per-class quality of SCDG in the latent space.
@@ -227,15 +238,17 @@ def generator_quality_report(
     A classifier fitted on the real train latents judges whether samples
     generated for class ``c`` look like ``c`` (consistency); Fréchet distances
     compare generated and real test latents. Both are measured for samples from
-    noise (``sample_steps`` denoiser calls, ``samples_per_class`` per class) and
-    for single-step reconstructions of the real test latents noised to each
-    ``t`` in ``t_values``, whose mean squared error is set against the total
-    variance of the test latents (ratio < 1: better than predicting the mean).
+    noise (``report.sample_steps`` denoiser calls, ``report.samples_per_class``
+    per class) and for single-step reconstructions of the real test latents
+    noised to each ``t`` in ``report.t_values``, whose mean squared error is
+    set against the total variance of the test latents (ratio < 1: better
+    than predicting the mean).
     Real-data references (classifier accuracy on test, train-vs-test Fréchet)
     give the scale. Only the label column is given; other condition columns
     get their null token. The pooled Fréchet distance uses a subset of the
     generated set with the test set's class proportions. Per-class distances
-    need ``min_cells_frechet`` cells on both sides, else they are ``None``.
+    need ``report.min_cells_frechet`` cells on both sides, else they are
+    ``None``.
 
     Args:
         model: Trained SCDG (eval mode).
@@ -243,19 +256,25 @@ def generator_quality_report(
         train: Real train latents with ``obs[label_key]``.
         test: Real test latents with ``obs[label_key]``.
         label_key: Label column; must be a condition column.
-        t_values: Noise levels of the reconstructions (``1..T``).
-        sample_steps: Step counts of generation from noise.
-        guidance_scale: Classifier-free guidance scale.
-        samples_per_class: Samples from noise per class.
-        min_cells_frechet: Minimum cells per class for a per-class distance.
-        max_cells: Train and test latents are a seeded stratified sample of at
-            most this many cells each (``None``: all).
+        report: ``generator.report`` (default: its defaults): ``t_values``,
+            the noise levels of the reconstructions (``1..T``);
+            ``sample_steps``, the step counts of generation from noise;
+            ``guidance_scale`` (classifier-free guidance);
+            ``samples_per_class`` from noise; ``min_cells_frechet``, the
+            fewest cells per class for a per-class distance; ``max_cells``:
+            train and test latents are a seeded stratified sample of at most
+            this many cells each.
         seed: Seed of the classifier, the sampling and the reconstruction noise.
 
     Returns:
         A JSON-able dict.
     """
     start = time.perf_counter()
+    report = report or GeneratorReportParams()
+    guidance_scale = report.guidance_scale
+    samples_per_class = report.samples_per_class
+    min_cells_frechet = report.min_cells_frechet
+    max_cells = report.max_cells
     columns = list(categories)
     if label_key not in columns:
         raise ValueError(
@@ -302,13 +321,13 @@ def generator_quality_report(
                 sample_labels,
             ),
         }
-        for n_steps in sample_steps
+        for n_steps in report.sample_steps
     ]
 
     total_variance = float(z_test.var(0).sum())
     test_cond = _class_conditions(model, label_index, classes, y_test)
     reconstruction = []
-    for t in t_values:
+    for t in report.t_values:
         with torch.inference_mode():
             codes = model.encode_codes(
                 torch.from_numpy(z_test), int(t), make_generator(seed)
@@ -324,7 +343,7 @@ def generator_quality_report(
             }
         )
 
-    report = {
+    result = {
         "label_key": label_key,
         "condition_columns": columns,
         "seed": seed,
@@ -350,9 +369,9 @@ def generator_quality_report(
     logger.info(
         "Generator report in %.1f s: %s",
         time.perf_counter() - start,
-        _summary(report),
+        _summary(result),
     )
-    return report
+    return result
 
 
 def _summary(report: dict[str, Any]) -> str:

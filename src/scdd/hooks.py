@@ -19,7 +19,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractDataset, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 
-from scdd.dask_engine import dask_client, describe_client
+from scdd.dask_engine import DaskParams, dask_client, describe_client
 from scdd.lineage import (
     LineageStore,
     Recipe,
@@ -30,7 +30,7 @@ from scdd.lineage import (
     stale_reason,
 )
 from scdd.logs import tidy_console
-from scdd.params import GROUPS, DaskParams, check_run_params
+from scdd.params import GROUPS, check_run_params
 from scdd.run_summary import REPORTED, summary_text
 from scdd.threads import apply_threads, resolve_threads
 
@@ -172,8 +172,8 @@ class DaskHooks:
     def before_pipeline_run(self, catalog: Any) -> None:
         self._close()
         params = _parameters(catalog).get("dask") or {}
-        settings = DaskParams.model_validate(params).model_dump()
-        client = self._open.enter_context(dask_client(**settings))
+        settings = DaskParams.model_validate(params)
+        client = self._open.enter_context(dask_client(settings))
         if client is None:
             return
         logger.info("Cell passes run on %s", describe_client(client))

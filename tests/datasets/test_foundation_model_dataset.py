@@ -4,11 +4,17 @@ import pytest
 from kedro.io import DatasetError
 
 from scdd.datasets import FoundationModelDataset
-from scdd.models.foundation import FoundationModel, build_autoencoder
+from scdd.models.foundation import (
+    FoundationArchitectureParams,
+    FoundationModel,
+    build_autoencoder,
+)
 
 
 def _model(n_genes: int = 12) -> FoundationModel:
-    enc, dec = build_autoencoder(n_genes, latent_dim=4, hidden_dim=[8])
+    enc, dec = build_autoencoder(
+        n_genes, FoundationArchitectureParams(latent_dim=4, hidden_dim=[8])
+    )
     return FoundationModel(
         enc, dec, [f"g{i}" for i in range(n_genes)], ["a", "b"]
     ).freeze()

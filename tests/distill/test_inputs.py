@@ -3,9 +3,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from scdd.distill.config import DistillParams
 from scdd.distill.inputs import distill_synthetic, final_loss
 from scdd.distill.real_cells import summarise_real_cells
-from scdd.params import DistillParams
 from tests.distill.test_methods import CONFIG, LABEL_KEY, make_inputs, make_tiny
 
 
@@ -30,13 +30,18 @@ def distil(setting, **params):
     inputs, categories, stats = setting
     optim = {k: getattr(CONFIG, k) for k in ("steps", "lr", "log_every", "chunk_size")}
     group = DistillParams.model_validate(
-        {"spc": 2, "sample_counts_from_spc": 2, "optim": optim, **params}
-    ).model_dump()
+        {
+            "method": "scdd_decoder",
+            "spc": 2,
+            "sample_counts_from_spc": 2,
+            "optim": optim,
+            **params,
+        }
+    )
     return distill_synthetic(
         inputs,
         categories,
         stats,
-        method="scdd_decoder",
         params=group,
         label_key=LABEL_KEY,
         seed=0,
@@ -60,10 +65,3 @@ def test_of_several_count_depths_the_closest_match_in_f_space_is_kept(setting):
 def test_without_drawn_counts_one_set_is_made_and_nothing_recorded(setting):
     synthetic, _ = distil(setting, count_depth=[1.0, 4.0], sample_counts_from_spc=5)
     assert synthetic.uns["scdd"] == {"count_depth": None, "real_cells": False}
-
-
-def test_count_depth_is_validated():
-    with pytest.raises(ValueError, match="count_depth"):
-        DistillParams(count_depth=[])
-    with pytest.raises(ValueError, match="count_depth"):
-        DistillParams(count_depth=0.5)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from scdd import generation
+from scdd.distill.config import DistillOptimParams
 from scdd.distill.coresets import select_coreset
 from scdd.distill.methods import (
     METHODS,
@@ -23,10 +24,14 @@ from scdd.distill.methods import (
     loss_weights,
     run_method,
 )
-from scdd.distill.optimise import DistillConfig
 from scdd.models.device import make_generator
-from scdd.models.foundation import FoundationModel, embed_cells
+from scdd.models.foundation import (
+    FoundationArchitectureParams,
+    FoundationModel,
+    embed_cells,
+)
 from scdd.models.foundation_training import TrainConfig, train_foundation
+from scdd.models.generator_config import GeneratorTrainParams
 from scdd.preprocessing import log_normalise
 from tests.conftest import TINY_SCDG_MODEL, make_counts_adata
 
@@ -34,12 +39,13 @@ LABEL_KEY = "cell_type"
 LATENT_DIM = 8
 N_PER_CLASS = (40, 30, 20)
 SCDG_MODEL = TINY_SCDG_MODEL
-SCDG_TRAIN = {"steps": 50, "batch_size": 32, "lr": 1e-3, "weight_decay": 1e-4}
-CONFIG = DistillConfig(
+SCDG_TRAIN = GeneratorTrainParams(steps=50, batch_size=32, lr=1e-3, weight_decay=1e-4)
+CONFIG = DistillOptimParams(
     steps=5,
     lr=0.05,
     lambda_dm=1.0,
     lambda_dc=1.0,
+    lambda_part=0.0,
     inner_steps=2,
     real_batch_size=16,
     chunk_size=4,
@@ -70,12 +76,9 @@ def make_tiny(seed: int = 0) -> Tiny:
     foundation, _ = train_foundation(
         train.X,
         gene_order=list(train.var_names),
-        architecture={
-            "latent_dim": LATENT_DIM,
-            "hidden_dim": [32],
-            "dropout": 0.1,
-            "input_dropout": 0.1,
-        },
+        architecture=FoundationArchitectureParams(
+            latent_dim=LATENT_DIM, hidden_dim=[32], dropout=0.1, input_dropout=0.1
+        ),
         config=TrainConfig(epochs=3, batch_size=32, lr=3e-3),
         seed=seed,
         progress=False,
@@ -202,11 +205,16 @@ def test_every_method_runs_with_the_documented_output(
 def test_dcdm_variants_match_gradients_also_when_scdd_turns_dc_off(
     base: str, inputs: DistillInputs
 ) -> None:
-    dm_only = replace(CONFIG, lambda_dc=0.0)  # scdd's default
+    dm_only = CONFIG.model_copy(update={"lambda_dc": 0.0})  # scdd's default
     both = run(f"{base}+dcdm", inputs, config=dm_only)
     assert both.history[-1]["dc"] > 0 and both.history[-1]["dm"] > 0
     assert loss_weights(f"{base}+dcdm", dm_only).lambda_dc == 1.0
-    assert loss_weights(f"{base}+dcdm", replace(CONFIG, lambda_dc=0.3)).lambda_dc == 0.3
+    assert (
+        loss_weights(
+            f"{base}+dcdm", CONFIG.model_copy(update={"lambda_dc": 0.3})
+        ).lambda_dc
+        == 0.3
+    )
     assert run(base, inputs, config=dm_only).history[-1]["dc"] == 0.0
 
 
@@ -230,7 +238,7 @@ def test_every_optimised_method_starts_from_the_same_seeds(
 ) -> None:
     """With no optimisation step, dm writes its seed cells and scdd_decoder
     decodes their embeddings: the same real cells, whichever method."""
-    still = replace(CONFIG, steps=0)
+    still = CONFIG.model_copy(update={"steps": 0})
     dm = run("dm", inputs, config=still, seeding=seeding)
     decoder = run("scdd_decoder", inputs, config=still, seeding=seeding)
     rows = coreset_rows(inputs, "kmeans_medoid" if seeding == "medoid" else "random")
@@ -249,7 +257,7 @@ def test_condition_spec_maps_labels_into_the_label_column() -> None:
 
 
 def test_scdd_label_map_changes_the_generated_cells(tiny: Tiny) -> None:
-    config = replace(CONFIG, steps=0)
+    config = CONFIG.model_copy(update={"steps": 0})
     same = run("scdd", make_inputs(tiny), config=config)
     permuted = run("scdd", make_inputs(tiny, label_map=[1, 2, 0]), config=config)
     # same seeds and starting codes, other generator conditions -> other cells
@@ -287,7 +295,7 @@ def test_scdd_optimises_codes_and_stores_g_of_codes(
     start = generator.encode_codes(
         torch.as_tensor(inputs.embeddings[seeds]), T_GEN, generator=make_generator(1)
     ).numpy()
-    untouched = run("scdd", inputs, config=replace(CONFIG, steps=0))
+    untouched = run("scdd", inputs, config=CONFIG.model_copy(update={"steps": 0}))
     np.testing.assert_allclose(untouched.codes, start, atol=1e-6)
 
     out = run("scdd", inputs)
@@ -324,7 +332,7 @@ def test_parts_seed_scdd_from_medoids_and_match_each_cell(
     part loss is optimised; the baselines keep the paper's losses."""
     from scdd.distill.parts import class_parts
 
-    config = replace(CONFIG, lambda_part=1.0)
+    config = CONFIG.model_copy(update={"lambda_part": 1.0})
     out = run("scdd_decoder", inputs, config=config)
     parts = class_parts(
         inputs.embeddings,
@@ -343,13 +351,18 @@ def test_parts_seed_scdd_from_medoids_and_match_each_cell(
 def test_ablations_run_for_scdd_only(inputs: DistillInputs) -> None:
     """The paper's ablations (a deeper DC head, F tuned during distillation)
     run through scdd's methods; the baselines ignore them."""
-    config = replace(
-        CONFIG, lambda_dc=1.0, head_hidden=(16,), finetune_encoder=True, steps=2
+    config = CONFIG.model_copy(
+        update={
+            "lambda_dc": 1.0,
+            "head_hidden": [16],
+            "finetune_encoder": True,
+            "steps": 2,
+        }
     )
     out = run("scdd_decoder", inputs, config=config)
     assert out.history[-1]["dc"] > 0 and np.isfinite(out.codes).all()
     settled = loss_weights("dm", config)
-    assert settled.head_hidden == () and not settled.finetune_encoder
+    assert settled.head_hidden == [] and not settled.finetune_encoder
 
 
 def test_sample_counts_draws_scdd_cells_as_sparse_as_the_real_class(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from scdd.evaluation.config import DeepInsightCNNParams
 from scdd.evaluation.deepinsight_cnn import (
     GeneImage,
     _rotate_to_bounding_rectangle,
@@ -35,13 +36,15 @@ def test_genes_with_the_same_profile_are_neighbours() -> None:
     cells = rng.normal(scale=0.1, size=(40, 60))
     cells[:20, :30] += 3.0
     cells[20:, 30:] += 3.0
-    coords = fit_pixel_layout(np.abs(cells), pixels=16, layout="pca")
+    coords = fit_pixel_layout(
+        np.abs(cells), DeepInsightCNNParams(pixels=16, layout="pca")
+    )
     assert coords.shape == (60, 2) and coords.min() >= 0 and coords.max() < 16
     a, b = coords[:30].mean(axis=0), coords[30:].mean(axis=0)
     spread = max(coords[:30].std(axis=0).max(), coords[30:].std(axis=0).max())
     assert np.linalg.norm(a - b) > 3 * spread
-    with pytest.raises(ValueError, match="layout must be one of"):
-        fit_pixel_layout(cells, layout="umap")
+    with pytest.raises(ValueError, match="layout\n.*'tsne' or 'pca'"):
+        DeepInsightCNNParams(layout="umap")
 
 
 def test_gene_image_averages_genes_that_share_a_pixel() -> None:
@@ -65,15 +68,19 @@ def test_cnn_learns_marker_genes() -> None:
         test.X,
         codes[1],
         num_classes=3,
-        pixels=8,
-        width=4,
-        n_inits=2,
-        steps=90,
-        lr=3e-3,
-        batch_size=16,
+        params=DeepInsightCNNParams(
+            pixels=8, width=4, n_inits=2, steps=90, lr=3e-3, batch_size=16
+        ),
     )
     assert result["accuracy_mean"] > 0.9 and len(result["per_init"]) == 2
     with pytest.raises(ValueError, match="NaN"):
         bad = train.X.toarray()
         bad[0, 0] = np.nan
-        evaluate_deepinsight_cnn(bad, codes[0], test.X, codes[1], num_classes=3)
+        evaluate_deepinsight_cnn(
+            bad,
+            codes[0],
+            test.X,
+            codes[1],
+            num_classes=3,
+            params=DeepInsightCNNParams(),
+        )

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from scdd.evaluation.config import GeneTransformerParams
 from scdd.evaluation.gene_transformer import (
     GeneGroupTransformer,
     evaluate_gene_transformer,
@@ -20,7 +21,9 @@ def _split(seed: int):
 
 
 def test_every_gene_lands_in_exactly_one_token() -> None:
-    model = GeneGroupTransformer(10, 3, genes_per_token=4, d_model=8, heads=2)
+    model = GeneGroupTransformer(
+        10, 3, GeneTransformerParams(genes_per_token=4, d_model=8, heads=2)
+    )
     assert model.n_tokens == 3  # ceil(10 / 4); the last group has 2 pad slots
     groups = model.groups.numpy()
     assert sorted(groups[groups < 10]) == list(range(10))
@@ -38,7 +41,9 @@ def test_every_gene_lands_in_exactly_one_token() -> None:
 def test_class_token_shortcut_equals_the_whole_encoder(depth: int) -> None:
     torch.manual_seed(0)
     model = GeneGroupTransformer(
-        50, 3, genes_per_token=4, d_model=8, heads=2, depth=depth
+        50,
+        3,
+        GeneTransformerParams(genes_per_token=4, d_model=8, heads=2, depth=depth),
     )
     model.eval()
     x = torch.rand(5, 50)
@@ -55,13 +60,15 @@ def test_transformer_learns_marker_genes_reproducibly() -> None:
     (x, y), (x_test, y_test) = _split(0), _split(1)
     kwargs = {
         "num_classes": 3,
-        "genes_per_token": 8,
-        "d_model": 16,
-        "heads": 2,
-        "n_inits": 1,
-        "steps": 90,
-        "lr": 3e-3,
-        "batch_size": 16,
+        "params": GeneTransformerParams(
+            genes_per_token=8,
+            d_model=16,
+            heads=2,
+            n_inits=1,
+            steps=90,
+            lr=3e-3,
+            batch_size=16,
+        ),
     }
     first = evaluate_gene_transformer(x, y, x_test, y_test, **kwargs)
     again = evaluate_gene_transformer(x.toarray(), y, x_test, y_test, **kwargs)
@@ -72,8 +79,8 @@ def test_transformer_learns_marker_genes_reproducibly() -> None:
 def test_transformer_refuses_bad_settings() -> None:
     (x, y), (x_test, y_test) = _split(0), _split(1)
     with pytest.raises(ValueError, match="divisible by heads"):
-        evaluate_gene_transformer(
-            x, y, x_test, y_test, num_classes=3, d_model=10, heads=4
-        )
+        GeneTransformerParams(d_model=10, heads=4)
     with pytest.raises(ValueError, match="align_genes"):
-        evaluate_gene_transformer(x, y, x_test[:, :5], y_test, num_classes=3)
+        evaluate_gene_transformer(
+            x, y, x_test[:, :5], y_test, num_classes=3, params=GeneTransformerParams()
+        )

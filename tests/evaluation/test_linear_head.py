@@ -6,9 +6,32 @@ import numpy as np
 import pytest
 import torch
 
+from scdd.evaluation.config import FHeadParams
 from scdd.evaluation.linear_head import evaluate_linear_head
 
 DIM = 16
+
+
+def _head(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    test_features: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    num_classes: int,
+    seed: int = 0,
+    **settings,
+) -> dict:
+    """The linear head with ``evaluate.f_head`` = ``settings`` (defaults else)."""
+    return evaluate_linear_head(
+        train_features,
+        train_labels,
+        test_features,
+        test_labels,
+        num_classes=num_classes,
+        params=FHeadParams(**settings),
+        seed=seed,
+    )
 
 
 def _clusters(
@@ -26,7 +49,7 @@ def _clusters(
 def test_separable_data_is_learned() -> None:
     x_train, y_train = _clusters(10, [0, 1, 2], seed=0)
     x_test, y_test = _clusters(50, [0, 1, 2], seed=1)
-    result = evaluate_linear_head(
+    result = _head(
         x_train, y_train, x_test, y_test, num_classes=3, n_inits=3, epochs=300
     )
     assert result["accuracy_mean"] > 0.98
@@ -38,7 +61,7 @@ def test_separable_data_is_learned() -> None:
 def test_mini_batches_learn_separable_data() -> None:
     x_train, y_train = _clusters(40, [0, 1, 2, 3], seed=2)
     x_test, y_test = _clusters(20, [0, 1, 2, 3], seed=3)
-    result = evaluate_linear_head(
+    result = _head(
         x_train,
         y_train,
         x_test,
@@ -57,17 +80,11 @@ def test_a_step_cap_bounds_the_epochs() -> None:
     x_train, y_train = _clusters(40, [0, 1, 2, 3], seed=2)
     x_test, y_test = _clusters(20, [0, 1, 2, 3], seed=3)
     common = {"num_classes": 4, "n_inits": 1, "batch_size": 16}
-    by_epochs = evaluate_linear_head(
-        x_train, y_train, x_test, y_test, epochs=5, **common
-    )
-    capped = evaluate_linear_head(
-        x_train, y_train, x_test, y_test, epochs=5, max_steps=50, **common
-    )
+    by_epochs = _head(x_train, y_train, x_test, y_test, epochs=5, **common)
+    capped = _head(x_train, y_train, x_test, y_test, epochs=5, max_steps=50, **common)
     assert capped["per_init"] == by_epochs["per_init"]  # 5 x 10 batches = 50
     assert (by_epochs["steps"], capped["steps"]) == (50, 50)
-    short = evaluate_linear_head(
-        x_train, y_train, x_test, y_test, epochs=5, max_steps=3, **common
-    )
+    short = _head(x_train, y_train, x_test, y_test, epochs=5, max_steps=3, **common)
     assert short["steps"] == 3 and short["per_init"] != by_epochs["per_init"]
 
 
@@ -76,7 +93,7 @@ def test_random_labels_give_chance_accuracy() -> None:
     x_train = rng.normal(size=(200, DIM)).astype(np.float32)
     x_test = rng.normal(size=(2000, DIM)).astype(np.float32)
     y_train, y_test = rng.integers(0, 4, 200), rng.integers(0, 4, 2000)
-    result = evaluate_linear_head(
+    result = _head(
         x_train, y_train, x_test, y_test, num_classes=4, n_inits=3, epochs=200
     )
     assert 0.15 < result["accuracy_mean"] < 0.35
@@ -90,7 +107,7 @@ def test_same_seed_same_result_and_seeds_differ_per_init() -> None:
     y_train, y_test = rng.integers(0, 3, 30), rng.integers(0, 3, 300)
 
     def run(seed: int) -> dict:
-        return evaluate_linear_head(
+        return _head(
             x_train,
             y_train,
             x_test,
@@ -111,9 +128,7 @@ def test_same_seed_same_result_and_seeds_differ_per_init() -> None:
 def test_keys_and_shapes() -> None:
     x_train, y_train = _clusters(3, [0, 1], seed=0)
     x_test, y_test = _clusters(5, [0, 1], seed=1)
-    result = evaluate_linear_head(
-        x_train, y_train, x_test, y_test, num_classes=2, n_inits=2, epochs=5
-    )
+    result = _head(x_train, y_train, x_test, y_test, num_classes=2, n_inits=2, epochs=5)
     assert set(result) == {
         "accuracy_mean",
         "accuracy_std",
@@ -145,7 +160,7 @@ def test_keys_and_shapes() -> None:
 def test_class_absent_from_train_set() -> None:
     x_train, y_train = _clusters(5, [0, 1, 2], seed=0)
     x_test, y_test = _clusters(20, [0, 1, 2, 3], seed=1)
-    result = evaluate_linear_head(
+    result = _head(
         x_train, y_train, x_test, y_test, num_classes=4, n_inits=2, epochs=300
     )
     # Class 3 is never learnt, so at most 3 of 4 test classes are right.
@@ -164,23 +179,19 @@ def test_class_absent_from_train_set() -> None:
 def test_bad_labels_raise(labels: np.ndarray, num_classes: int, message: str) -> None:
     x = np.ones((3, DIM), dtype=np.float32)
     with pytest.raises(ValueError, match=message):
-        evaluate_linear_head(
-            x, labels, x, np.array([0, 1, 2]), num_classes=num_classes, epochs=1
-        )
+        _head(x, labels, x, np.array([0, 1, 2]), num_classes=num_classes, epochs=1)
 
 
 def test_feature_width_mismatch_raises() -> None:
     y = np.array([0, 1])
     with pytest.raises(ValueError, match="widths differ"):
-        evaluate_linear_head(
-            np.ones((2, 4)), y, np.ones((2, 5)), y, num_classes=2, epochs=1
-        )
+        _head(np.ones((2, 4)), y, np.ones((2, 5)), y, num_classes=2, epochs=1)
 
 
 def test_torch_thread_count_is_restored() -> None:
     before = torch.get_num_threads()
     x_train, y_train = _clusters(3, [0, 1], seed=0)
-    evaluate_linear_head(x_train, y_train, x_train, y_train, num_classes=2, epochs=2)
+    _head(x_train, y_train, x_train, y_train, num_classes=2, epochs=2)
     assert torch.get_num_threads() == before
 
 
@@ -200,9 +211,7 @@ def test_standardising_fits_small_scale_features() -> None:
 
     (x_train, y_train), (x_test, y_test) = split(200), split(200)
     common = {"num_classes": 2, "n_inits": 2, "epochs": 20, "batch_size": 32}
-    plain = evaluate_linear_head(x_train, y_train, x_test, y_test, **common)
-    scaled = evaluate_linear_head(
-        x_train, y_train, x_test, y_test, standardise=True, **common
-    )
+    plain = _head(x_train, y_train, x_test, y_test, **common)
+    scaled = _head(x_train, y_train, x_test, y_test, standardise=True, **common)
     assert scaled["accuracy_mean"] > 0.98
     assert plain["accuracy_mean"] < 0.8

@@ -12,6 +12,12 @@ from scipy import sparse
 
 from scdd.cellstore import as_lazy
 from scdd.evaluation.celltypist_eval import evaluate_celltypist
+from scdd.evaluation.config import (
+    CelltypistParams,
+    DeepInsightCNNParams,
+    GeneMLPParams,
+    GeneTransformerParams,
+)
 from scdd.evaluation.gene_mlp import evaluate_gene_mlp
 from scdd.evaluation.suite import check_models, compact, with_retention
 from scdd.preprocessing import log_normalise
@@ -45,26 +51,40 @@ def test_gene_mlp_learns_marker_genes(splits) -> None:
     train, test = splits
     args = (train.X, _codes(train), test.X, _codes(test))
     result = evaluate_gene_mlp(
-        *args, num_classes=3, hidden=16, n_inits=2, steps=90, batch_size=16
+        *args,
+        num_classes=3,
+        params=GeneMLPParams(hidden=16, n_inits=2, steps=90, batch_size=16),
     )
     assert result["accuracy_mean"] > 0.9 and result["n_train"] == 45
     assert len(result["per_init"]) == 2
     # full batch on dense input, same seed: reproducible
     dense = (train.X.toarray(), _codes(train), test.X.toarray(), _codes(test))
-    first = evaluate_gene_mlp(*dense, num_classes=3, hidden=16, n_inits=1, steps=30)
-    again = evaluate_gene_mlp(*dense, num_classes=3, hidden=16, n_inits=1, steps=30)
+    params = GeneMLPParams(hidden=16, n_inits=1, steps=30)
+    first = evaluate_gene_mlp(*dense, num_classes=3, params=params)
+    again = evaluate_gene_mlp(*dense, num_classes=3, params=params)
     assert first["per_init"] == again["per_init"]
 
 
 def test_gene_mlp_refuses_mismatched_genes(splits) -> None:
     train, test = splits
+    params = GeneMLPParams()
     with pytest.raises(ValueError, match="align_genes"):
         evaluate_gene_mlp(
-            train.X, _codes(train), test.X[:, :10], _codes(test), num_classes=3
+            train.X,
+            _codes(train),
+            test.X[:, :10],
+            _codes(test),
+            num_classes=3,
+            params=params,
         )
     with pytest.raises(ValueError, match="ints in"):
         evaluate_gene_mlp(
-            train.X, _codes(train) + 5, test.X, _codes(test), num_classes=3
+            train.X,
+            _codes(train) + 5,
+            test.X,
+            _codes(test),
+            num_classes=3,
+            params=params,
         )
 
 
@@ -76,7 +96,12 @@ def test_celltypist_on_a_tiny_synthetic_set(splits) -> None:
         synthetic.obs[KEY].astype(str), categories=CATEGORIES[::-1]
     )
     result = evaluate_celltypist(
-        synthetic, test, label_key=KEY, categories=CATEGORIES, n_inits=2, seed=0
+        synthetic,
+        test,
+        label_key=KEY,
+        categories=CATEGORIES,
+        params=CelltypistParams(n_inits=2),
+        seed=0,
     )
     assert result["n_train"] == 6 and result["n_test"] == 45
     assert result["accuracy_mean"] > 0.8
@@ -94,14 +119,18 @@ def test_celltypist_large_sets_train_by_mini_batches(splits, monkeypatch) -> Non
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(celltypist, "train", spy)
-    kwargs = {"label_key": KEY, "categories": CATEGORIES, "n_inits": 1, "seed": 0}
-    evaluate_celltypist(train, test, mini_batch_above=None, **kwargs)
-    evaluate_celltypist(train, test, mini_batch_above=45, **kwargs)
+    kwargs = {"label_key": KEY, "categories": CATEGORIES, "seed": 0}
+    for above in (None, 45):
+        params = CelltypistParams(n_inits=1, mini_batch_above=above)
+        evaluate_celltypist(train, test, params=params, **kwargs)
     batched = evaluate_celltypist(
         train,
         test,
-        mini_batch_above=44,
-        train_kwargs={"batch_size": 16, "batch_number": 3, "epochs": 5},
+        params=CelltypistParams(
+            n_inits=1,
+            mini_batch_above=44,
+            train_kwargs={"batch_size": 16, "batch_number": 3, "epochs": 5},
+        ),
         **kwargs,
     )
     assert seen == [False, False, True]  # 45 training cells
@@ -129,7 +158,11 @@ def test_celltypist_needs_the_same_gene_order(splits) -> None:
     train, test = splits
     with pytest.raises(ValueError, match="align_genes"):
         evaluate_celltypist(
-            train, test[:, ::-1].copy(), label_key=KEY, categories=CATEGORIES
+            train,
+            test[:, ::-1].copy(),
+            label_key=KEY,
+            categories=CATEGORIES,
+            params=CelltypistParams(),
         )
 
 
@@ -167,7 +200,10 @@ def test_retention_divides_by_the_full_split() -> None:
 def test_sparse_and_dense_mlp_inputs_agree(splits) -> None:
     train, test = splits
     y, y_test = _codes(train), _codes(test)
-    kwargs = {"num_classes": 3, "hidden": 8, "n_inits": 1, "steps": 5}
+    kwargs = {
+        "num_classes": 3,
+        "params": GeneMLPParams(hidden=8, n_inits=1, steps=5),
+    }
     a = evaluate_gene_mlp(train.X, y, test.X, y_test, **kwargs)
     b = evaluate_gene_mlp(
         train.X.toarray(), y, sparse.csc_matrix(test.X), y_test, **kwargs
@@ -185,25 +221,41 @@ def test_lazy_test_cells_score_like_in_memory_ones(splits, monkeypatch) -> None:
     train, test = splits
     lazy, reads = spied(test)
     n_blocks = len(lazy.X.chunks[0])
-    common = {"num_classes": 3, "n_inits": 2, "steps": 20, "batch_size": 16}
+    common = {"n_inits": 2, "steps": 20, "batch_size": 16}
     runs = (
-        (evaluate_gene_mlp, {"hidden": 16}),
-        (evaluate_gene_transformer, {"genes_per_token": 8, "d_model": 8, "heads": 2}),
-        (evaluate_deepinsight_cnn, {"pixels": 8, "layout": "pca", "width": 2}),
+        (evaluate_gene_mlp, GeneMLPParams(hidden=16, **common)),
+        (
+            evaluate_gene_transformer,
+            GeneTransformerParams(genes_per_token=8, d_model=8, heads=2, **common),
+        ),
+        (
+            evaluate_deepinsight_cnn,
+            DeepInsightCNNParams(pixels=8, layout="pca", width=2, **common),
+        ),
     )
-    for evaluate, kwargs in runs:
+    for evaluate, params in runs:
         reads.clear()
         with no_whole_matrix(monkeypatch):
             got = evaluate(
-                train.X, _codes(train), lazy.X, _codes(test), **common, **kwargs
+                train.X,
+                _codes(train),
+                lazy.X,
+                _codes(test),
+                num_classes=3,
+                params=params,
             )
         assert sorted(reads.counts.values()) == [1] * n_blocks
         expected = evaluate(
-            train.X, _codes(train), test.X, _codes(test), **common, **kwargs
+            train.X, _codes(train), test.X, _codes(test), num_classes=3, params=params
         )
         assert got == expected
     reads.clear()
-    kwargs = {"label_key": KEY, "categories": CATEGORIES, "n_inits": 2, "seed": 0}
+    kwargs = {
+        "label_key": KEY,
+        "categories": CATEGORIES,
+        "params": CelltypistParams(n_inits=2),
+        "seed": 0,
+    }
     with no_whole_matrix(monkeypatch):
         got = evaluate_celltypist(train, lazy, **kwargs)
     assert sorted(reads.counts.values()) == [1] * n_blocks
@@ -216,9 +268,22 @@ def test_training_cells_must_be_in_memory(splits) -> None:
     train, test = splits
     lazy, reads = spied(train)
     with pytest.raises(TypeError, match="take_rows"):
-        evaluate_gene_mlp(lazy.X, _codes(train), test.X, _codes(test), num_classes=3)
+        evaluate_gene_mlp(
+            lazy.X,
+            _codes(train),
+            test.X,
+            _codes(test),
+            num_classes=3,
+            params=GeneMLPParams(),
+        )
     with pytest.raises(TypeError, match="take_rows"):
-        evaluate_celltypist(lazy, test, label_key=KEY, categories=CATEGORIES)
+        evaluate_celltypist(
+            lazy,
+            test,
+            label_key=KEY,
+            categories=CATEGORIES,
+            params=CelltypistParams(),
+        )
     assert not reads.counts
 
 
@@ -232,5 +297,10 @@ def test_nan_in_lazy_test_cells_is_refused(splits) -> None:
     lazy, _ = spied(bad)
     with pytest.raises(ValueError, match="NaN"):
         evaluate_gene_mlp(
-            train.X, _codes(train), lazy.X, _codes(test), num_classes=3, steps=2
+            train.X,
+            _codes(train),
+            lazy.X,
+            _codes(test),
+            num_classes=3,
+            params=GeneMLPParams(steps=2),
         )

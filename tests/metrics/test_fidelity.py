@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
+from scdd.evaluation.config import FidelityParams
 from scdd.metrics.fidelity import (
     class_moments,
     fidelity_report,
@@ -67,7 +68,7 @@ def test_identical_sets_have_perfect_fidelity() -> None:
         real_z=x,
         syn_z=x.copy(),
         class_names=NAMES,
-        top_k=5,
+        params=FidelityParams(top_k=5),
     )
     assert report["mean_correlation"]["mean"] == pytest.approx(1.0)
     assert report["variance_correlation"]["mean"] == pytest.approx(1.0)
@@ -144,7 +145,14 @@ def test_latent_mmd_caps_real_cells() -> None:
 def test_feature_only_set_gets_mmd_only() -> None:
     x, labels = _cells()
     report = fidelity_report(
-        x, labels, None, labels, real_z=x, syn_z=x, class_names=NAMES
+        x,
+        labels,
+        None,
+        labels,
+        real_z=x,
+        syn_z=x,
+        class_names=NAMES,
+        params=FidelityParams(),
     )
     assert report["mean_correlation"] is None and report["markers"] is None
     assert report["zero_fraction"]["synthetic"] is None
@@ -155,7 +163,14 @@ def test_gene_orders_must_match() -> None:
     x, labels = _cells()
     with pytest.raises(ValueError, match="align_genes"):
         fidelity_report(
-            x, labels, x[:, :10], labels, real_z=x, syn_z=x, class_names=NAMES
+            x,
+            labels,
+            x[:, :10],
+            labels,
+            real_z=x,
+            syn_z=x,
+            class_names=NAMES,
+            params=FidelityParams(),
         )
 
 
@@ -191,8 +206,7 @@ def test_lazy_real_cells_give_the_same_report(monkeypatch, method: str) -> None:
         "real_z": x,
         "syn_z": syn,
         "class_names": NAMES,
-        "top_k": 5,
-        "marker_method": method,
+        "params": FidelityParams(top_k=5, marker_method=method),
     }
     with no_whole_matrix(monkeypatch):
         report = fidelity_report(lazy, labels, syn, syn_labels, **kwargs)

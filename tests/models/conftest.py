@@ -2,11 +2,12 @@
 
 import pytest
 
+from scdd.models.foundation import FoundationArchitectureParams
 from scdd.models.foundation_training import TrainConfig, train_foundation
 from scdd.preprocessing import log_normalise
 from tests.conftest import make_counts_adata
 
-ARCH = {"hidden_dim": [64, 32], "latent_dim": 16}
+ARCH = FoundationArchitectureParams(hidden_dim=[64, 32], latent_dim=16)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,9 @@ from scimilarity import CellEmbedding
 
 from scdd import cellstore
 from scdd.models.foundation import (
+    FoundationArchitectureParams,
     align_genes,
+    build_autoencoder,
     embed_cells,
     encode_sparse,
     load_model_dir,
@@ -134,3 +136,18 @@ def test_align_genes_on_a_lazy_matrix(trained, monkeypatch) -> None:
     assert align_genes(lazy, gene_order=list(adata.var_names), min_overlap=1) is lazy
     with pytest.raises(ValueError, match="Only 40 of the data's 60 genes"):
         align_genes(lazy, gene_order=order, min_overlap=41)
+
+
+def test_the_default_autoencoder_is_the_default_architecture() -> None:
+    """``foundation.model``'s defaults are the one definition of F's sizes."""
+    arch = FoundationArchitectureParams()
+
+    def widths(module: torch.nn.Module) -> list[int]:
+        return [m.out_features for m in module.modules() if hasattr(m, "out_features")]
+
+    encoder, decoder = build_autoencoder(12)
+    assert widths(encoder) == [*arch.hidden_dim, arch.latent_dim]
+    assert widths(decoder) == [*arch.hidden_dim[::-1], 12]
+    assert encoder.latent_dim == arch.latent_dim
+    with pytest.raises(ValueError, match="hidden_dim"):
+        FoundationArchitectureParams(hidden_dim=[])

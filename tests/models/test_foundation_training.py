@@ -9,6 +9,7 @@ from scdd.metrics.probe import linear_probe
 from scdd.models import foundation_training
 from scdd.models.foundation import embed_cells
 from scdd.models.foundation_training import (
+    FoundationParams,
     TrainConfig,
     TrainerConfig,
     batch_hard_triplet_loss,
@@ -257,3 +258,16 @@ def test_ddp_on_two_cpu_processes_writes_a_model_scimilarity_loads(
         )
     }
     assert accuracy["ddp"] >= accuracy["single"] - 0.1, accuracy
+
+
+def test_the_architecture_is_recorded_with_the_model(trained) -> None:
+    _, model, _ = trained
+    assert {k: model.hyperparameters[k] for k in type(ARCH).model_fields} == (
+        ARCH.model_dump()
+    )
+
+
+def test_a_pretrained_source_needs_a_model_directory() -> None:
+    assert FoundationParams().source == "local"
+    with pytest.raises(ValueError, match="needs foundation.pretrained_path"):
+        FoundationParams(source="pretrained")

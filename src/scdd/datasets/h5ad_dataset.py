@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 #: Prefix of a ``filepath`` naming a dataset shipped inside the scanpy package.
 SCANPY_PREFIX = "scanpy://"
-_BUNDLED = ("pbmc68k_reduced",)
+#: The datasets :func:`load_bundled` reads (``scanpy://<name>``).
+BUNDLED = ("pbmc68k_reduced",)
 
 
 def load_bundled(name: str) -> ad.AnnData:
@@ -37,10 +38,10 @@ def load_bundled(name: str) -> ad.AnnData:
     """
     import scanpy as sc
 
-    if name not in _BUNDLED:
+    if name not in BUNDLED:
         raise DatasetError(
             f"Unknown bundled dataset '{SCANPY_PREFIX}{name}'; "
-            f"available: {', '.join(SCANPY_PREFIX + b for b in _BUNDLED)}."
+            f"available: {', '.join(SCANPY_PREFIX + b for b in BUNDLED)}."
         )
     adata = sc.datasets.pbmc68k_reduced()
     out = adata.raw.to_adata()

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from scdd.distill.config import DistillParams
 from scdd.distill.methods import (
     SCDD_METHODS,
     ConditionSpec,
@@ -17,7 +18,6 @@ from scdd.distill.methods import (
     MethodOutput,
     run_method,
 )
-from scdd.distill.optimise import DistillConfig
 from scdd.distill.real_cells import RealCellStats, summarise_real_cells
 from scdd.distill.synthetic import synthetic_adata
 from scdd.generation import check_embeddings_match, embedding_matrix, load_generator
@@ -111,14 +111,13 @@ def distill_synthetic(
     categories: list[str],
     stats: RealCellStats,
     *,
-    method: str,
-    params: dict[str, Any],
+    params: DistillParams,
     label_key: str,
     seed: int,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> tuple[ad.AnnData, MethodOutput]:
-    """One synthetic set of ``method`` with the ``distill`` parameter group.
+    """One synthetic set of ``params.method`` (the ``distill`` parameter group).
 
     The one place that turns ``params:distill`` into :func:`run_method` and
     :func:`synthetic_adata` calls, shared by the pipeline node, the benchmark
@@ -131,32 +130,32 @@ def distill_synthetic(
     Returns:
         The synthetic AnnData and the raw method output (codes, history).
     """
-    counts_from = params.get("sample_counts_from_spc")
+    method = params.method
+    counts_from = params.sample_counts_from_spc
     count_fraction = (
-        params["count_fraction"]
-        if counts_from is not None and params["spc"] >= counts_from
+        params.count_fraction
+        if counts_from is not None and params.spc >= counts_from
         else 0.0
     )
     draws_counts = count_fraction > 0 and method in SCDD_METHODS
-    depths = params["count_depth"]
+    depths = params.count_depth
     depths = depths if isinstance(depths, list) else [depths]
     candidates: list[float | None] = list(depths) if draws_counts else [None]
-    config = DistillConfig(**params["optim"])
     losses: dict[str, float] = {}
     for candidate in candidates:
         run = run_method(
             method,
             inputs,
-            spc=params["spc"],
-            config=config,
-            t_gen=params["t_gen"],
-            guidance_scale=params["guidance_scale"],
-            sample_steps=params["sample_steps"],
-            zero_threshold=params["zero_threshold"],
+            spc=params.spc,
+            config=params.optim,
+            t_gen=params.t_gen,
+            guidance_scale=params.guidance_scale,
+            sample_steps=params.sample_steps,
+            zero_threshold=params.zero_threshold,
             count_fraction=0.0 if candidate is None else count_fraction,
             count_depth=candidate or 1.0,
-            decoder_bias=params["decoder_bias"],
-            seeding=params["seeding"],
+            decoder_bias=params.decoder_bias,
+            seeding=params.seeding,
             seed=seed,
             device=device,
             progress=progress,
@@ -177,7 +176,7 @@ def distill_synthetic(
         categories=categories,
         var_names=inputs.foundation.gene_order,
         stats=stats,
-        zero_threshold=params["zero_threshold"],
+        zero_threshold=params.zero_threshold,
         method=method,
     )
     synthetic.uns["scdd"] = {

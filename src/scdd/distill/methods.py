@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
@@ -38,11 +38,20 @@ from scipy import sparse
 from torch import Tensor
 
 from scdd.cellstore import take_matrix_rows
-from scdd.distill.coresets import CORESETS, select_coreset
+from scdd.distill.config import DistillOptimParams
+from scdd.distill.coresets import select_coreset
 from scdd.distill.decoder_bias import class_decoder_bias
 from scdd.distill.expression import as_log_normalised, sample_counts_like_real
 from scdd.distill.losses import RealEmbeddingBank
-from scdd.distill.optimise import DistillConfig, distill
+from scdd.distill.names import (
+    CORESET_METHODS,
+    METHODS,
+    NEEDS_GENERATOR,
+    REAL_CELL_METHODS,
+    SCDD_METHODS,
+    SEEDINGS,
+)
+from scdd.distill.optimise import distill
 from scdd.distill.parts import class_parts
 from scdd.models.device import make_generator
 from scdd.models.diffusion import LatentDiffusion
@@ -65,13 +74,7 @@ _LOSSES: dict[str, tuple[float | None, float | None]] = {
 }
 
 
-#: Methods that take scdd's own options (``lambda_part``, ``sample_counts``)
-#: and the ablations (``head_hidden``, ``finetune_encoder``); the baselines
-#: stay as the paper defines them.
-SCDD_METHODS = ("scdd_decoder", "scdd")
-
-
-def loss_weights(method: str, config: DistillConfig) -> DistillConfig:
+def loss_weights(method: str, config: DistillOptimParams) -> DistillOptimParams:
     """``config`` with the DM and DC weights ``method`` is defined by: fixed
     for the single-loss baselines, the configured ones for scdd, and for the
     ``+dcdm`` variants the configured ones with a weight of 1 for a loss the
@@ -79,49 +82,24 @@ def loss_weights(method: str, config: DistillConfig) -> DistillConfig:
     them DM-only copies of their base method). Only :data:`SCDD_METHODS` keep
     ``lambda_part``, ``head_hidden`` and ``finetune_encoder``."""
     lambda_dm, lambda_dc = _LOSSES.get(method, (None, None))
-    config = replace(
-        config,
-        lambda_dm=config.lambda_dm if lambda_dm is None else lambda_dm,
-        lambda_dc=config.lambda_dc if lambda_dc is None else lambda_dc,
+    config = config.model_copy(
+        update={
+            "lambda_dm": config.lambda_dm if lambda_dm is None else lambda_dm,
+            "lambda_dc": config.lambda_dc if lambda_dc is None else lambda_dc,
+        }
     )
     if method not in SCDD_METHODS:
-        config = replace(
-            config, lambda_part=0.0, head_hidden=(), finetune_encoder=False
+        config = config.model_copy(
+            update={"lambda_part": 0.0, "head_hidden": [], "finetune_encoder": False}
         )
     if method.endswith("+dcdm"):
-        config = replace(
-            config,
-            lambda_dm=config.lambda_dm or 1.0,
-            lambda_dc=config.lambda_dc or 1.0,
+        config = config.model_copy(
+            update={
+                "lambda_dm": config.lambda_dm or 1.0,
+                "lambda_dc": config.lambda_dc or 1.0,
+            }
         )
     return config
-
-
-#: Coreset controls: a selection of real cells, nothing optimised.
-CORESET_METHODS = tuple(name for name in CORESETS if name != "random")
-
-#: Methods whose output rows are real training cells, written as they are.
-REAL_CELL_METHODS = ("random_real", *CORESET_METHODS, "full")
-
-#: How the optimised methods pick their real seed cells (the coreset whose
-#: rows they start from).
-SEEDINGS = {"medoid": "kmeans_medoid", "random": "random"}
-
-METHODS = (
-    "random_real",
-    *CORESET_METHODS,
-    "dm",
-    "dc",
-    "featdistill",
-    "featdistill+dcdm",
-    "textdistill",
-    "textdistill+dcdm",
-    "generator_only",
-    "scdd_decoder",
-    "scdd",
-    "full",
-)
-NEEDS_GENERATOR = ("generator_only", "scdd")
 
 
 @dataclass
@@ -257,7 +235,7 @@ def run_method(
     inputs: DistillInputs,
     *,
     spc: int,
-    config: DistillConfig,
+    config: DistillOptimParams,
     t_gen: int = 50,
     guidance_scale: float = 1.0,
     sample_steps: int = 50,

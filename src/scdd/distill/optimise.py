@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from scdd.distill.config import DistillOptimParams
 from scdd.distill.losses import (
     RealEmbeddingBank,
     distribution_matching_loss,
@@ -39,72 +40,6 @@ MatchingLoss = Callable[
     [Tensor, Tensor, torch.Generator], tuple[Tensor, dict[str, float]]
 ]
 """``(samples [n, G], labels [n], generator) -> (scalar loss, float parts)``."""
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """Hyper-parameters of :func:`distill`.
-
-    Attributes:
-        steps: outer optimisation steps ``K``.
-        lr: learning rate of the codes.
-        optimizer: ``"adam"`` or ``"sgd"`` (SGD uses ``momentum``).
-        momentum: SGD momentum (0.5 as in the DC/DM reference code).
-        lambda_dm: weight of the DM loss; 0 skips it.
-        lambda_dc: weight of the DC loss; 0 skips it.
-        lambda_part: weight of matching each cell to its part of the class
-            (:mod:`scdd.distill.parts`); 0 skips it.
-        head_hidden: hidden widths of DC's task head (ReLU MLP on F); empty
-            for the paper's linear head (ablation: the paper's Fig. 4).
-        finetune_encoder: train F with the task head during distillation,
-            the real side re-embedded by the tuned F from real gene batches
-            (ablation: the paper's Table VII; needs ``real_genes``).
-        inner_steps: head updates ``N`` per outer step for DC.
-        head_lr: SGD learning rate of the DC linear head.
-        real_batch_size: real embeddings sampled per class for DC.
-        chunk_size: codes per chunk when backpropagating through the generator;
-            ``None`` or 0 backpropagates the whole set at once.
-        log_every: record history (and log at DEBUG) every this many steps.
-    """
-
-    steps: int = 1000
-    lr: float = 1e-2
-    optimizer: str = "adam"
-    momentum: float = 0.5
-    lambda_dm: float = 1.0
-    lambda_dc: float = 1.0
-    lambda_part: float = 0.0
-    head_hidden: tuple[int, ...] = ()
-    finetune_encoder: bool = False
-    inner_steps: int = 5
-    head_lr: float = 1e-2
-    real_batch_size: int = 256
-    chunk_size: int | None = None
-    log_every: int = 50
-
-    def __post_init__(self) -> None:
-        """Reject settings that cannot run."""
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(
-                f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}"
-            )
-        if self.lambda_dm < 0 or self.lambda_dc < 0 or self.lambda_part < 0:
-            raise ValueError("lambda_dm, lambda_dc and lambda_part must be >= 0")
-        if self.lambda_dm == 0 and self.lambda_dc == 0:
-            raise ValueError("at least one of lambda_dm, lambda_dc must be > 0")
-        for name in ("lr", "head_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("inner_steps", "real_batch_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        object.__setattr__(self, "head_hidden", tuple(self.head_hidden))
-        if any(width < 1 for width in self.head_hidden):
-            raise ValueError(f"head_hidden widths must be >= 1, got {self.head_hidden}")
-        if self.chunk_size is not None and self.chunk_size < 0:
-            raise ValueError(f"chunk_size must be >= 0 or None, got {self.chunk_size}")
 
 
 @dataclass
@@ -137,7 +72,7 @@ def _sgd_step(head: nn.Linear, embeddings: Tensor, labels: Tensor, lr: float) ->
 def make_matching_loss(
     encoder: nn.Module | None,
     bank: RealEmbeddingBank,
-    config: DistillConfig,
+    config: DistillOptimParams,
     *,
     num_classes: int | None = None,
     part_means: Tensor | None = None,
@@ -328,7 +263,7 @@ def distill(  # noqa: PLR0917
     generator_fn: GeneratorFn,
     encoder: nn.Module | None,
     bank: RealEmbeddingBank,
-    config: DistillConfig,
+    config: DistillOptimParams,
     *,
     seed: int = 0,
     progress: bool = True,

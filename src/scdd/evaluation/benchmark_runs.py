@@ -20,8 +20,10 @@ The splits may be lazy (``X`` read from disk by row blocks,
 row blocks (:mod:`scdd.evaluation.scoring`). The distillation inputs are
 :func:`scdd.distill.inputs.prepare_inputs`' business.
 
-Plain functions (no Kedro): settings come as values and dicts (the
-parameter groups' ``model_dump()``).
+Plain functions (no Kedro): settings come as values, dicts (the parameter
+groups' ``model_dump()``) and the ``distill`` and ``evaluate`` groups
+themselves (:class:`~scdd.distill.config.DistillParams`,
+:class:`~scdd.evaluation.config.EvaluateParams`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import torch
 
 from scdd import generation
 from scdd.cellstore import is_lazy, obs_subset
+from scdd.distill.config import DistillParams
 from scdd.distill.inputs import distill_synthetic, final_loss, prepare_inputs
 from scdd.distill.methods import METHODS, NEEDS_GENERATOR
 from scdd.distill.real_cells import RealCellStats
@@ -47,8 +50,9 @@ from scdd.evaluation.benchmark_table import (
     benchmark_table,
     privacy_columns,
 )
-from scdd.metrics.privacy import PrivacyParams
+from scdd.evaluation.config import EvaluateParams
 from scdd.models.foundation import FoundationModel
+from scdd.models.generator_config import GeneratorModelParams, GeneratorTrainParams
 from scdd.preprocessing import check_labels, filter_small_classes
 
 logger = logging.getLogger(__name__)
@@ -136,8 +140,8 @@ def label_generators(
     label_keys: Sequence[str],
     primary: str,
     min_cells: int,
-    model: dict[str, Any],
-    train: dict[str, Any],
+    model: GeneratorModelParams,
+    train: GeneratorTrainParams,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = False,
@@ -151,7 +155,7 @@ def label_generators(
         label_keys: the benchmarked label columns.
         primary: the main label column (``data.label_key``).
         min_cells: fewest training cells of a kept class (another column).
-        model, train: ``generator.model`` / ``generator.train`` as dicts.
+        model, train: ``generator.model`` / ``generator.train``.
         seed, device, progress: as :func:`scdd.generation.train_generator`.
 
     Returns:
@@ -185,13 +189,13 @@ def label_references(
     label_keys: Sequence[str],
     primary: str,
     min_cells: int,
-    evaluate: dict[str, Any],
+    evaluate: EvaluateParams,
     min_gene_overlap: int,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """``evaluate["models"]`` trained on the full training split, per label.
+    """``evaluate.models`` trained on the full training split, per label.
 
     ``full_reference`` (the ``evaluate`` pipeline's) is reused for
     ``primary`` when it has every model. ``evaluate`` holds the reference
@@ -201,16 +205,10 @@ def label_references(
         ``{label column: reference}`` in ``label_keys`` order.
     """
     known = full_reference.get("models") or {}
-    same_split = full_reference.get("scored_on", "test") == evaluate.get(
-        "split", "test"
-    )
+    same_split = full_reference.get("scored_on", "test") == evaluate.split
     out = {}
     for key in label_keys:
-        if (
-            key == primary
-            and same_split
-            and all(known.get(m) for m in evaluate["models"])
-        ):
+        if key == primary and same_split and all(known.get(m) for m in evaluate.models):
             out[key] = full_reference
             continue
         out[key] = scoring.full_reference(
@@ -237,8 +235,8 @@ def cell_runs(
     min_cells: int,
     primary_stats: RealCellStats | None = None,
     draws: int,
-    distill: dict[str, Any],
-    evaluate: dict[str, Any],
+    distill: DistillParams,
+    evaluate: EvaluateParams,
     min_gene_overlap: int,
     chunk_size: int = 4096,
     seed: int = 0,
@@ -259,9 +257,8 @@ def cell_runs(
         primary_stats: the cached real-cell statistics of the primary label
             (other columns' are computed here, one pass each).
         draws: draws per label column (seeds ``seed``, ``seed + 1``, ...).
-        distill: ``params:distill`` of this cell (``method``, ``spc``) as a
-            dict.
-        evaluate: ``params:evaluate`` as a dict, ``models`` the benchmark's.
+        distill: ``params:distill`` of this cell (``method``, ``spc``).
+        evaluate: ``params:evaluate``, ``models`` the benchmark's.
         min_gene_overlap, chunk_size: F's gene overlap and embedding chunk.
         seed, device, progress: run-wide settings.
 
@@ -270,7 +267,7 @@ def cell_runs(
         ``retention`` and the distillation time.
     """
     runs = []
-    method = distill["method"]
+    method = distill.method
     for key in label_keys:
         if key not in references:
             raise ValueError(
@@ -307,8 +304,8 @@ def _label_runs(
     label_key: str,
     stats: RealCellStats | None,
     draws: int,
-    distill: dict[str, Any],
-    evaluate: dict[str, Any],
+    distill: DistillParams,
+    evaluate: EvaluateParams,
     min_gene_overlap: int,
     chunk_size: int,
     seed: int,
@@ -317,7 +314,7 @@ def _label_runs(
 ) -> list[dict[str, Any]]:
     """Every draw of one (label column, method, SPC)."""
     train, test, train_embeddings, test_embeddings = splits
-    key, method, spc = label_key, distill["method"], distill["spc"]
+    key, method, spc = label_key, distill.method, distill.spc
     inputs, categories, stats = prepare_inputs(
         train,
         train_embeddings,
@@ -335,7 +332,6 @@ def _label_runs(
             inputs,
             categories,
             stats,
-            method=method,
             params=distill,
             label_key=key,
             seed=draw_seed,
@@ -365,7 +361,7 @@ def _label_runs(
                 train_embeddings=train_embeddings,
                 heldout=test,
                 heldout_embeddings=test_embeddings,
-                params=PrivacyParams.model_validate(distill["privacy"]),
+                params=distill.privacy,
                 min_gene_overlap=min_gene_overlap,
                 seed=draw_seed,
             )

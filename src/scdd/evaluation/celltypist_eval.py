@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from scdd.cellstore import row_chunks
+from scdd.evaluation.config import CelltypistParams
 from scdd.evaluation.gene_classifier import require_in_memory
 from scdd.evaluation.summary import score_predictions, summarise_inits
 
@@ -74,10 +75,8 @@ def evaluate_celltypist(
     *,
     label_key: str,
     categories: list[str],
-    n_inits: int = 1,
+    params: CelltypistParams,
     seed: int = 0,
-    mini_batch_above: int | None = 20_000,
-    train_kwargs: dict[str, Any] | None = None,
 ) -> dict:
     """Train CellTypist on ``train``; annotate ``test`` (no majority voting).
 
@@ -90,17 +89,16 @@ def evaluate_celltypist(
             memory or lazy (read one row block at a time, once for all runs).
         label_key: label column.
         categories: class names; index = the int class scored.
-        n_inits: training runs; run ``i`` uses ``random_state = seed + i``
-            (SGD shuffles, so runs differ).
-        seed: base seed.
-        mini_batch_above: more training cells than this train with
+        params: ``evaluate.celltypist``: ``n_inits`` training runs, run ``i``
+            with ``random_state = seed + i`` (SGD shuffles, so runs differ);
+            more training cells than ``mini_batch_above`` train with
             CellTypist's mini-batch SGD (its own advice for large data: a
-            fixed budget of batches instead of epochs over every cell);
-            ``None``: never.
-        train_kwargs: extra ``celltypist.train`` arguments (``alpha``,
-            ``max_iter``, ``mini_batch``, ``feature_selection``...); they
-            override the defaults above. ``n_jobs`` defaults to the run's
-            thread budget (``threads``).
+            fixed budget of batches instead of epochs over every cell;
+            ``None``: never); ``train_kwargs``, extra ``celltypist.train``
+            arguments (``alpha``, ``max_iter``, ``mini_batch``,
+            ``feature_selection``...), override those defaults. ``n_jobs``
+            defaults to the run's thread budget (``threads``).
+        seed: base seed.
 
     Returns:
         The layout of ``evaluate_linear_head``: ``<metric>_mean/_std``,
@@ -116,8 +114,6 @@ def evaluate_celltypist(
             "train and test cells must share var_names in the same order; align "
             "the test cells with align_genes(test, gene_order=train.var_names)"
         )
-    if n_inits < 1:
-        raise ValueError(f"celltypist n_inits must be >= 1, got {n_inits}")
     require_in_memory(train.X, "CellTypist")
     index = pd.Index(categories)
 
@@ -138,8 +134,9 @@ def evaluate_celltypist(
         ),
         var=pd.DataFrame(index=train.var_names),
     )
+    mini_batch_above = params.mini_batch_above
     per_init, models = [], []
-    for init in range(n_inits):
+    for init in range(params.n_inits):
         kwargs = {
             "use_SGD": True,
             "check_expression": False,
@@ -147,7 +144,7 @@ def evaluate_celltypist(
             "mini_batch": mini_batch_above is not None
             and train.n_obs > mini_batch_above,
             "n_jobs": torch.get_num_threads(),  # one-vs-rest classes in parallel
-            **(train_kwargs or {}),
+            **params.train_kwargs,
         }
         with _quiet_celltypist():
             model = celltypist.train(fit, labels=label_key, **kwargs)

@@ -25,6 +25,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from torch import nn
 
+from scdd.evaluation.config import DeepInsightCNNParams
 from scdd.evaluation.gene_classifier import (
     Matrix,
     check_gene_split,
@@ -33,45 +34,34 @@ from scdd.evaluation.gene_classifier import (
     require_in_memory,
 )
 
-LAYOUTS = ("tsne", "pca")
-
 
 def fit_pixel_layout(
-    x: Matrix,
-    *,
-    pixels: int = 32,
-    layout: str = "tsne",
-    max_cells: int = 5000,
-    seed: int = 0,
+    x: Matrix, params: DeepInsightCNNParams, *, seed: int = 0
 ) -> np.ndarray:
     """Pixel ``[G, 2]`` (row, column) of every gene, fitted on training cells.
 
     Args:
-        x: ``[n, G]`` training genes (at most ``max_cells`` random cells are
-            read: the genes are the points, the cells their coordinates).
-        pixels: the image is ``pixels x pixels``.
-        layout: ``"tsne"`` (DeepInsight's default) or ``"pca"`` of the genes.
-        max_cells: cells read for the layout.
+        x: ``[n, G]`` training genes (at most ``params.layout_max_cells``
+            random cells are read: the genes are the points, the cells their
+            coordinates).
+        params: ``evaluate.deepinsight_cnn``: the image is ``pixels x
+            pixels``; ``layout`` ``"tsne"`` (DeepInsight's default) or
+            ``"pca"`` of the genes.
         seed: seed of the cell sample and of t-SNE.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(
-            f"deepinsight_cnn.layout must be one of {LAYOUTS}, got {layout!r}"
-        )
-    if pixels < 4:
-        raise ValueError(f"deepinsight_cnn.pixels must be >= 4, got {pixels}")
+    pixels = params.pixels
     n, n_genes = x.shape
     if n_genes < 3:
         raise ValueError(f"DeepInsight needs at least 3 genes, got {n_genes}")
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(n, size=min(n, max_cells), replace=False))
+    rows = np.sort(rng.choice(n, size=min(n, params.layout_max_cells), replace=False))
     cells = dense_rows(x, rows).astype(np.float64)
     if cells.shape[0] < 2:  # a 1-cell set: genes still need 2 coordinates
         cells = np.vstack([cells, np.zeros_like(cells)])
     # Tiny jitter: genes with identical profiles (e.g. all zero in a synthetic
     # set) would otherwise collapse to one point and break the convex hull.
     cells = cells + rng.normal(scale=1e-6, size=cells.shape)
-    if layout == "tsne":
+    if params.layout == "tsne":
         reducer = TSNE(
             n_components=2,
             perplexity=min(30.0, (n_genes - 1) / 3),
@@ -126,7 +116,7 @@ class GeneImage(nn.Module):
 
 
 def build_deepinsight_cnn(
-    coords: np.ndarray, pixels: int, scale: float, num_classes: int, width: int = 16
+    coords: np.ndarray, pixels: int, scale: float, num_classes: int, width: int
 ) -> nn.Module:
     """GeneImage, two conv-BN-ReLU-maxpool blocks, then a linear layer on the
     flattened maps: a pixel is a gene, so where it lies must reach the
@@ -160,34 +150,38 @@ def evaluate_deepinsight_cnn(
     test_labels: np.ndarray,
     *,
     num_classes: int,
-    pixels: int = 32,
-    layout: str = "tsne",
-    layout_max_cells: int = 5000,
-    width: int = 16,
+    params: DeepInsightCNNParams,
     seed: int = 0,
-    **train_kwargs,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> dict:
-    """Fit the gene layout on the training set, then train and score the CNN.
+    """Fit the gene layout on the training set, then train and score the CNN
+    (``params.width`` channels in its first block).
 
-    ``train_kwargs`` and the result are those of
-    :func:`scdd.evaluation.gene_classifier.evaluate_gene_classifier`.
+    ``params``' training settings, the other arguments and the result are
+    those of :func:`scdd.evaluation.gene_classifier.evaluate_gene_classifier`.
     """
-    if width < 1:
-        raise ValueError("deepinsight_cnn.width must be >= 1")
     require_in_memory(train_x, "DeepInsight CNN")
     check_gene_split(train_x, train_labels, num_classes, "train_x")
-    coords = fit_pixel_layout(
-        train_x, pixels=pixels, layout=layout, max_cells=layout_max_cells, seed=seed
-    )
+    coords = fit_pixel_layout(train_x, params, seed=seed)
     scale = float(train_x.max())
     return evaluate_gene_classifier(
-        partial(build_deepinsight_cnn, coords, pixels, scale, num_classes, width),
+        partial(
+            build_deepinsight_cnn,
+            coords,
+            params.pixels,
+            scale,
+            num_classes,
+            params.width,
+        ),
         train_x,
         train_labels,
         test_x,
         test_labels,
         num_classes=num_classes,
+        params=params,
         seed=seed,
+        device=device,
+        progress=progress,
         name="DeepInsight CNN",
-        **train_kwargs,
     )

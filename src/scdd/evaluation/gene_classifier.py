@@ -26,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from scdd.cellstore import Matrix, is_lazy_matrix, row_chunks
+from scdd.evaluation.config import GeneModelParams
 from scdd.evaluation.linear_head import _torch_threads
 from scdd.evaluation.summary import score_predictions, summarise_inits
 from scdd.models.device import fused_adam
@@ -101,23 +102,20 @@ def evaluate_gene_classifier(
     test_labels: np.ndarray,
     *,
     num_classes: int,
-    n_inits: int = 3,
-    steps: int = 200,
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
-    batch_size: int = 256,
-    chunk_size: int = 4096,
+    params: GeneModelParams,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = False,
     name: str = "gene model",
 ) -> dict:
-    """Train ``make_model()`` ``n_inits`` times on train genes; score each on test.
+    """Train ``make_model()`` ``params.n_inits`` times on train genes; score
+    each on test.
 
     Run ``i`` builds its network and orders its batches with seed ``seed + i``
-    (the global RNG is restored afterwards). A set of at most ``batch_size``
-    cells (any synthetic set) is trained full batch; a larger one on shuffled
-    mini-batches, epoch after epoch, until ``steps`` Adam steps are done.
+    (the global RNG is restored afterwards). A set of at most
+    ``params.batch_size`` cells (any synthetic set) is trained full batch; a
+    larger one on shuffled mini-batches, epoch after epoch, until
+    ``params.steps`` Adam steps are done.
 
     Args:
         make_model: builds a fresh network ``[b, G] -> [b, num_classes]``.
@@ -128,12 +126,10 @@ def evaluate_gene_classifier(
             lazy: read one row block at a time, once for all runs).
         test_labels: ``[m]`` ints.
         num_classes: ``C``.
-        n_inits: training runs from different seeds.
-        steps: Adam steps per run.
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
-        batch_size: rows per optimiser step.
-        chunk_size: rows per prediction forward pass.
+        params: the model's group (any :class:`GeneModelParams`): ``n_inits``
+            training runs from different seeds, ``steps`` Adam steps per run
+            at ``lr`` and ``weight_decay``, ``batch_size`` rows per optimiser
+            step, ``chunk_size`` rows per prediction forward pass.
         seed: base seed.
         device: torch device.
         progress: show a progress bar over runs.
@@ -143,8 +139,7 @@ def evaluate_gene_classifier(
         The layout of ``evaluate_linear_head``: ``<metric>_mean/_std``,
         ``per_init`` (each with ``train_accuracy``), ``n_train``, ``n_test``.
     """
-    if n_inits < 1 or steps < 1 or batch_size < 1:
-        raise ValueError(f"{name}: n_inits, steps and batch_size must be >= 1")
+    batch_size, chunk_size = params.batch_size, params.chunk_size
     if train_x.shape[1] != test_x.shape[1]:
         raise ValueError(
             f"train and test gene counts differ: {train_x.shape[1]} vs "
@@ -180,19 +175,19 @@ def evaluate_gene_classifier(
 
     per_init, models = [], []
     with _torch_threads(device):
-        for init in tqdm(range(n_inits), desc=name, disable=not progress):
+        for init in tqdm(range(params.n_inits), desc=name, disable=not progress):
             run_seed = seed + init
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(run_seed)
                 model = make_model().to(device).train()
                 optimiser = torch.optim.Adam(
                     model.parameters(),
-                    lr=lr,
-                    weight_decay=weight_decay,
+                    lr=params.lr,
+                    weight_decay=params.weight_decay,
                     **fused_adam(device),
                 )
                 stream = batches(np.random.default_rng(run_seed))
-                for _, (xb, yb) in zip(range(steps), stream, strict=False):
+                for _, (xb, yb) in zip(range(params.steps), stream, strict=False):
                     loss = nn.functional.cross_entropy(model(xb), yb)
                     optimiser.zero_grad(set_to_none=True)
                     loss.backward()

@@ -11,12 +11,14 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
+import torch
 from torch import nn
 
+from scdd.evaluation.config import GeneMLPParams
 from scdd.evaluation.gene_classifier import Matrix, evaluate_gene_classifier
 
 
-def build_gene_mlp(n_genes: int, num_classes: int, hidden: int = 256) -> nn.Module:
+def build_gene_mlp(n_genes: int, num_classes: int, hidden: int) -> nn.Module:
     """``Linear(G, hidden) -> ReLU -> Linear(hidden, C)``."""
     return nn.Sequential(
         nn.Linear(n_genes, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
@@ -30,24 +32,26 @@ def evaluate_gene_mlp(
     test_labels: np.ndarray,
     *,
     num_classes: int,
-    hidden: int = 256,
-    **train_kwargs,
+    params: GeneMLPParams,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> dict:
-    """Train and score the gene MLP (``hidden`` units) several times.
+    """Train and score the gene MLP (``params.hidden`` units) several times.
 
-    ``train_kwargs`` (``n_inits``, ``steps``, ``lr``, ``weight_decay``,
-    ``batch_size``, ``seed``, ``device``...) and the result are those of
-    :func:`scdd.evaluation.gene_classifier.evaluate_gene_classifier`.
+    ``params``' training settings, the other arguments and the result are
+    those of :func:`scdd.evaluation.gene_classifier.evaluate_gene_classifier`.
     """
-    if hidden < 1:
-        raise ValueError("gene_mlp.hidden must be >= 1")
     return evaluate_gene_classifier(
-        partial(build_gene_mlp, train_x.shape[1], num_classes, hidden),
+        partial(build_gene_mlp, train_x.shape[1], num_classes, params.hidden),
         train_x,
         train_labels,
         test_x,
         test_labels,
         num_classes=num_classes,
+        params=params,
+        seed=seed,
+        device=device,
+        progress=progress,
         name="gene MLP",
-        **train_kwargs,
     )

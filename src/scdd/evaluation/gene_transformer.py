@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from scdd.evaluation.config import GeneTransformerParams
 from scdd.evaluation.gene_classifier import Matrix, evaluate_gene_classifier
 
 
@@ -30,12 +31,10 @@ class GeneGroupTransformer(nn.Module):
     Args:
         n_genes: ``G``.
         num_classes: ``C``.
-        genes_per_token: genes in each group; ``ceil(G / genes_per_token)``
-            tokens (the last group is zero-padded).
-        d_model: token width (TOSICA uses 48).
-        heads: attention heads (must divide ``d_model``).
-        depth: encoder layers.
-        dropout: dropout in the encoder.
+        params: ``evaluate.gene_transformer``: ``genes_per_token`` genes in
+            each group, ``ceil(G / genes_per_token)`` tokens (the last group
+            is zero-padded), of width ``d_model``; ``heads`` attention heads,
+            ``depth`` encoder layers, ``dropout`` in the encoder.
         grouping_seed: seed of the gene permutation that forms the groups.
     """
 
@@ -43,20 +42,12 @@ class GeneGroupTransformer(nn.Module):
         self,
         n_genes: int,
         num_classes: int,
+        params: GeneTransformerParams,
         *,
-        genes_per_token: int = 32,
-        d_model: int = 48,
-        heads: int = 4,
-        depth: int = 1,
-        dropout: float = 0.1,
         grouping_seed: int = 0,
     ) -> None:
         super().__init__()
-        if genes_per_token < 1 or depth < 1 or d_model % heads:
-            raise ValueError(
-                "gene_transformer needs genes_per_token >= 1, depth >= 1 and "
-                f"d_model divisible by heads (got {d_model} and {heads})"
-            )
+        genes_per_token, d_model = params.genes_per_token, params.d_model
         self.n_tokens = -(-n_genes // genes_per_token)
         self.genes_per_token = genes_per_token
         order = np.random.default_rng(grouping_seed).permutation(n_genes)
@@ -71,12 +62,14 @@ class GeneGroupTransformer(nn.Module):
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
         layer = nn.TransformerEncoderLayer(
             d_model,
-            heads,
+            params.heads,
             dim_feedforward=2 * d_model,
-            dropout=dropout,
+            dropout=params.dropout,
             batch_first=True,
         )
-        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.encoder = nn.TransformerEncoder(
+            layer, params.depth, enable_nested_tensor=False
+        )
         self.head = nn.Linear(d_model, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,40 +104,34 @@ def evaluate_gene_transformer(
     test_labels: np.ndarray,
     *,
     num_classes: int,
-    genes_per_token: int = 32,
-    d_model: int = 48,
-    heads: int = 4,
-    depth: int = 1,
-    dropout: float = 0.1,
+    params: GeneTransformerParams,
     seed: int = 0,
-    **train_kwargs,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
 ) -> dict:
     """Train and score the gene-group transformer several times.
 
     The gene groups come from ``seed`` and are the same in every run (part
-    of the architecture); the weights differ per run. ``train_kwargs`` and
-    the result are those of
+    of the architecture); the weights differ per run. ``params``' training
+    settings, the other arguments and the result are those of
     :func:`scdd.evaluation.gene_classifier.evaluate_gene_classifier`.
     """
-    make = partial(
-        GeneGroupTransformer,
-        train_x.shape[1],
-        num_classes,
-        genes_per_token=genes_per_token,
-        d_model=d_model,
-        heads=heads,
-        depth=depth,
-        dropout=dropout,
-        grouping_seed=seed,
-    )
     return evaluate_gene_classifier(
-        make,
+        partial(
+            GeneGroupTransformer,
+            train_x.shape[1],
+            num_classes,
+            params,
+            grouping_seed=seed,
+        ),
         train_x,
         train_labels,
         test_x,
         test_labels,
         num_classes=num_classes,
+        params=params,
         seed=seed,
+        device=device,
+        progress=progress,
         name="gene transformer",
-        **train_kwargs,
     )

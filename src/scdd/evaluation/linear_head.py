@@ -36,6 +36,8 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from torch import Tensor
 
+from scdd.evaluation.config import FHeadParams
+
 _METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
@@ -184,18 +186,12 @@ def evaluate_linear_head(
     test_labels: np.ndarray,
     *,
     num_classes: int,
-    n_inits: int = 10,
-    epochs: int = 1000,
-    lr: float = 0.01,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    batch_size: int | None = None,
-    max_steps: int | None = None,
-    standardise: bool = False,
+    params: FHeadParams,
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> dict:
-    """Train a linear head on frozen features ``n_inits`` times; score each on test.
+    """Train a linear head on frozen features ``params.n_inits`` times; score
+    each on test.
 
     Init ``i`` draws its head (and its mini-batch order) from a CPU
     ``torch.Generator`` seeded with ``seed + i``, so results are reproducible
@@ -209,17 +205,17 @@ def evaluate_linear_head(
         test_features: ``[m, d]`` features of the real test cells.
         test_labels: ``[m]`` int labels in ``[0, num_classes)``.
         num_classes: number of classes ``C`` (head outputs).
-        n_inits: random head initialisations.
-        epochs: passes over the training set per init.
-        lr: SGD learning rate.
-        momentum: SGD momentum.
-        weight_decay: SGD weight decay.
-        batch_size: mini-batch size; ``None`` trains full batch (right for
-            synthetic sets; set it for a full training split of many cells).
-        max_steps: cap on the SGD steps per init (``epochs`` passes unless
-            they would take more): bounds the cost on 100k+ cells.
-        standardise: centre and scale each feature by the training set's
-            mean and standard deviation (applied to the test features too).
+        params: ``evaluate.f_head`` (the reference's:
+            :meth:`~scdd.evaluation.config.EvaluateParams.for_reference`):
+            ``n_inits`` random head initialisations, ``epochs`` passes over
+            the training set per init, SGD's ``lr``, ``momentum`` and
+            ``weight_decay``; ``batch_size`` ``None`` trains full batch (right
+            for synthetic sets; set it for a full training split of many
+            cells); ``max_steps`` caps the SGD steps per init (``epochs``
+            passes unless they would take more: bounds the cost on 100k+
+            cells); ``standardise`` centres and scales each feature by the
+            training set's mean and standard deviation (applied to the test
+            features too). Its ``reference_*`` fields are not read here.
         seed: base seed; init ``i`` uses ``seed + i``.
         device: torch device for training and prediction.
 
@@ -232,18 +228,11 @@ def evaluate_linear_head(
         test split nor predicted as F1 = 0.
 
     Raises:
-        ValueError: bad shapes, labels or hyper-parameters.
+        ValueError: bad shapes or labels.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if n_inits < 1 or epochs < 1:
-        raise ValueError(f"n_inits and epochs must be >= 1, got {n_inits}, {epochs}")
-    if not lr > 0 or momentum < 0 or weight_decay < 0:
-        raise ValueError("lr must be > 0; momentum and weight_decay must be >= 0")
-    if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
-    if max_steps is not None and max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1 or None, got {max_steps}")
+    batch_size, epochs, max_steps = params.batch_size, params.epochs, params.max_steps
     x_train, y_train = _check_split(train_features, train_labels, num_classes, "train")
     x_test, y_test = _check_split(test_features, test_labels, num_classes, "test")
     if x_train.shape[1] != x_test.shape[1]:
@@ -251,7 +240,7 @@ def evaluate_linear_head(
             f"train and test feature widths differ: {x_train.shape[1]} vs "
             f"{x_test.shape[1]}"
         )
-    if standardise:
+    if params.standardise:
         mean, scale = x_train.mean(axis=0), x_train.std(axis=0)
         scale[scale == 0] = 1.0
         x_train, x_test = (x_train - mean) / scale, (x_test - mean) / scale
@@ -264,16 +253,16 @@ def evaluate_linear_head(
     x_eval = torch.from_numpy(x_test).to(device)
 
     per_init = []
-    for init in range(n_inits):
+    for init in range(params.n_inits):
         generator = torch.Generator().manual_seed(seed + init)
         with _torch_threads(device):
             weight, bias = _train_head(
                 x,
                 y_onehot,
                 epochs=epochs,
-                lr=lr,
-                momentum=momentum,
-                weight_decay=weight_decay,
+                lr=params.lr,
+                momentum=params.momentum,
+                weight_decay=params.weight_decay,
                 batch_size=batch_size,
                 generator=generator,
                 max_steps=max_steps,

@@ -6,9 +6,10 @@ the real test split (with retention against the same models trained on the
 full training split), fidelity against the real training cells, and the
 ``metrics.json`` document. The benchmark pipeline reuses them per draw.
 
-Settings come as plain values; ``evaluate`` is the ``params:evaluate`` group
-as a dict (``EvaluateParams.model_dump()``): see
-:func:`scdd.evaluation.suite.run_models`.
+Settings come as plain values and parameter groups: ``evaluate`` is the
+``params:evaluate`` group (:class:`~scdd.evaluation.config.EvaluateParams`;
+see :func:`scdd.evaluation.suite.run_models`), ``params`` of
+:func:`fidelity` its ``fidelity`` sub-group.
 
 The real splits may be lazy (``X`` read from disk by row blocks,
 :mod:`scdd.cellstore`) or in memory. Models train on cells in memory (the
@@ -31,7 +32,8 @@ import torch
 
 from scdd.cellstore import check_dense_fits, take_rows
 from scdd.distill.real_cells import RealCellStats
-from scdd.evaluation.suite import GENE_MODELS, compact, run_models, with_retention
+from scdd.evaluation.config import GENE_MODELS, EvaluateParams, FidelityParams
+from scdd.evaluation.suite import compact, run_models, with_retention
 from scdd.generation import check_embeddings_match, embedding_matrix
 from scdd.metrics.fidelity import fidelity_report
 from scdd.metrics.privacy import PrivacyParams, privacy_report
@@ -150,18 +152,18 @@ def full_reference(
     train_embeddings: ad.AnnData,
     test_embeddings: ad.AnnData,
     *,
-    evaluate: dict[str, Any],
+    evaluate: EvaluateParams,
     label_key: str,
     min_gene_overlap: int,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> dict[str, Any]:
-    """``evaluate["models"]`` trained on the whole training split (the
+    """``evaluate.models`` trained on the whole training split (the
     "Original dataset" row; the denominator of retention).
 
     Gene-level models read the training split in its own gene space, on a
-    stratified sample of at most ``evaluate["reference_max_cells"]`` cells
+    stratified sample of at most ``evaluate.reference_max_cells`` cells
     (CellTypist densifies its input; each model's ``n_train`` says how many it
     saw), read into memory once and shared by every gene-level model; the
     F-head reads the 128-d features of every cell. The test split is read
@@ -179,12 +181,12 @@ def full_reference(
     check_embeddings_match(test, test_embeddings, "test")
     labels = class_codes(train, key, categories, "training split")
     train_z = embedding_matrix(train_embeddings)
-    max_cells = evaluate.get("reference_max_cells")
+    max_cells = evaluate.reference_max_cells
     rows = stratified_rows(labels, max_cells, seed)
     logger.info(
         "Reference: %s trained on the full training split (%d cells; gene-level "
         "models on a stratified sample of %d, evaluate.reference_max_cells=%s)",
-        evaluate["models"],
+        evaluate.models,
         train.n_obs,
         len(rows),
         max_cells,
@@ -204,7 +206,7 @@ def full_reference(
         "progress": progress,
         "what": "full training",
     }
-    models = list(evaluate["models"])
+    models = list(evaluate.models)
     features = [m for m in models if m not in GENE_MODELS]
     genes = [m for m in models if m in GENE_MODELS]
     results: dict[str, Any] = {}
@@ -237,7 +239,7 @@ def full_reference(
         "categories": categories,
         "n_train": int(train.n_obs),
         "n_test": int(test.n_obs),
-        "scored_on": evaluate.get("split", "test"),
+        "scored_on": evaluate.split,
         "reference_max_cells": max_cells,
         "models": {name: results[name] for name in models},
     }
@@ -250,14 +252,14 @@ def synthetic_model_metrics(
     test_embeddings: ad.AnnData,
     reference: dict[str, Any],
     *,
-    evaluate: dict[str, Any],
+    evaluate: EvaluateParams,
     label_key: str,
     min_gene_overlap: int,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> dict[str, Any]:
-    """``evaluate["models"]`` trained on the synthetic set, with retention.
+    """``evaluate.models`` trained on the synthetic set, with retention.
 
     Args:
         synthetic: the synthetic set (genes, or feature-only).
@@ -266,7 +268,7 @@ def synthetic_model_metrics(
             memory: read one row block at a time).
         test_embeddings: cached F(test).
         reference: output of :func:`full_reference`.
-        evaluate: ``params:evaluate`` as a dict.
+        evaluate: ``params:evaluate``.
         label_key, min_gene_overlap, seed, device, progress: as
             :func:`full_reference`.
 
@@ -287,7 +289,7 @@ def synthetic_model_metrics(
         )
     )
     results, skipped = run_models(
-        models=list(evaluate["models"]),
+        models=list(evaluate.models),
         train_z=embedding_matrix(synthetic_embeddings),
         train_labels=class_codes(synthetic, key, categories, "synthetic set"),
         test_z=embedding_matrix(test_embeddings),
@@ -309,7 +311,7 @@ def synthetic_model_metrics(
             for name, result in results.items()
         },
         "skipped": skipped,
-        "scored_on": evaluate.get("split", "test"),
+        "scored_on": evaluate.split,
     }
 
 
@@ -321,14 +323,12 @@ def fidelity(
     *,
     label_key: str,
     min_gene_overlap: int,
-    top_k: int = 50,
-    marker_method: str = "mean_difference",
-    marker_max_cells: int | None = 50_000,
-    mmd_max_cells: int | None = 2000,
+    params: FidelityParams,
     seed: int = 0,
     real_stats: RealCellStats | None = None,
 ) -> dict[str, Any]:
-    """Gene-level fidelity (moments, sparsity, markers) and MMD in F-space.
+    """Gene-level fidelity (moments, sparsity, markers) and MMD in F-space,
+    as ``params`` (``evaluate.fidelity``) sets them.
 
     The training cells are aligned to the synthetic set's gene order (a lazy
     split block by block, as its one chunked pass reads them); for a
@@ -362,10 +362,7 @@ def fidelity(
         real_z=embedding_matrix(train_embeddings),
         syn_z=embedding_matrix(synthetic_embeddings),
         class_names=categories,
-        top_k=top_k,
-        marker_method=marker_method,
-        marker_max_cells=marker_max_cells,
-        mmd_max_cells=mmd_max_cells,
+        params=params,
         seed=seed,
         real_summary=cached,
     )

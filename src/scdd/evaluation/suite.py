@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import anndata as ad
 import numpy as np
 import torch
 
 from scdd.evaluation.celltypist_eval import evaluate_celltypist
+from scdd.evaluation.config import GENE_MODELS, MODELS, EvaluateParams
 from scdd.evaluation.deepinsight_cnn import evaluate_deepinsight_cnn
 from scdd.evaluation.gene_mlp import evaluate_gene_mlp
 from scdd.evaluation.gene_transformer import evaluate_gene_transformer
@@ -37,14 +37,13 @@ from scdd.evaluation.summary import METRICS
 
 logger = logging.getLogger(__name__)
 
-#: Torch models on genes: ``evaluate.<name>`` holds their keyword arguments.
-TORCH_GENE_MODELS = {
+#: The function of each torch model on genes; ``evaluate.<name>`` is its
+#: parameter group.
+TORCH_GENE_FUNCTIONS = {
     "gene_mlp": evaluate_gene_mlp,
     "gene_transformer": evaluate_gene_transformer,
     "deepinsight_cnn": evaluate_deepinsight_cnn,
 }
-MODELS = ("f_head", "celltypist", *TORCH_GENE_MODELS)
-GENE_MODELS = ("celltypist", *TORCH_GENE_MODELS)
 
 
 def check_models(models: list[str]) -> list[str]:
@@ -71,7 +70,7 @@ def run_models(
     test_genes: ad.AnnData | None,
     label_key: str,
     categories: list[str],
-    params: dict[str, Any],
+    params: EvaluateParams,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = False,
@@ -90,9 +89,9 @@ def run_models(
         test_genes: test cells in ``train_genes``' gene order.
         label_key: label column.
         categories: class names, index = int class.
-        params: ``params:evaluate`` (one sub-group per model: the keyword
-            arguments of a torch gene model's function);
-            ``f_head.batch_size`` ``None`` trains full batch.
+        params: ``params:evaluate`` (one sub-group per model, the group
+            that model's function takes; ``params.models`` is not read:
+            ``models`` is); ``f_head.batch_size`` ``None`` trains full batch.
         seed: base seed of every model.
         device: torch device of the linear head and the MLP.
         progress: progress bars.
@@ -114,21 +113,13 @@ def run_models(
             logger.info("%s on %s set: skipped (%s)", name, what, skipped[name])
             continue
         if name == "f_head":
-            head = params["f_head"]
             results[name] = evaluate_linear_head(
                 train_z,
                 train_labels,
                 test_z,
                 test_labels,
                 num_classes=num_classes,
-                n_inits=head["n_inits"],
-                epochs=head["epochs"],
-                lr=head["lr"],
-                momentum=head["momentum"],
-                weight_decay=head["weight_decay"],
-                batch_size=head.get("batch_size"),
-                max_steps=head.get("max_steps"),
-                standardise=head.get("standardise", False),
+                params=params.f_head,
                 seed=seed,
                 device=device,
             )
@@ -138,19 +129,17 @@ def run_models(
                 test_genes,
                 label_key=label_key,
                 categories=categories,
-                n_inits=params["celltypist"]["n_inits"],
+                params=params.celltypist,
                 seed=seed,
-                mini_batch_above=params["celltypist"].get("mini_batch_above"),
-                train_kwargs=params["celltypist"].get("train_kwargs"),
             )
         else:
-            results[name] = TORCH_GENE_MODELS[name](
+            results[name] = TORCH_GENE_FUNCTIONS[name](
                 train_genes.X,
                 train_labels,
                 test_genes.X,
                 test_labels,
                 num_classes=num_classes,
-                **params[name],
+                params=getattr(params, name),
                 seed=seed,
                 device=device,
                 progress=progress,

@@ -29,6 +29,7 @@ import numpy as np
 from scipy import sparse
 
 from scdd.cellstore import Matrix, is_lazy_matrix, sum_over_rows, take_matrix_rows
+from scdd.evaluation.config import FidelityParams
 from scdd.sampling import stratified_rows
 
 logger = logging.getLogger(__name__)
@@ -386,7 +387,7 @@ def marker_overlap(
     syn_labels: np.ndarray,
     *,
     class_names: list[str],
-    top_k: int = 50,
+    top_k: int,
     method: str = MEAN_DIFFERENCE,
     max_cells: int | None = None,
     seed: int = 0,
@@ -492,7 +493,7 @@ def latent_mmd(
     syn_labels: np.ndarray,
     *,
     class_names: list[str],
-    max_cells: int | None = 2000,
+    max_cells: int | None,
     seed: int = 0,
 ) -> dict:
     """MMD between F(synthetic) and F(real), overall and per class.
@@ -538,10 +539,7 @@ def fidelity_report(
     real_z: np.ndarray,
     syn_z: np.ndarray,
     class_names: list[str],
-    top_k: int = 50,
-    marker_method: str = MEAN_DIFFERENCE,
-    marker_max_cells: int | None = 50_000,
-    mmd_max_cells: int | None = 2000,
+    params: FidelityParams,
     seed: int = 0,
     chunk_size: int = 20_000,
     real_summary: ClassSummary | None = None,
@@ -551,7 +549,8 @@ def fidelity_report(
     The real cells are read once, chunk by chunk (a lazy ``real_x`` block by
     block): class means and variances, the zero fraction and the
     mean-difference markers all come from that pass. A scanpy marker method
-    reads a stratified sample of at most about ``marker_max_cells`` of them.
+    reads a stratified sample of at most about ``params.marker_max_cells`` of
+    them.
 
     Args:
         real_x: real training cells ``[n, G]`` (log-normalised; dense, sparse
@@ -563,11 +562,11 @@ def fidelity_report(
         real_z: F(real training cells) ``[n, d]``.
         syn_z: F(synthetic cells) or the synthetic features ``[m, d]``.
         class_names: class names, index = int label.
-        top_k: marker genes per class.
-        marker_method: see :func:`marker_overlap`.
-        marker_max_cells: real cells a scanpy marker method reads (``None``:
-            all).
-        mmd_max_cells: real-cell cap of the MMD kernel matrices.
+        params: ``evaluate.fidelity``: ``top_k`` marker genes per class found
+            by ``marker_method`` (see :func:`marker_overlap`), which reads at
+            most ``marker_max_cells`` real cells when it is scanpy's
+            (``None``: all); ``mmd_max_cells``, the real-cell cap of the MMD
+            kernel matrices.
         seed: seed of the MMD subsample and of the marker sample.
         chunk_size: rows per chunk of an in-memory ``real_x``.
         real_summary: the real cells' :func:`summarise_classes` when cached
@@ -614,9 +613,9 @@ def fidelity_report(
             syn_x,
             syn_labels,
             class_names=class_names,
-            top_k=top_k,
-            method=marker_method,
-            max_cells=marker_max_cells,
+            top_k=params.top_k,
+            method=params.marker_method,
+            max_cells=params.marker_max_cells,
             seed=seed,
             real_summary=real,
             syn_summary=syn,
@@ -627,7 +626,7 @@ def fidelity_report(
         syn_z,
         syn_labels,
         class_names=class_names,
-        max_cells=mmd_max_cells,
+        max_cells=params.mmd_max_cells,
         seed=seed,
     )
     return report

@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from distributed import Client, as_completed
+from pydantic import Field
 from scimilarity.nn_models import Decoder, Encoder
 from scipy import sparse
 from tqdm import tqdm
@@ -41,6 +42,7 @@ from scdd.dask_engine import (
     worker_failures_explained,
 )
 from scdd.models.device import resolve_device
+from scdd.param_group import ParamGroup, PositiveInt, Rate
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,24 @@ MODEL_FILES = (
     "label_ints.csv",
     "hyperparameters.json",
 )
+
+#: Rows of a block E embeds at once (``foundation.embed.chunk_size``).
+EMBED_CHUNK_SIZE = 4096
+
+
+class FoundationArchitectureParams(ParamGroup):
+    """``foundation.model``: SCimilarity's encoder/decoder sizes."""
+
+    latent_dim: PositiveInt = 128
+    hidden_dim: list[PositiveInt] = Field(default=[1024, 1024], min_length=1)
+    dropout: Rate = 0.5
+    input_dropout: Rate = 0.4
+
+
+class FoundationEmbedParams(ParamGroup):
+    """``foundation.embed``."""
+
+    chunk_size: PositiveInt = EMBED_CHUNK_SIZE
 
 
 @dataclass
@@ -86,24 +106,24 @@ class FoundationModel:
 
 
 def build_autoencoder(
-    n_genes: int,
-    *,
-    latent_dim: int = 128,
-    hidden_dim: list[int] | tuple[int, ...] = (1024, 1024),
-    dropout: float = 0.5,
-    input_dropout: float = 0.4,
+    n_genes: int, architecture: FoundationArchitectureParams | None = None
 ) -> tuple[Encoder, Decoder]:
-    """SCimilarity's encoder and its mirror-image decoder."""
-    hidden = [int(h) for h in hidden_dim]
+    """SCimilarity's encoder and its mirror-image decoder, of ``architecture``
+    (default: :class:`FoundationArchitectureParams`' defaults)."""
+    arch = architecture or FoundationArchitectureParams()
+    hidden = [int(h) for h in arch.hidden_dim]
     encoder = Encoder(
         n_genes,
-        latent_dim=latent_dim,
+        latent_dim=arch.latent_dim,
         hidden_dim=hidden,
-        dropout=dropout,
-        input_dropout=input_dropout,
+        dropout=arch.dropout,
+        input_dropout=arch.input_dropout,
     )
     decoder = Decoder(
-        n_genes, latent_dim=latent_dim, hidden_dim=hidden[::-1], dropout=dropout
+        n_genes,
+        latent_dim=arch.latent_dim,
+        hidden_dim=hidden[::-1],
+        dropout=arch.dropout,
     )
     return encoder, decoder
 
@@ -157,7 +177,8 @@ def load_model_dir(path: Path) -> FoundationModel:
     hidden, latent = _hidden_dims(json.loads((path / "layer_sizes.json").read_text()))
     hyper = json.loads((path / "hyperparameters.json").read_text())
     encoder, decoder = build_autoencoder(
-        len(gene_order), latent_dim=latent, hidden_dim=hidden
+        len(gene_order),
+        FoundationArchitectureParams(latent_dim=latent, hidden_dim=hidden),
     )
     encoder.load_state_dict(_load_state(path / "encoder.ckpt"))
     decoder.load_state_dict(_load_state(path / "decoder.ckpt"))
@@ -354,7 +375,7 @@ def embed_cells(
     encoder: Encoder,
     x: Any,
     *,
-    chunk_size: int = 4096,
+    chunk_size: int = EMBED_CHUNK_SIZE,
     device: torch.device | str = "cpu",
     progress: bool = True,
     sparse_input: bool | None = None,

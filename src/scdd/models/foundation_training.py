@@ -39,6 +39,7 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
+    model_validator,
 )
 from scimilarity.nn_models import Decoder, Encoder
 from scipy import sparse
@@ -48,11 +49,15 @@ from scdd.atomic import atomic_path
 from scdd.cellstore import CHUNK_ROWS, lazy_matrix, take_matrix_rows
 from scdd.models.device import fused_adam
 from scdd.models.foundation import (
+    MODEL_FILES,
+    FoundationArchitectureParams,
+    FoundationEmbedParams,
     FoundationModel,
     build_autoencoder,
     load_model_dir,
     save_model_dir,
 )
+from scdd.param_group import ParamGroup
 from scdd.threads import apply_threads
 
 logger = logging.getLogger(__name__)
@@ -131,6 +136,45 @@ class TrainerConfig(BaseModel):
     @property
     def world_size(self) -> int:
         return self.devices * self.num_nodes
+
+
+class FoundationParams(ParamGroup):
+    """``params:foundation``: train F here (``local``) or load SCimilarity's."""
+
+    source: Literal["local", "pretrained"] = "local"
+    #: SCimilarity model directory (``source: pretrained``).
+    pretrained_path: str | None = None
+    min_gene_overlap: PositiveInt = 500
+    model: FoundationArchitectureParams = FoundationArchitectureParams()
+    train: TrainConfig = TrainConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    embed: FoundationEmbedParams = FoundationEmbedParams()
+    #: The report's linear probes train on a stratified sample of at most
+    #: this many training cells and score as many test cells (gene rows read).
+    probe_max_cells: PositiveInt = 20_000
+
+    @model_validator(mode="after")
+    def _pretrained_directory(self) -> FoundationParams:
+        if self.source != "pretrained":
+            return self
+        path = self.pretrained_path
+        if not path:
+            raise ValueError(
+                "foundation.source='pretrained' needs foundation.pretrained_path "
+                "(a SCimilarity model directory); set it, or use source: local"
+            )
+        if not Path(path).is_dir():
+            raise ValueError(
+                f"foundation.pretrained_path={path!r} is not a directory "
+                f"({Path(path).resolve()}); give a SCimilarity model directory"
+            )
+        missing = [name for name in MODEL_FILES if not (Path(path) / name).is_file()]
+        if missing:
+            raise ValueError(
+                f"foundation.pretrained_path={path!r} is not a SCimilarity model "
+                f"directory: missing {missing}"
+            )
+        return self
 
 
 #: Columns of the training history: one row per validation round.
@@ -558,7 +602,7 @@ def train_foundation(
     gene_order: list[str],
     labels: np.ndarray | None = None,
     label_names: list[str] | None = None,
-    architecture: dict[str, Any] | None = None,
+    architecture: FoundationArchitectureParams | None = None,
     config: TrainConfig | None = None,
     trainer: TrainerConfig | None = None,
     seed: int = 0,
@@ -580,10 +624,11 @@ def train_foundation(
     training stops after ``patience`` such rounds without improvement, and
     the best weights are kept.
 
-    ``trainer`` (default: one process on ``device``) says how Lightning runs
-    it; with several ranks each reads its share of the blocks. The model is
-    written in SCimilarity's layout to ``out_dir`` (a temporary directory
-    when ``None``) by rank 0 and read back from there.
+    ``architecture`` (``foundation.model``; default: its defaults) sizes E
+    and D. ``trainer`` (default: one process on ``device``) says how
+    Lightning runs it; with several ranks each reads its share of the
+    blocks. The model is written in SCimilarity's layout to ``out_dir`` (a
+    temporary directory when ``None``) by rank 0 and read back from there.
 
     Label-blind unless ``config.triplet_weight > 0`` (then ``labels`` — ints
     ``[N]`` — add a batch-hard triplet term).
@@ -593,13 +638,9 @@ def train_foundation(
         ``cells_seen``, ``train_loss`` (mean over the round's cells) and
         ``val_loss``.
     """
+    architecture = architecture or FoundationArchitectureParams()
     config = config or TrainConfig()
     trainer = trainer or TrainerConfig()
-    architecture = {
-        "latent_dim": 128,
-        "hidden_dim": [1024, 1024],
-        **(architecture or {}),
-    }
     device = torch.device(device)
     if config.triplet_weight > 0 and labels is None:
         raise ValueError("foundation.train.triplet_weight > 0 needs labels.")
@@ -632,11 +673,11 @@ def train_foundation(
         len(read),
         config.max_cells_seen,
         min(n_fit // trainer.world_size * trainer.world_size, config.eval_every_cells),
-        architecture,
+        architecture.model_dump(),
         arguments,
     )
     describe = {
-        **architecture,
+        **architecture.model_dump(),
         "source": "local",
         "label_blind": config.triplet_weight == 0,
         "seed": seed,
@@ -654,7 +695,7 @@ def train_foundation(
     ):
         torch.manual_seed(seed)
         out = Path(out_dir or Path(scratch) / "model")
-        encoder, decoder = build_autoencoder(n_genes, **architecture)
+        encoder, decoder = build_autoencoder(n_genes, architecture)
         module = FoundationModule(
             encoder,
             decoder,

@@ -19,6 +19,7 @@ from scdd import generation
 from scdd.cellstore import as_lazy, is_lazy, take_rows
 from scdd.datasets import TorchCheckpointDataset
 from scdd.evaluation.benchmark_runs import label_references, label_view
+from scdd.models.generator_config import GeneratorTrainParams
 from scdd.params import BenchmarkParams, GeneratorParams, PreprocessParams
 from scdd.pipelines.benchmark import create_pipeline
 from scdd.pipelines.benchmark.nodes import BENCHMARK_METHODS, BENCHMARK_SPCS
@@ -44,13 +45,9 @@ BENCHMARK = {
 }
 GENERATOR = {
     "model": TINY_SCDG_MODEL,
-    "train": {
-        "steps": 5,
-        "batch_size": 32,
-        "lr": 1e-3,
-        "weight_decay": 0.0,
-        "ema_decay": 0.9,
-    },
+    "train": GeneratorTrainParams(
+        steps=5, batch_size=32, lr=1e-3, weight_decay=0.0, ema_decay=0.9
+    ),
 }
 PREPROCESS = PreprocessParams(min_cells_per_class=3)
 
@@ -272,7 +269,7 @@ def test_lazy_label_references_match_in_memory(
         "label_keys": ["cell_type", "coarse"],
         "primary": "cell_type",
         "min_cells": 3,
-        "evaluate": settings.for_reference().model_dump(),
+        "evaluate": settings.for_reference(),
         "min_gene_overlap": 10,
     }
     with no_whole_matrix(monkeypatch):

@@ -21,7 +21,11 @@ from scdd.cellstore import is_lazy
 from scdd.datasets import H5ADDataset
 from scdd.distill.real_cells import RealCellStats, summarise_real_cells
 from scdd.evaluation import scoring
-from scdd.models.foundation import FoundationModel, embed_cells
+from scdd.models.foundation import (
+    FoundationArchitectureParams,
+    FoundationModel,
+    embed_cells,
+)
 from scdd.models.foundation_training import TrainConfig, train_foundation
 from scdd.params import DataParams, DistillParams, EvaluateParams, FoundationParams
 from scdd.pipelines.evaluate import create_pipeline
@@ -129,12 +133,9 @@ def tiny() -> Tiny:
     foundation, _ = train_foundation(
         train.X,
         gene_order=list(train.var_names),
-        architecture={
-            "latent_dim": LATENT,
-            "hidden_dim": [32],
-            "dropout": 0.1,
-            "input_dropout": 0.1,
-        },
+        architecture=FoundationArchitectureParams(
+            latent_dim=LATENT, hidden_dim=[32], dropout=0.1, input_dropout=0.1
+        ),
         config=TrainConfig(epochs=3, batch_size=32, lr=3e-3),
         progress=False,
     )
@@ -249,7 +250,7 @@ def test_fidelity_from_cached_class_moments_equals_a_pass_over_the_split(
     kwargs = {
         "label_key": KEY,
         "min_gene_overlap": FOUNDATION.min_gene_overlap,
-        **PARAMS.fidelity.model_dump(),
+        "params": PARAMS.fidelity,
     }
     cached = scoring.fidelity(
         synthetic,

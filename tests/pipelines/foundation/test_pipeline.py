@@ -10,10 +10,11 @@ from pydantic import ValidationError
 
 from scdd.datasets import FoundationModelDataset, H5ADDataset
 from scdd.models.foundation import save_model_dir
-from scdd.params import DataParams, FoundationParams
+from scdd.models.foundation_training import FoundationParams
 from scdd.pipelines.foundation import create_pipeline
 from scdd.pipelines.foundation.nodes import build_foundation_model
 from scdd.preprocessing import log_normalise, stratified_split
+from scdd.preprocessing_config import DataParams
 from tests.conftest import make_counts_adata, shared_dataset
 from tests.evaluation.lazy_helpers import no_whole_matrix, spied
 from tests.kedro_helpers import run_session

@@ -9,9 +9,10 @@ from kedro.runner import SequentialRunner
 from scdd import generation
 from scdd.datasets import TorchCheckpointDataset
 from scdd.models.device import make_generator
-from scdd.params import DataParams, GeneratorParams
+from scdd.models.generator_config import GeneratorParams
 from scdd.pipelines.generator import create_pipeline
 from scdd.pipelines.generator.nodes import train_generator
+from scdd.preprocessing_config import DataParams
 from tests.test_generation import MODEL, REPORT, TRAIN, make_embeddings_adata
 
 DATA = DataParams(input="scanpy://pbmc68k_reduced", label_key="cell_type")
@@ -46,7 +47,7 @@ def test_train_node_outputs() -> None:
     )
     assert checkpoint["condition_columns"] == ["cell_type"]
     assert checkpoint["config"]["latent_dim"] == 16
-    assert history["step"].iloc[-1] == TRAIN["steps"]
+    assert history["step"].iloc[-1] == TRAIN.steps
 
 
 def test_sliced_runs_round_trip_checkpoint(tmp_path: Path) -> None:
@@ -58,7 +59,7 @@ def test_sliced_runs_round_trip_checkpoint(tmp_path: Path) -> None:
     report = catalog.load("generator_report")
     json.dumps(report, allow_nan=False)
     assert report["condition_columns"] == ["cell_type"]
-    assert len(report["reconstruction"]) == len(REPORT["t_values"])
+    assert len(report["reconstruction"]) == len(REPORT.t_values)
 
     # The saved checkpoint equals a direct, identically seeded training run.
     saved = TorchCheckpointDataset(filepath=str(tmp_path / "generator.pt")).load()

@@ -20,6 +20,7 @@ from scdd.distill.real_cells import summarise_real_cells
 from scdd.distill.synthetic import finalise_genes
 from scdd.lineage import source_fingerprint
 from scdd.models.foundation import embed_cells
+from scdd.models.generator_config import GeneratorTrainParams
 from scdd.params import DataParams, DistillParams, FoundationParams, GeneratorParams
 from scdd.pipelines.latent_distillation import create_pipeline
 from scdd.pipelines.latent_distillation.nodes import (
@@ -301,7 +302,7 @@ def test_generator_of_another_label_set_is_refused(tiny: Tiny) -> None:
         {"type_2": "type_X"}
     )
     renamed.obs["tissue"] = pd.Categorical(["kidney"] * renamed.n_obs)
-    train = {"steps": 5, "batch_size": 32}
+    train = GeneratorTrainParams(steps=5, batch_size=32)
     checkpoint, _ = generation.train_generator(
         renamed, [LABEL_KEY], model=SCDG_MODEL, train=train, progress=False
     )

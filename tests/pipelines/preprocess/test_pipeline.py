@@ -13,9 +13,9 @@ from scipy import sparse
 from scdd.cellstore import as_lazy, take_rows
 from scdd.datasets import H5ADDataset
 from scdd.lineage import source_fingerprint
-from scdd.params import DataParams, PreprocessParams
 from scdd.pipelines.preprocess import create_pipeline
 from scdd.pipelines.preprocess.nodes import preprocess_adata, split_adata
+from scdd.preprocessing_config import DataParams, PreprocessParams
 from scdd.provenance import plain
 from tests.conftest import make_counts_adata, shared_dataset
 from tests.kedro_helpers import run_session

@@ -14,9 +14,10 @@ from kedro_datasets.matplotlib import MatplotlibDataset
 from pydantic import ValidationError
 
 from scdd.cellstore import as_lazy
-from scdd.params import DataParams, ReportParams
 from scdd.pipelines.report import create_pipeline
 from scdd.plots import correlation_figure, hvg_figure
+from scdd.preprocessing_config import DataParams
+from scdd.report_config import ReportParams
 from scdd.sampling import stratified_rows
 from tests.conftest import make_counts_adata
 from tests.evaluation.lazy_helpers import no_whole_matrix, spied

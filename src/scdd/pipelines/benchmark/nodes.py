@@ -88,8 +88,8 @@ def train_label_generators(
         generator_checkpoint,
         (train, test, train_embeddings, test_embeddings),
         **_labels(params, data, preprocess),
-        model=generator.model.model_dump(),
-        train=generator.train.model_dump(),
+        model=generator.model,
+        train=generator.train,
         seed=seed,
         device=resolve_device(device),
         progress=progress,
@@ -119,12 +119,12 @@ def label_references(
     Returns:
         ``{label column: reference}`` in ``benchmark.label_keys`` order.
     """
-    settings = evaluate.model_copy(update={"models": list(params.models)})
+    settings = evaluate.with_models(params.models)
     return benchmark_runs.label_references(
         full_reference,
         (train, test, train_embeddings, test_embeddings),
         **_labels(params, data, preprocess),
-        evaluate=settings.for_reference().model_dump(),
+        evaluate=settings.for_reference(),
         min_gene_overlap=foundation_params.min_gene_overlap,
         seed=seed,
         device=resolve_device(device),
@@ -193,10 +193,8 @@ def benchmark_cell(
         **_labels(params, data, preprocess),
         primary_stats=RealCellStats.from_checkpoint(real_cell_stats),
         draws=params.draws,
-        distill=distill.for_cell(method, spc, params.steps).model_dump(),
-        evaluate=evaluate.model_copy(
-            update={"models": list(params.models)}
-        ).model_dump(),
+        distill=distill.for_cell(method, spc, params.steps),
+        evaluate=evaluate.with_models(params.models),
         min_gene_overlap=foundation_params.min_gene_overlap,
         chunk_size=foundation_params.embed.chunk_size,
         seed=seed,

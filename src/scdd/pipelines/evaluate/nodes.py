@@ -5,8 +5,8 @@ the same models trained on the full training split give the reference that
 retention divides by (its own node and catalog entry, so it can be cached).
 Fidelity compares the synthetic cells with the real training cells; privacy
 compares their nearest-neighbour distances to training vs test cells. The
-work is done by :mod:`scdd.evaluation.scoring`; these wrappers unpack the
-parameter groups.
+work is done by :mod:`scdd.evaluation.scoring`; these wrappers hand it the
+parameter groups (``params:evaluate`` or its sub-groups) and single fields.
 
 The splits (``train_adata``, ``test_adata``) arrive lazy from the catalog:
 the references train on a stratified sample read once
@@ -116,7 +116,7 @@ def evaluate_full_reference(
         test,
         train_embeddings,
         test_embeddings,
-        evaluate=params.for_reference().model_dump(),
+        evaluate=params.for_reference(),
         label_key=data.label_key,
         min_gene_overlap=foundation_params.min_gene_overlap,
         seed=seed,
@@ -160,7 +160,7 @@ def evaluate_synthetic_models(
         test,
         test_embeddings,
         full_reference,
-        evaluate=params.model_dump(),
+        evaluate=params,
         label_key=data.label_key,
         min_gene_overlap=foundation_params.min_gene_overlap,
         seed=seed,
@@ -190,7 +190,7 @@ def measure_fidelity(
         train_embeddings,
         label_key=data.label_key,
         min_gene_overlap=foundation_params.min_gene_overlap,
-        **params.fidelity.model_dump(),
+        params=params.fidelity,
         seed=seed,
         real_stats=RealCellStats.from_checkpoint(real_cell_stats),
     )

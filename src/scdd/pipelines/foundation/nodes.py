@@ -23,10 +23,11 @@ from scdd.models.foundation import (
 )
 from scdd.models.foundation_training import (
     HISTORY_COLUMNS,
+    FoundationParams,
     train_foundation,
     validation_size,
 )
-from scdd.params import DataParams, FoundationParams
+from scdd.preprocessing_config import DataParams
 from scdd.provenance import record_provenance
 from scdd.sampling import stratified_rows
 
@@ -75,7 +76,7 @@ def build_foundation_model(
         gene_order=list(train.var_names),
         labels=labels.cat.codes.to_numpy(),
         label_names=list(map(str, labels.cat.categories)),
-        architecture=params.model.model_dump(),
+        architecture=params.model,
         config=params.train,
         trainer=params.trainer,
         seed=seed,

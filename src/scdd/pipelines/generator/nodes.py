@@ -10,7 +10,8 @@ import pandas as pd
 
 from scdd import generation
 from scdd.models.device import resolve_device
-from scdd.params import DataParams, GeneratorParams
+from scdd.models.generator_config import GeneratorParams
+from scdd.preprocessing_config import DataParams
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ def train_generator(
     return generation.train_generator(
         train_embeddings,
         columns,
-        model=generator.model.model_dump(),
-        train=generator.train.model_dump(),
+        model=generator.model,
+        train=generator.train,
         seed=seed,
         device=resolve_device(device),
         progress=progress,
@@ -82,6 +83,6 @@ def report_generator(
         train_embeddings,
         test_embeddings,
         label_key=data.label_key,
+        report=generator.report,
         seed=seed,
-        **generator.report.model_dump(),
     )

@@ -9,7 +9,7 @@ from typing import Any
 import anndata as ad
 
 from scdd import preprocessing as pp
-from scdd.params import DataParams, PreprocessParams
+from scdd.preprocessing_config import DataParams, PreprocessParams
 from scdd.provenance import record_provenance
 
 logger = logging.getLogger(__name__)

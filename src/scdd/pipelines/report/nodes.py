@@ -15,8 +15,9 @@ import anndata as ad
 import pandas as pd
 from matplotlib.figure import Figure
 
-from scdd.params import DataParams, ReportParams
 from scdd.plots import correlation_figure, hvg_figure, loss_figure, umap_figure
+from scdd.preprocessing_config import DataParams
+from scdd.report_config import ReportParams
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,122 @@
+"""The ``distill`` parameter group: what :mod:`scdd.distill` takes.
+
+:class:`DistillOptimParams` (``distill.optim``) holds the hyper-parameters of
+the optimisation (:func:`scdd.distill.optimise.distill`,
+:func:`scdd.distill.methods.run_method`); :class:`DistillParams`
+(``params:distill``) the method and its settings
+(:func:`scdd.distill.inputs.distill_synthetic`). Defaults are those of
+``conf/base/parameters_latent_distillation.yml``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from scdd.distill.names import METHODS, SEEDINGS
+from scdd.metrics.privacy import PrivacyParams
+from scdd.param_group import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    ParamGroup,
+    PositiveFloat,
+    PositiveInt,
+)
+
+__all__ = ["DistillOptimParams", "DistillParams"]
+
+
+class DistillOptimParams(ParamGroup):
+    """``distill.optim``: hyper-parameters of :func:`scdd.distill.optimise.distill`."""
+
+    #: Outer optimisation steps ``K``. 0: the seeds as the method maps them
+    #: (scdd: decoded, unoptimised).
+    steps: NonNegativeInt = 300
+    #: Learning rate of the codes.
+    lr: PositiveFloat = 0.03
+    #: ``sgd`` uses ``momentum``.
+    optimizer: Literal["adam", "sgd"] = "adam"
+    #: SGD momentum (0.5 as in the DC/DM reference code).
+    momentum: NonNegativeFloat = 0.5
+    #: Weight of the DM loss; 0 skips it.
+    lambda_dm: NonNegativeFloat = 1.0
+    #: Weight of the DC loss; 0 skips it.
+    lambda_dc: NonNegativeFloat = 0.0
+    #: Match each cell to its k-means part of the class (scdd, scdd_decoder;
+    #: :mod:`scdd.distill.parts`); 0 skips it.
+    lambda_part: NonNegativeFloat = 1.0
+    #: Ablation (scdd, with DC): hidden widths of DC's task head, a ReLU MLP
+    #: on F; empty: the paper's linear head (ablation of its Fig. 4).
+    head_hidden: list[PositiveInt] = []
+    #: Ablation (scdd, with DC): train F with the task head during
+    #: distillation, the real side re-embedded by the tuned F from real gene
+    #: batches (the paper's Table VII).
+    finetune_encoder: bool = False
+    #: Head updates ``N`` per outer step for DC.
+    inner_steps: PositiveInt = 5
+    #: SGD learning rate of the DC head.
+    head_lr: PositiveFloat = 0.01
+    #: Real embeddings sampled per class for DC.
+    real_batch_size: PositiveInt = 256
+    #: Codes per chunk when backpropagating through G; 0 or ``None`` = all at
+    #: once.
+    chunk_size: NonNegativeInt | None = 64
+    #: Record history (and log at DEBUG) every this many steps.
+    log_every: PositiveInt = 10
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> DistillOptimParams:
+        if self.lambda_dm == 0 and self.lambda_dc == 0:
+            raise ValueError(
+                "lambda_dm and lambda_dc are both 0: nothing to optimise; make "
+                "at least one of them > 0"
+            )
+        return self
+
+
+Depth = Annotated[float, Field(ge=1)]
+
+
+class DistillParams(ParamGroup):
+    """``params:distill``: the distillation method and its settings."""
+
+    method: Literal[METHODS] = "scdd"
+    #: Synthetic cells per class.
+    spc: PositiveInt = 1
+    #: Diffusion step of the ``scdd`` codes (0 = no noise).
+    t_gen: NonNegativeInt = 50
+    guidance_scale: NonNegativeFloat = 1.0
+    #: Denoising steps of ``generator_only``.
+    sample_steps: PositiveInt = 50
+    #: Log1p values at or below it become 0; ``None`` = per-class quantile.
+    zero_threshold: NonNegativeFloat | None = 0.2
+    #: From this SPC up, redraw scdd's cells as counts as sparse as the real
+    #: class (inside the optimisation, straight-through); ``None``: never.
+    sample_counts_from_spc: PositiveInt | None = 5
+    #: Of each class's cells from that SPC up, the fraction drawn as counts
+    #: (the others stay smooth).
+    count_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    #: Library size of the drawn counts, in multiples of the one that makes
+    #: them as sparse as the real class (deeper: less noisy); several: the
+    #: depth whose set ends closest to the real cells in F-space is kept.
+    count_depth: Depth | Annotated[list[Depth], Field(min_length=1)] = [1.0, 4.0]
+    #: Add each class's decoder bias (real class mean minus the mean of its
+    #: decoded training cells) to scdd's decoded cells.
+    decoder_bias: bool = False
+    #: The real cells every optimised method starts from: ``medoid`` (the
+    #: cells nearest the centres of SPC equal-size k-means parts per class)
+    #: or ``random``.
+    seeding: Literal[tuple(SEEDINGS)] = "medoid"
+    optim: DistillOptimParams = DistillOptimParams()
+    privacy: PrivacyParams = PrivacyParams()
+
+    def for_cell(
+        self, method: str, spc: int, steps: int | None = None
+    ) -> DistillParams:
+        """This group for one benchmark cell: ``method``, ``spc`` and, when
+        given, ``steps`` optimisation steps."""
+        optim = self.optim
+        if steps is not None:
+            optim = optim.model_copy(update={"steps": steps})
+        return self.model_copy(update={"method": method, "spc": spc, "optim": optim})
