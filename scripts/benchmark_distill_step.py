@@ -37,7 +37,6 @@ from scdd.distill.optimise import (
     GeneratorFn,
     MatchingLoss,
     backward_through_generator,
-    make_matching_loss,
 )
 from scdd.models.device import make_generator
 from scdd.models.foundation import FoundationArchitectureParams, build_autoencoder
@@ -175,7 +174,7 @@ def main() -> None:
                 bank_seconds=bank_seconds,
                 codes=codes,
                 optimizer=torch.optim.Adam([codes], lr=config.lr),
-                loss_fn=make_matching_loss(encoder, bank, config),
+                loss_fn=MatchingLoss(encoder, bank, config),
                 generator=make_generator(args.seed, device),
                 times=[],
             )

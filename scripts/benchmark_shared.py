@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from scdd.evaluation.benchmark_table import privacy_cell
+from scdd.benchmark.table import privacy_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -140,7 +140,7 @@ def versus_coresets(table: pd.DataFrame, method: str = "scdd") -> str:
 
 def privacy_markdown(table: pd.DataFrame) -> str:
     """Per (dataset, method) × SPC: the privacy figures of
-    :func:`scdd.evaluation.benchmark_table.privacy_cell`."""
+    :func:`scdd.benchmark.table.privacy_cell`."""
     if "ratio_gene_mean" not in table:
         return ""
     runs = table[table["method"] != "full"]
@@ -173,7 +173,8 @@ def _say(text: str) -> None:
     sys.stdout.flush()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
@@ -210,7 +211,11 @@ def main() -> None:
         default={},
         help="JSON parameter overrides for the benchmark run (nested dicts)",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.WARNING)
     tables = []
     for dataset in args.datasets:

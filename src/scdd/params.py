@@ -19,29 +19,23 @@ that code takes (``distill``: :mod:`scdd.distill.config`; ``evaluate``:
 :mod:`scdd.models.foundation`; ``generator``:
 :mod:`scdd.models.generator_config`, taken by :mod:`scdd.generation`;
 ``data`` and ``preprocess``: :mod:`scdd.preprocessing_config`; ``report``:
-:mod:`scdd.report_config`; ``dask``: :mod:`scdd.dask_engine`). Nodes hand
-the scverse-style functions of :mod:`scdd.preprocessing` and
-:mod:`scdd.plots` single fields.
+:mod:`scdd.report_config`; ``benchmark``: :mod:`scdd.benchmark.config`;
+``dask``: :mod:`scdd.dask_engine`). Nodes hand the scverse-style functions
+of :mod:`scdd.preprocessing` and :mod:`scdd.plots` single fields.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import (
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import ValidationError, field_validator
 
+from scdd.benchmark.config import BenchmarkParams
 from scdd.dask_engine import DaskParams
 from scdd.distill.config import DistillOptimParams, DistillParams
-from scdd.evaluation.benchmark_runs import BENCHMARK_METHODS, BENCHMARK_SPCS
 from scdd.evaluation.config import (
-    MODELS,
     CelltypistParams,
     DeepInsightCNNParams,
     EvaluateParams,
@@ -70,9 +64,7 @@ from scdd.param_group import (
     NonNegativeInt,
     ParamGroup,
     PositiveInt,
-    as_list,
     did_you_mean,
-    refuse_repeats,
 )
 from scdd.preprocessing_config import DataParams, PreprocessParams
 from scdd.report_config import (
@@ -117,56 +109,6 @@ __all__ = [
 
 #: The ``device`` parameter: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
-
-# ---------------------------------------------------------------- benchmark
-
-
-class BenchmarkParams(ParamGroup):
-    """``params:benchmark``: which cells of the benchmark grid compute.
-
-    The grid (:data:`~scdd.evaluation.benchmark_runs.BENCHMARK_METHODS` ×
-    :data:`~scdd.evaluation.benchmark_runs.BENCHMARK_SPCS`) is fixed by the
-    pipeline's nodes; ``methods`` and ``spcs`` pick from it.
-    """
-
-    methods: list[Literal[BENCHMARK_METHODS]] = Field(
-        default=[
-            "random_real",
-            "herding",
-            "kmeans_medoid",
-            "dm",
-            "featdistill",
-            "scdd",
-        ],
-        min_length=1,
-    )
-    spcs: list[Literal[BENCHMARK_SPCS]] = Field(
-        default=list(BENCHMARK_SPCS), min_length=1
-    )
-    #: Seeds ``seed``, ``seed + 1``, ...
-    draws: PositiveInt = 2
-    #: Evaluation models (settings from ``params:evaluate``).
-    models: list[Literal[MODELS]] = Field(default=["f_head"], min_length=1)
-    #: Optimisation steps; ``None`` = ``distill.optim.steps``.
-    steps: PositiveInt | None = None
-    #: Label columns; ``None`` = ``[data.label_key]``.
-    label_keys: list[Annotated[str, Field(min_length=1)]] | None = None
-
-    @field_validator("label_keys", mode="before")
-    @classmethod
-    def _label_keysas_list(cls, value: Any) -> Any:
-        return as_list(value)
-
-    @field_validator("methods", "spcs", "models", "label_keys")
-    @classmethod
-    def _no_duplicates(cls, value: list | None, info: ValidationInfo) -> list | None:
-        refuse_repeats(value, f"benchmark.{info.field_name}")
-        return value
-
-    def label_columns(self, label_key: str) -> list[str]:
-        """``label_keys``, or ``[label_key]`` (``data.label_key``) when unset."""
-        return list(self.label_keys or [label_key])
 
 
 # ---------------------------------------------------------------------- run

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from scdd import generation
-from scdd.distill.config import DistillOptimParams
+from scdd.distill.config import DistillOptimParams, DistillParams
 from scdd.distill.coresets import select_coreset
 from scdd.distill.methods import (
+    METHOD_REGISTRY,
     METHODS,
     REAL_CELL_METHODS,
     ConditionSpec,
@@ -134,18 +135,27 @@ def coreset_rows(
     )
 
 
+#: ``run_method``'s own arguments; the other options are ``distill`` settings.
+RUN_ARGUMENTS = ("count_fraction", "count_depth", "seed", "device", "progress")
+
+
 def run(method: str, inputs: DistillInputs, **kwargs: Any):
-    """``run_method`` with the small test settings."""
-    options = {
+    """``run_method`` with the small test settings; ``config`` is the ``optim``
+    group. The group is updated unvalidated, so that ``run_method``'s own
+    checks of the method and seeding names are what the tests see."""
+    settings = {
         "spc": SPC,
-        "config": CONFIG,
+        "optim": kwargs.pop("config", CONFIG),
         "t_gen": T_GEN,
         "sample_steps": 2,
-        "seed": 0,
-        "progress": False,
-        **kwargs,
+        "zero_threshold": None,
+        "method": method,
     }
-    return run_method(method, inputs, **options)
+    options = {"seed": 0, "progress": False}
+    for key, value in kwargs.items():
+        (options if key in RUN_ARGUMENTS else settings)[key] = value
+    params = DistillParams().model_copy(update=settings)
+    return run_method(params, inputs, **options)
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +257,12 @@ def test_every_optimised_method_starts_from_the_same_seeds(
     assert dm.history == [] and not dm.real_cells
     with pytest.raises(ValueError, match="seeding"):
         run("dm", inputs, seeding="best")
+
+
+def test_every_method_has_a_registry_entry_and_every_entry_a_method() -> None:
+    assert set(METHOD_REGISTRY) == set(METHODS)
+    assert len(METHOD_REGISTRY) == len(METHODS)
+    assert all(callable(fn) for fn in METHOD_REGISTRY.values())
 
 
 def test_condition_spec_maps_labels_into_the_label_column() -> None:

@@ -10,10 +10,10 @@ from torch import Tensor, nn
 from scdd.distill.config import DistillOptimParams
 from scdd.distill.losses import RealEmbeddingBank
 from scdd.distill.optimise import (
+    MatchingLoss,
     backward_through_generator,
     distill,
     identity_generator,
-    make_matching_loss,
 )
 
 NUM_CLASSES, SPC, CODE_DIM, GENES, LATENT = 3, 4, 6, 20, 8
@@ -103,7 +103,7 @@ def test_chunked_backward_matches_plain_backward() -> None:
     generator, encoder, bank, codes, labels = _setup()
     generator.eval()
     encoder.eval()
-    loss_fn = make_matching_loss(encoder, bank, _config(), num_classes=NUM_CLASSES)
+    loss_fn = MatchingLoss(encoder, bank, _config(), num_classes=NUM_CLASSES)
 
     def codes_grad(chunk_size: int | None) -> tuple[float, Tensor]:
         z = codes.clone().requires_grad_()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scdd.distill.losses import RealEmbeddingBank, gradient_matching_loss
-from scdd.distill.optimise import distill, make_matching_loss
+from scdd.distill.optimise import MatchingLoss, distill
 from scdd.distill.task_network import TaskNetwork, random_linear
 from tests.distill.test_optimise import NUM_CLASSES, _config, _setup
 
@@ -68,7 +68,7 @@ def test_a_tuned_encoder_distils_from_real_genes_and_f_stays_frozen() -> None:
     original = {k: v.clone() for k, v in encoder.state_dict().items()}
     config = _config(steps=4, lambda_dc=1.0, finetune_encoder=True)
     with pytest.raises(ValueError, match="real gene batches"):
-        make_matching_loss(encoder, bank, config)
+        MatchingLoss(encoder, bank, config)
     result = distill(
         codes,
         labels,

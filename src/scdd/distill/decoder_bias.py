@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from scdd.distill.parts import class_members
 
 
-def class_decoder_bias(
+def class_decoder_bias(  # noqa: PLR0913
     decoder: nn.Module,
     embeddings: np.ndarray,
     labels: np.ndarray,

@@ -144,18 +144,10 @@ def distill_synthetic(
     losses: dict[str, float] = {}
     for candidate in candidates:
         run = run_method(
-            method,
+            params,
             inputs,
-            spc=params.spc,
-            config=params.optim,
-            t_gen=params.t_gen,
-            guidance_scale=params.guidance_scale,
-            sample_steps=params.sample_steps,
-            zero_threshold=params.zero_threshold,
             count_fraction=0.0 if candidate is None else count_fraction,
             count_depth=candidate or 1.0,
-            decoder_bias=params.decoder_bias,
-            seeding=params.seeding,
             seed=seed,
             device=device,
             progress=progress,

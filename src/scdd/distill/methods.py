@@ -22,6 +22,13 @@ method                        optimised -> sample               output
 ``scdd``                      latent codes -> U -> D            genes
 ``full``                      nothing: the whole training split genes
 ============================  ================================  ==========
+
+Each method is one function of :data:`METHOD_REGISTRY` (methods that differ
+only by data share one: ``dm``/``dc`` by their loss weights, the coresets by
+their selection), which :func:`run_method` looks up; the steps they share
+(seeds, frozen models, the cells as written, the optimisation call) are
+:class:`SeededRun`'s. The optimisation itself, Algorithm 1, is
+:func:`scdd.distill.optimise.distill`.
 """
 
 from __future__ import annotations
@@ -35,10 +42,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import sparse
-from torch import Tensor
+from torch import Tensor, nn
 
 from scdd.cellstore import take_matrix_rows
-from scdd.distill.config import DistillOptimParams
+from scdd.distill.config import DistillOptimParams, DistillParams
 from scdd.distill.coresets import select_coreset
 from scdd.distill.decoder_bias import class_decoder_bias
 from scdd.distill.expression import as_log_normalised, sample_counts_like_real
@@ -47,11 +54,11 @@ from scdd.distill.names import (
     CORESET_METHODS,
     METHODS,
     NEEDS_GENERATOR,
-    REAL_CELL_METHODS,
+    REAL_CELL_METHODS,  # noqa: F401 (re-exported: the table's real-cell rows)
     SCDD_METHODS,
     SEEDINGS,
 )
-from scdd.distill.optimise import distill
+from scdd.distill.optimise import GeneratorFn, distill
 from scdd.distill.parts import class_parts
 from scdd.models.device import make_generator
 from scdd.models.diffusion import LatentDiffusion
@@ -230,37 +237,367 @@ def drawn_rows(labels: Tensor, fraction: float) -> Tensor:
     return torch.floor((within + 1) * fraction) > torch.floor(within * fraction)
 
 
+@dataclass
+class MethodRun:
+    """One run of a method: what :func:`run_method` was given.
+
+    Attributes:
+        params: the ``distill`` group (method, spc, settings, ``optim``).
+        inputs: training cells, their cached embeddings, frozen models.
+        count_fraction: fraction of each class's cells drawn as counts.
+        count_depth: library size of the drawn counts.
+        seed: seeds, head initialisations and noise.
+        device: where optimisation runs.
+        progress: show progress bars.
+    """
+
+    params: DistillParams
+    inputs: DistillInputs
+    count_fraction: float
+    count_depth: float
+    seed: int
+    device: torch.device
+    progress: bool
+
+    def real_rows(self) -> np.ndarray:
+        """The rows of :func:`seed_rows` for this run's method."""
+        return seed_rows(
+            self.params.method,
+            self.inputs,
+            spc=self.params.spc,
+            seeding=self.params.seeding,
+            seed=self.seed,
+        )
+
+
+@dataclass
+class SeededRun:
+    """A method started from its seed cells (:meth:`start`), with the frozen
+    models on the device, and the steps the optimised methods share.
+
+    Attributes:
+        run: what the method was given.
+        config: ``params.optim`` with the method's loss weights.
+        seeds: the real rows the method starts from ``[n]``.
+        labels: class of each seed ``[n]``; ``y`` on the device.
+        z_seed: the seeds' cached embeddings ``[n, D]``, on the device.
+        part_means: centre of each seed's k-means part (``lambda_part > 0``).
+        encoder, decoder: the frozen F and D, on the device.
+        generator: the frozen SCDG U, on the device (when given).
+        noise: seeded generator of the diffusion noise.
+        zero_fractions: per-class sparsity of the drawn counts, on the device
+            (``None``: no counts drawn).
+    """
+
+    run: MethodRun
+    config: DistillOptimParams
+    seeds: np.ndarray
+    labels: np.ndarray
+    y: Tensor
+    z_seed: Tensor
+    part_means: Tensor | None
+    encoder: nn.Module
+    decoder: nn.Module
+    generator: LatentDiffusion | None
+    noise: torch.Generator
+    zero_fractions: Tensor | None
+
+    @classmethod
+    def start(cls, run: MethodRun) -> SeededRun:
+        """The seeds (:func:`_seeds_and_parts`), the frozen models on the
+        device and the diffusion noise."""
+        inputs, params, device = run.inputs, run.params, run.device
+        config = loss_weights(params.method, params.optim)
+        seeds, part_means = _seeds_and_parts(run, config)
+        labels = inputs.labels[seeds]
+        foundation = inputs.foundation.freeze()
+        return cls(
+            run=run,
+            config=config,
+            seeds=seeds,
+            labels=labels,
+            y=torch.as_tensor(labels, dtype=torch.long, device=device),
+            z_seed=torch.as_tensor(inputs.embeddings[seeds], device=device),
+            part_means=part_means,
+            encoder=foundation.encoder.to(device),
+            decoder=foundation.decoder.to(device),
+            generator=(
+                None if inputs.generator is None else inputs.generator.to(device).eval()
+            ),
+            noise=make_generator(run.seed + 1, device),
+            zero_fractions=_count_sparsity(run),
+        )
+
+    def as_cells(self, genes: Tensor, labels: Tensor) -> Tensor:
+        """Genes as they will be written: non-negative (and log-normalised,
+        some redrawn as counts with ``count_fraction``)."""
+        run, target_sum = self.run, self.run.inputs.target_sum
+        if target_sum is None:
+            return F.relu(genes)
+        cells = as_log_normalised(
+            genes, target_sum=target_sum, zero_threshold=run.params.zero_threshold
+        )
+        if self.zero_fractions is None:
+            return cells
+        drawn = sample_counts_like_real(
+            cells,
+            self.zero_fractions[labels],
+            target_sum=target_sum,
+            seed=run.seed + 2,
+            depth=run.count_depth,
+        )
+        if run.count_fraction >= 1:
+            return drawn
+        rows = drawn_rows(labels, run.count_fraction)
+        return torch.where(rows[:, None], drawn, cells)
+
+    def optimise(
+        self, codes: Tensor, generator_fn: GeneratorFn, encoder: nn.Module | None
+    ) -> tuple[np.ndarray, MethodOutput]:
+        """Algorithm 1 (:func:`distill`) on ``codes`` against the real
+        embeddings; the sample the optimised codes map to, and the output
+        (labels, codes, history) it goes into."""
+        run, config = self.run, self.config
+        bank = _real_embeddings(run.inputs, run.device)
+        real_genes = _real_genes(run, config) if config.finetune_encoder else None
+        result = distill(
+            codes,
+            self.y,
+            generator_fn,
+            encoder,
+            bank,
+            config,
+            seed=run.seed,
+            progress=run.progress,
+            part_means=self.part_means,
+            real_genes=real_genes,
+        )
+        with torch.no_grad():
+            sample = generator_fn(result.codes.to(run.device), self.y).cpu().numpy()
+        output = MethodOutput(
+            labels=self.labels, codes=result.codes.numpy(), history=result.history
+        )
+        return sample, output
+
+    def optimise_decoded(self, codes: Tensor, decode: GeneratorFn) -> MethodOutput:
+        """:meth:`optimise` of codes that ``decode`` maps to genes (plus the
+        decoder bias with ``decoder_bias``), written as :meth:`as_cells`."""
+        bias = None
+        if self.run.params.decoder_bias:
+            bias = _decoder_bias(self.run.inputs, self.decoder, self.run.seed)
+
+        def cells(c: Tensor, labels: Tensor) -> Tensor:
+            genes = decode(c, labels)
+            return self.as_cells(
+                genes if bias is None else genes + bias[labels], labels
+            )
+
+        genes, output = self.optimise(codes, cells, self.encoder)
+        output.genes = genes
+        return output
+
+
+def _seeds_and_parts(
+    run: MethodRun, config: DistillOptimParams
+) -> tuple[np.ndarray, Tensor | None]:
+    """The seed rows, and each seed's part centre when the part loss is on
+    (then the ``medoid`` seeds are the parts' own: the same k-means, run once)."""
+    if config.lambda_part <= 0:
+        return run.real_rows(), None
+    inputs = run.inputs
+    parts = class_parts(
+        inputs.embeddings,
+        inputs.labels,
+        spc=run.params.spc,
+        num_classes=inputs.num_classes,
+        seed=run.seed,
+    )
+    seeds = parts.seeds if run.params.seeding == "medoid" else run.real_rows()
+    return seeds, torch.as_tensor(parts.means)
+
+
+def _count_sparsity(run: MethodRun) -> Tensor | None:
+    """The real per-class zero fractions the counts are drawn at, on the
+    device; ``None`` when this run draws none (only :data:`SCDD_METHODS` do)."""
+    if run.count_fraction <= 0 or run.params.method not in SCDD_METHODS:
+        return None
+    inputs = run.inputs
+    if inputs.target_sum is None or inputs.zero_fractions is None:
+        raise ValueError("count_fraction needs the real cells' target_sum and sparsity")
+    return torch.as_tensor(
+        inputs.zero_fractions, dtype=torch.float32, device=run.device
+    )
+
+
+def _real_embeddings(inputs: DistillInputs, device: torch.device) -> RealEmbeddingBank:
+    """The cached real embeddings, by class (the real side of Algorithm 1)."""
+    return RealEmbeddingBank(
+        torch.as_tensor(inputs.embeddings),
+        torch.as_tensor(inputs.labels, dtype=torch.long),
+        inputs.num_classes,
+    ).to(device)
+
+
+def _real_genes(run: MethodRun, config: DistillOptimParams) -> RealEmbeddingBank:
+    """``real_batch_size`` random real gene rows per class: a tuned F
+    (``finetune_encoder``) needs real genes, not the cache."""
+    inputs = run.inputs
+    rows = select_coreset(
+        "random",
+        inputs.embeddings,
+        inputs.labels,
+        spc=config.real_batch_size,
+        num_classes=inputs.num_classes,
+        seed=run.seed + 3,
+    )
+    return RealEmbeddingBank(
+        torch.as_tensor(take_matrix_rows(inputs.genes, rows).toarray()),
+        torch.as_tensor(inputs.labels[rows], dtype=torch.long),
+        inputs.num_classes,
+    ).to(run.device)
+
+
+def _normalised(codes: Tensor, _labels: Tensor) -> Tensor:
+    """Unit-norm features, as F's embeddings are."""
+    return F.normalize(codes, dim=1)
+
+
+# --- the methods: one function each (or per family sharing one body) ---
+
+
+def full_split(run: MethodRun) -> MethodOutput:
+    """``full``: the whole training split."""
+    inputs = run.inputs
+    return MethodOutput(
+        labels=inputs.labels.copy(), genes=inputs.genes, real_cells=True
+    )
+
+
+def real_cells(run: MethodRun) -> MethodOutput:
+    """``random_real`` and the coresets: their real rows, written as they are."""
+    rows = run.real_rows()
+    return MethodOutput(
+        labels=run.inputs.labels[rows],
+        genes=take_matrix_rows(run.inputs.genes, rows),
+        real_cells=True,
+    )
+
+
+def gene_matching(run: MethodRun) -> MethodOutput:
+    """``dm`` / ``dc``: the seed cells' gene values, optimised through F."""
+    start = SeededRun.start(run)
+    seed_genes = take_matrix_rows(run.inputs.genes, start.seeds).toarray()
+    codes = torch.as_tensor(seed_genes, device=run.device)
+    genes, output = start.optimise(codes, start.as_cells, start.encoder)
+    output.genes = genes
+    return output
+
+
+def feature_distill(run: MethodRun) -> MethodOutput:
+    """``featdistill(+dcdm)``: the seeds' F-space features, optimised."""
+    start = SeededRun.start(run)
+    features, output = start.optimise(start.z_seed.clone(), _normalised, None)
+    output.features = features
+    return output
+
+
+def text_distill(run: MethodRun) -> MethodOutput:
+    """``textdistill(+dcdm)``: :func:`feature_distill`, then decoded once by D."""
+    start = SeededRun.start(run)
+    features, output = start.optimise(start.z_seed.clone(), _normalised, None)
+    with torch.no_grad():
+        genes = start.decoder(torch.as_tensor(features, device=run.device))
+    output.genes, output.features = genes.cpu().numpy(), features
+    return output
+
+
+def generator_only(run: MethodRun) -> MethodOutput:
+    """``generator_only``: SCDG samples from noise, decoded by D."""
+    start, params = SeededRun.start(run), run.params
+    latents = start.generator.sample(
+        run.inputs.conditions(start.y),
+        n_steps=params.sample_steps,
+        guidance_scale=params.guidance_scale,
+        generator=start.noise,
+    )
+    with torch.no_grad():
+        genes = start.decoder(latents)
+    return MethodOutput(labels=start.labels, genes=genes.cpu().numpy())
+
+
+def scdd_decoder(run: MethodRun) -> MethodOutput:
+    """``scdd_decoder``: the seeds' latent codes, decoded by D."""
+    start = SeededRun.start(run)
+
+    def decode(codes: Tensor, _labels: Tensor) -> Tensor:
+        return start.decoder(F.normalize(codes, dim=1))
+
+    return start.optimise_decoded(start.z_seed.clone(), decode)
+
+
+def scdd(run: MethodRun) -> MethodOutput:
+    """``scdd``: the seeds' latent codes noised to ``t_gen``, denoised by the
+    SCDG U under their class condition and decoded by D."""
+    start, params = SeededRun.start(run), run.params
+    generator, t_gen = start.generator, params.t_gen
+    codes = generator.encode_codes(start.z_seed, t_gen, generator=start.noise)
+
+    def decode(codes: Tensor, labels: Tensor) -> Tensor:
+        conditions = run.inputs.conditions(labels)
+        return start.decoder(
+            generator.denoise(codes, t_gen, conditions, params.guidance_scale)
+        )
+
+    return start.optimise_decoded(codes, decode)
+
+
+MethodFn = Callable[[MethodRun], MethodOutput]
+
+#: The function that builds each method's synthetic set. Adding a method is
+#: adding its name to :data:`METHODS`, a function and an entry here.
+METHOD_REGISTRY: dict[str, MethodFn] = {
+    "random_real": real_cells,
+    **dict.fromkeys(CORESET_METHODS, real_cells),
+    "dm": gene_matching,
+    "dc": gene_matching,
+    "featdistill": feature_distill,
+    "featdistill+dcdm": feature_distill,
+    "textdistill": text_distill,
+    "textdistill+dcdm": text_distill,
+    "generator_only": generator_only,
+    "scdd_decoder": scdd_decoder,
+    "scdd": scdd,
+    "full": full_split,
+}
+
+
 def run_method(
-    method: str,
+    params: DistillParams,
     inputs: DistillInputs,
     *,
-    spc: int,
-    config: DistillOptimParams,
-    t_gen: int = 50,
-    guidance_scale: float = 1.0,
-    sample_steps: int = 50,
-    zero_threshold: float | None = None,
     count_fraction: float = 0.0,
     count_depth: float = 1.0,
-    decoder_bias: bool = False,
-    seeding: str = "medoid",
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> MethodOutput:
-    """Build the synthetic set of ``method`` (see the module table).
+    """Build the synthetic set of ``params.method`` (see the module table)
+    with its :data:`METHOD_REGISTRY` function.
 
     Args:
-        method: one of :data:`METHODS`.
+        params: the ``distill`` group: ``method`` (one of :data:`METHODS`),
+            ``spc``, ``optim`` (baselines override the loss weights that
+            define them: ``dm``: DM only, ``dc``: DC only, ...), ``t_gen``,
+            ``guidance_scale``, ``sample_steps`` (of ``generator_only``),
+            ``zero_threshold`` (applied inside the optimisation, see
+            :func:`as_log_normalised`), ``decoder_bias`` (add each class's
+            :func:`class_decoder_bias` to the decoded cells of
+            :data:`SCDD_METHODS` methods; needs ``inputs.class_means``) and
+            ``seeding`` (:data:`SEEDINGS`: the real cells the optimised
+            methods start from). Its count settings are read by
+            :func:`scdd.distill.inputs.distill_synthetic`, which picks
+            ``count_fraction`` and ``count_depth``.
         inputs: training cells, their cached embeddings, frozen models.
-        spc: synthetic samples per class.
-        config: optimisation settings; baselines override the loss weights
-            that define them (``dm``: DM only, ``dc``: DC only, ...).
-        t_gen: diffusion step of the scdd codes.
-        guidance_scale: classifier-free guidance of the generator.
-        sample_steps: denoising steps of ``generator_only``.
-        zero_threshold: sparsity cut-off applied inside the optimisation (see
-            :func:`as_log_normalised`).
         count_fraction: this fraction of each class's cells of
             :data:`SCDD_METHODS` methods is redrawn as counts as sparse as the
             real class, inside the optimisation (:func:`sample_counts_like_real`,
@@ -268,16 +605,11 @@ def run_method(
             it needs ``inputs.target_sum`` and ``inputs.zero_fractions``.
         count_depth: the counts' library size in multiples of the one that
             makes them as sparse as the real class.
-        decoder_bias: add each class's :func:`class_decoder_bias` to the
-            decoded cells of :data:`SCDD_METHODS` methods (needs
-            ``inputs.class_means``).
-        seeding: the real cells the optimised methods start from
-            (:data:`SEEDINGS`: ``medoid``, the k-means part medoids, or
-            ``random``).
         seed: seeds, head initialisations and noise.
         device: where optimisation runs.
         progress: show progress bars.
     """
+    method = params.method
     if method not in METHODS:
         raise ValueError(f"distill.method={method!r}; choose one of {list(METHODS)}.")
     if method in NEEDS_GENERATOR and (
@@ -288,164 +620,13 @@ def run_method(
             "its conditions; run the generator pipeline first "
             "(kedro run --pipeline generator)."
         )
-    device = torch.device(device)
-    if method == "full":
-        return MethodOutput(
-            labels=inputs.labels.copy(), genes=inputs.genes, real_cells=True
-        )
-    if method in REAL_CELL_METHODS:
-        seeds = seed_rows(method, inputs, spc=spc, seeding=seeding, seed=seed)
-        return MethodOutput(
-            labels=inputs.labels[seeds],
-            genes=take_matrix_rows(inputs.genes, seeds),
-            real_cells=True,
-        )
-    config = loss_weights(method, config)
-    part_means = None
-    if config.lambda_part > 0:
-        parts = class_parts(
-            inputs.embeddings,
-            inputs.labels,
-            spc=spc,
-            num_classes=inputs.num_classes,
-            seed=seed,
-        )
-        part_means = torch.as_tensor(parts.means)
-    if part_means is not None and seeding == "medoid":
-        seeds = parts.seeds  # the medoid coreset: the same k-means, run once
-    else:
-        seeds = seed_rows(method, inputs, spc=spc, seeding=seeding, seed=seed)
-    labels = inputs.labels[seeds]
-
-    foundation = inputs.foundation.freeze()
-    encoder = foundation.encoder.to(device)
-    decoder = foundation.decoder.to(device)
-    generator = (
-        inputs.generator.to(device).eval() if inputs.generator is not None else None
-    )
-    y = torch.as_tensor(labels, dtype=torch.long, device=device)
-    z_seed = torch.as_tensor(inputs.embeddings[seeds], device=device)
-    noise = make_generator(seed + 1, device)
-
-    if method == "generator_only":
-        latents = generator.sample(
-            inputs.conditions(y),
-            n_steps=sample_steps,
-            guidance_scale=guidance_scale,
-            generator=noise,
-        )
-        with torch.no_grad():
-            genes = decoder(latents)
-        return MethodOutput(labels=labels, genes=genes.cpu().numpy())
-
-    fn: Callable[[Tensor, Tensor], Tensor]
-
-    counts = count_fraction > 0 and method in SCDD_METHODS
-    if counts and (inputs.target_sum is None or inputs.zero_fractions is None):
-        raise ValueError("count_fraction needs the real cells' target_sum and sparsity")
-    zero_fractions = (
-        torch.as_tensor(inputs.zero_fractions, dtype=torch.float32, device=device)
-        if counts
-        else None
-    )
-
-    def as_cells(genes: Tensor, lab: Tensor) -> Tensor:
-        """Genes as they will be written: non-negative (and log-normalised,
-        some redrawn as counts with ``count_fraction``)."""
-        if inputs.target_sum is None:
-            return F.relu(genes)
-        cells = as_log_normalised(
-            genes, target_sum=inputs.target_sum, zero_threshold=zero_threshold
-        )
-        if not counts:
-            return cells
-        drawn = sample_counts_like_real(
-            cells,
-            zero_fractions[lab],
-            target_sum=inputs.target_sum,
-            seed=seed + 2,
-            depth=count_depth,
-        )
-        if count_fraction >= 1:
-            return drawn
-        return torch.where(drawn_rows(lab, count_fraction)[:, None], drawn, cells)
-
-    if method in ("dm", "dc"):
-        codes = torch.as_tensor(
-            take_matrix_rows(inputs.genes, seeds).toarray(), device=device
-        )
-        enc = encoder
-
-        def fn(c: Tensor, lab: Tensor) -> Tensor:
-            return as_cells(c, lab)
-    elif method.startswith(("featdistill", "textdistill")):
-        codes, enc = z_seed.clone(), None
-
-        def fn(c: Tensor, _: Tensor) -> Tensor:
-            return F.normalize(c, dim=1)
-    elif method == "scdd_decoder":
-        codes, enc = z_seed.clone(), encoder
-
-        def decode(c: Tensor, _: Tensor) -> Tensor:
-            return decoder(F.normalize(c, dim=1))
-    else:  # scdd
-        codes, enc = generator.encode_codes(z_seed, t_gen, generator=noise), encoder
-
-        def decode(c: Tensor, lab: Tensor) -> Tensor:
-            return decoder(
-                generator.denoise(c, t_gen, inputs.conditions(lab), guidance_scale)
-            )
-
-    if method in SCDD_METHODS:
-        bias = _decoder_bias(inputs, decoder, seed) if decoder_bias else None
-
-        def fn(c: Tensor, lab: Tensor) -> Tensor:
-            genes = decode(c, lab)
-            return as_cells(genes if bias is None else genes + bias[lab], lab)
-
-    bank = RealEmbeddingBank(
-        torch.as_tensor(inputs.embeddings),
-        torch.as_tensor(inputs.labels, dtype=torch.long),
-        inputs.num_classes,
-    ).to(device)
-    real_genes = None
-    if config.finetune_encoder:  # a tuned F needs real genes, not the cache
-        rows = select_coreset(
-            "random",
-            inputs.embeddings,
-            inputs.labels,
-            spc=config.real_batch_size,
-            num_classes=inputs.num_classes,
-            seed=seed + 3,
-        )
-        real_genes = RealEmbeddingBank(
-            torch.as_tensor(take_matrix_rows(inputs.genes, rows).toarray()),
-            torch.as_tensor(inputs.labels[rows], dtype=torch.long),
-            inputs.num_classes,
-        ).to(device)
-    result = distill(
-        codes,
-        y,
-        fn,
-        enc,
-        bank,
-        config,
+    run = MethodRun(
+        params,
+        inputs,
+        count_fraction=count_fraction,
+        count_depth=count_depth,
         seed=seed,
+        device=torch.device(device),
         progress=progress,
-        part_means=part_means,
-        real_genes=real_genes,
     )
-    with torch.no_grad():
-        sample = fn(result.codes.to(device), y).cpu().numpy()
-    out = MethodOutput(
-        labels=labels, codes=result.codes.numpy(), history=result.history
-    )
-    if method.startswith("featdistill"):
-        out.features = sample
-    elif method.startswith("textdistill"):
-        with torch.no_grad():
-            out.genes = decoder(torch.as_tensor(sample, device=device)).cpu().numpy()
-        out.features = sample
-    else:
-        out.genes = sample
-    return out
+    return METHOD_REGISTRY[method](run)

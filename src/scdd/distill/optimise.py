@@ -36,10 +36,11 @@ logger = logging.getLogger(__name__)
 GeneratorFn = Callable[..., Tensor]
 """Frozen differentiable map ``(codes [n, d], labels [n]) -> samples [n, G]``."""
 
-MatchingLoss = Callable[
+SampleLoss = Callable[
     [Tensor, Tensor, torch.Generator], tuple[Tensor, dict[str, float]]
 ]
-"""``(samples [n, G], labels [n], generator) -> (scalar loss, float parts)``."""
+"""``(samples [n, G], labels [n], generator) -> (scalar loss, float parts)``:
+what :func:`distill` minimises (:class:`MatchingLoss` unless given)."""
 
 
 @dataclass
@@ -69,16 +70,13 @@ def _sgd_step(head: nn.Linear, embeddings: Tensor, labels: Tensor, lr: float) ->
         head.bias.sub_(lr * grads[1])
 
 
-def make_matching_loss(
-    encoder: nn.Module | None,
-    bank: RealEmbeddingBank,
-    config: DistillOptimParams,
-    *,
-    num_classes: int | None = None,
-    part_means: Tensor | None = None,
-    real_genes: RealEmbeddingBank | None = None,
-) -> MatchingLoss:
-    """Build the DM + DC (+ part) loss on synthetic samples used by :func:`distill`.
+class MatchingLoss:
+    """The DM + DC (+ part) loss on synthetic samples that :func:`distill`
+    minimises (Algorithm 1's objective).
+
+    ``loss(samples, labels, generator) -> (total, {"dm", "dc", "part"})``; a
+    term is 0.0 when its weight is 0 (and it is not computed). The generator
+    draws the DC task network's init and the real batches.
 
     Args:
         encoder: frozen ``F`` mapping samples ``[n, G]`` to ``[n, D]``; ``None``
@@ -91,30 +89,146 @@ def make_matching_loss(
         real_genes: real gene rows per class, read when
             ``config.finetune_encoder`` (the cached embeddings no longer
             describe the tuned F).
-
-    Returns:
-        ``loss_fn(samples, labels, generator) -> (total, {"dm", "dc",
-        "part"})``; a part is 0.0 when its weight is 0 (and it is not
-        computed). The generator draws the DC head init and the real batches.
     """
-    if config.lambda_part > 0 and part_means is None:
-        raise ValueError("lambda_part > 0 needs the part means of the samples")
-    if config.finetune_encoder and (encoder is None or real_genes is None):
-        raise ValueError("finetune_encoder needs the encoder F and real gene batches")
-    if num_classes is not None and num_classes != bank.num_classes:
-        raise ValueError(
-            f"num_classes={num_classes} but the bank holds {bank.num_classes} classes"
+
+    def __init__(
+        self,
+        encoder: nn.Module | None,
+        bank: RealEmbeddingBank,
+        config: DistillOptimParams,
+        *,
+        num_classes: int | None = None,
+        part_means: Tensor | None = None,
+        real_genes: RealEmbeddingBank | None = None,
+    ) -> None:
+        if config.lambda_part > 0 and part_means is None:
+            raise ValueError("lambda_part > 0 needs the part means of the samples")
+        if config.finetune_encoder and (encoder is None or real_genes is None):
+            raise ValueError(
+                "finetune_encoder needs the encoder F and real gene batches"
+            )
+        if num_classes is not None and num_classes != bank.num_classes:
+            raise ValueError(
+                f"num_classes={num_classes} but the bank holds "
+                f"{bank.num_classes} classes"
+            )
+        self.encoder = encoder
+        self.bank = bank
+        self.config = config
+        self.part_means = part_means
+        self.real_genes = real_genes
+        #: F's state across steps (``finetune_encoder``).
+        self.tuned_encoder: dict[str, Tensor] | None = None
+
+    def __call__(
+        self, samples: Tensor, labels: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, dict[str, float]]:
+        """``lambda_dm * DM + lambda_dc * DC + lambda_part * part`` of
+        ``samples`` ``[n, G]`` of class ``labels`` ``[n]``, and each term."""
+        config = self.config
+        network = self.task_network(samples, generator)
+        embeddings = self.embed(samples, network)
+        total = embeddings.new_zeros(())
+        parts = {"dm": 0.0, "dc": 0.0, "part": 0.0}
+        if config.lambda_dm > 0:
+            dm = self.dm_loss(embeddings, labels, network, generator)
+            total = total + config.lambda_dm * dm
+            parts["dm"] = dm.item()
+        if config.lambda_dc > 0:
+            dc = self.dc_loss(samples, embeddings, labels, network, generator)
+            total = total + config.lambda_dc * dc
+            parts["dc"] = dc.item()
+        if config.lambda_part > 0:
+            part = self.part_loss(embeddings, labels)
+            total = total + config.lambda_part * part
+            parts["part"] = part.item()
+        return total, parts
+
+    def task_network(
+        self, samples: Tensor, generator: torch.Generator
+    ) -> TaskNetwork | None:
+        """A fresh DC task network for the ablations (a deeper head, F tuned
+        from its state so far); ``None`` for the paper's linear head."""
+        config = self.config
+        if not (config.finetune_encoder or config.head_hidden):
+            return None
+        return TaskNetwork.build(
+            self.bank.dim,
+            config.head_hidden,
+            self.bank.num_classes,
+            generator=generator,
+            like=samples,
+            encoder=self.encoder if config.finetune_encoder else None,
+            encoder_params=self.tuned_encoder,
         )
-    num_classes = bank.num_classes
-    tuned: dict[str, dict[str, Tensor]] = {}  # F's state across steps
 
-    def real_batches(source: RealEmbeddingBank, generator: torch.Generator) -> list:
-        return [
-            source.sample_batch(c, config.real_batch_size, generator)
-            for c in range(num_classes)
-        ]
+    def embed(self, samples: Tensor, network: TaskNetwork | None) -> Tensor:
+        """``F(samples)``: by the tuned F, the frozen F, or the samples
+        themselves (feature-level)."""
+        if self.encoder is None:
+            return samples
+        if self.config.finetune_encoder:
+            return network.features(samples)
+        return self.encoder(samples)
 
-    def dc_rounds(
+    def dm_loss(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        network: TaskNetwork | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """DM: each class's mean embedding against the real class mean."""
+        means = self.bank.class_means
+        if self.config.finetune_encoder:  # the cache describes F before tuning
+            with torch.no_grad():
+                means = torch.stack(
+                    [
+                        network.features(b).mean(0)
+                        for b in self._real_batches(self.real_genes, generator)
+                    ]
+                )
+        return distribution_matching_loss(embeddings, labels, means)
+
+    def dc_loss(
+        self,
+        samples: Tensor,
+        embeddings: Tensor,
+        labels: Tensor,
+        network: TaskNetwork | None,
+        generator: torch.Generator,
+    ) -> Tensor:
+        """DC: the task network's gradients on the synthetic set against
+        those on real batches, over ``inner_steps`` rounds."""
+        lr = self.config.head_lr
+        if network is None:  # the paper's linear head, gradients in closed form
+            head = random_linear(
+                self.bank.dim, self.bank.num_classes, generator, like=embeddings
+            )
+            return self._dc_rounds(
+                lambda real: gradient_matching_loss(embeddings, labels, real, head),
+                lambda: _sgd_step(head, embeddings, labels, lr),
+                self.bank,
+                generator,
+            )
+        inputs = samples if self.config.finetune_encoder else embeddings
+        loss = self._dc_rounds(
+            lambda real: network.gradient_matching_loss(inputs, labels, real),
+            lambda: network.sgd_step(inputs, labels, lr),
+            self.real_genes if network.tunes_encoder else self.bank,
+            generator,
+        )
+        if network.tunes_encoder:
+            self.tuned_encoder = network.encoder_params()
+        return loss
+
+    def part_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """Each sample against the centre of its k-means part of its class."""
+        spc = embeddings.shape[0] / max(int(labels.unique().numel()), 1)
+        return part_matching_loss(embeddings, self.part_means, spc)
+
+    def _dc_rounds(
+        self,
         match: Callable[[list[Tensor]], Tensor],
         step: Callable[[], None],
         source: RealEmbeddingBank,
@@ -122,87 +236,20 @@ def make_matching_loss(
     ) -> Tensor:
         """``inner_steps`` rounds: match fresh real batches, then update the
         task network on the synthetic set (not after the last round)."""
-        loss = match(real_batches(source, generator))
-        for _ in range(config.inner_steps - 1):
+        loss = match(self._real_batches(source, generator))
+        for _ in range(self.config.inner_steps - 1):
             step()
-            loss = loss + match(real_batches(source, generator))
+            loss = loss + match(self._real_batches(source, generator))
         return loss
 
-    def dc_loss(
-        embeddings: Tensor, labels: Tensor, generator: torch.Generator
-    ) -> Tensor:
-        head = random_linear(bank.dim, num_classes, generator, like=embeddings)
-        return dc_rounds(
-            lambda real: gradient_matching_loss(embeddings, labels, real, head),
-            lambda: _sgd_step(head, embeddings, labels, config.head_lr),
-            bank,
-            generator,
-        )
-
-    def network_dc_loss(
-        network: TaskNetwork, inputs: Tensor, labels: Tensor, generator: torch.Generator
-    ) -> Tensor:
-        loss = dc_rounds(
-            lambda real: network.gradient_matching_loss(inputs, labels, real),
-            lambda: network.sgd_step(inputs, labels, config.head_lr),
-            real_genes if network.tunes_encoder else bank,
-            generator,
-        )
-        if network.tunes_encoder:
-            tuned["encoder"] = network.encoder_params()
-        return loss
-
-    def loss_fn(
-        samples: Tensor, labels: Tensor, generator: torch.Generator
-    ) -> tuple[Tensor, dict[str, float]]:
-        network = None
-        if config.finetune_encoder or config.head_hidden:
-            network = TaskNetwork.build(
-                bank.dim,
-                config.head_hidden,
-                num_classes,
-                generator=generator,
-                like=samples,
-                encoder=encoder if config.finetune_encoder else None,
-                encoder_params=tuned.get("encoder"),
-            )
-        if encoder is None:
-            embeddings = samples
-        elif config.finetune_encoder:
-            embeddings = network.features(samples)
-        else:
-            embeddings = encoder(samples)
-        total = embeddings.new_zeros(())
-        parts = {"dm": 0.0, "dc": 0.0, "part": 0.0}
-        if config.lambda_dm > 0:
-            means = bank.class_means
-            if config.finetune_encoder:  # the cache describes F before tuning
-                with torch.no_grad():
-                    means = torch.stack(
-                        [
-                            network.features(b).mean(0)
-                            for b in real_batches(real_genes, generator)
-                        ]
-                    )
-            dm = distribution_matching_loss(embeddings, labels, means)
-            total = total + config.lambda_dm * dm
-            parts["dm"] = dm.item()
-        if config.lambda_dc > 0:
-            if network is None:
-                dc = dc_loss(embeddings, labels, generator)
-            else:
-                inputs = samples if config.finetune_encoder else embeddings
-                dc = network_dc_loss(network, inputs, labels, generator)
-            total = total + config.lambda_dc * dc
-            parts["dc"] = dc.item()
-        if config.lambda_part > 0:
-            spc = embeddings.shape[0] / max(int(labels.unique().numel()), 1)
-            part = part_matching_loss(embeddings, part_means, spc)
-            total = total + config.lambda_part * part
-            parts["part"] = part.item()
-        return total, parts
-
-    return loss_fn
+    def _real_batches(
+        self, source: RealEmbeddingBank, generator: torch.Generator
+    ) -> list[Tensor]:
+        """One batch of ``real_batch_size`` rows of each class."""
+        return [
+            source.sample_batch(c, self.config.real_batch_size, generator)
+            for c in range(self.bank.num_classes)
+        ]
 
 
 def backward_through_generator(
@@ -257,7 +304,7 @@ def _freeze(module: nn.Module) -> None:
     module.requires_grad_(False)
 
 
-def distill(  # noqa: PLR0917
+def distill(  # noqa: PLR0913, PLR0917
     codes_init: Tensor,
     labels: Tensor,
     generator_fn: GeneratorFn,
@@ -267,7 +314,7 @@ def distill(  # noqa: PLR0917
     *,
     seed: int = 0,
     progress: bool = True,
-    loss_fn: MatchingLoss | None = None,
+    loss_fn: SampleLoss | None = None,
     part_means: Tensor | None = None,
     real_genes: RealEmbeddingBank | None = None,
 ) -> DistillResult:
@@ -290,10 +337,10 @@ def distill(  # noqa: PLR0917
         config: optimisation settings.
         seed: seeds the explicit generator for DC heads and real batches.
         progress: show a tqdm bar with the current loss.
-        loss_fn: custom loss on the samples; defaults to
-            :func:`make_matching_loss` of ``encoder``, ``bank`` and ``config``.
+        loss_fn: custom loss on the samples; defaults to the
+            :class:`MatchingLoss` of ``encoder``, ``bank`` and ``config``.
         part_means: ``[n, D]`` part centre of each code's sample (see
-            :func:`make_matching_loss`).
+            :class:`MatchingLoss`).
         real_genes: real gene rows per class (``config.finetune_encoder``).
 
     Returns:
@@ -309,28 +356,14 @@ def distill(  # noqa: PLR0917
         if isinstance(module, nn.Module):
             _freeze(module)
     if loss_fn is None:
-        loss_fn = make_matching_loss(
+        loss_fn = MatchingLoss(
             encoder,
             bank,
             config,
             part_means=None if part_means is None else part_means.to(device),
             real_genes=None if real_genes is None else real_genes.to(device),
         )
-
     codes = codes_init.detach().clone().requires_grad_()
-    if config.optimizer == "adam":
-        optimizer = torch.optim.Adam([codes], lr=config.lr)
-    else:
-        optimizer = torch.optim.SGD([codes], lr=config.lr, momentum=config.momentum)
-    generator = make_generator(seed, device)
-    history: list[dict[str, float]] = []
-    parts: dict[str, float] = {}
-
-    def loss_on_samples(samples: Tensor) -> Tensor:
-        total, step_parts = loss_fn(samples, labels, generator)
-        parts.update(step_parts)
-        return total
-
     logger.info(
         "Distilling %d codes of width %d (%d classes) for %d steps",
         codes.shape[0],
@@ -339,24 +372,55 @@ def distill(  # noqa: PLR0917
         config.steps,
     )
     start = time.perf_counter()
-    bar = tqdm(range(config.steps), desc="distill", disable=not progress)
-    for step in bar:
-        optimizer.zero_grad(set_to_none=True)
-        loss = backward_through_generator(
-            codes,
-            labels,
-            generator_fn,
-            loss_on_samples,
-            config.chunk_size,
-        )
-        optimizer.step()
-        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-        if step % config.log_every == 0 or step == config.steps - 1:
-            history.append({"step": step, "loss": loss, **parts})
-            logger.debug("step %d: %s", step, history[-1])
+    history = _optimise(
+        codes, labels, generator_fn, loss_fn, config, seed=seed, progress=progress
+    )
     logger.info(
         "Distillation finished in %.1f s (final loss %s)",
         time.perf_counter() - start,
         f"{history[-1]['loss']:.4g}" if history else "n/a",
     )
     return DistillResult(codes=codes.detach().cpu(), history=history)
+
+
+def _optimiser(codes: Tensor, config: DistillOptimParams) -> torch.optim.Optimizer:
+    """Adam, or SGD with momentum, on the codes."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam([codes], lr=config.lr)
+    return torch.optim.SGD([codes], lr=config.lr, momentum=config.momentum)
+
+
+def _optimise(
+    codes: Tensor,
+    labels: Tensor,
+    generator_fn: GeneratorFn,
+    loss_fn: SampleLoss,
+    config: DistillOptimParams,
+    *,
+    seed: int,
+    progress: bool,
+) -> list[dict[str, float]]:
+    """The loop of Algorithm 1: ``config.steps`` updates of ``codes`` in
+    place; returns the loss history (every ``log_every`` steps and the last)."""
+    optimizer = _optimiser(codes, config)
+    generator = make_generator(seed, codes.device)
+    history: list[dict[str, float]] = []
+    parts: dict[str, float] = {}
+
+    def loss_on_samples(samples: Tensor) -> Tensor:
+        total, step_parts = loss_fn(samples, labels, generator)
+        parts.update(step_parts)
+        return total
+
+    bar = tqdm(range(config.steps), desc="distill", disable=not progress)
+    for step in bar:
+        optimizer.zero_grad(set_to_none=True)
+        loss = backward_through_generator(
+            codes, labels, generator_fn, loss_on_samples, config.chunk_size
+        )
+        optimizer.step()
+        bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        if step % config.log_every == 0 or step == config.steps - 1:
+            history.append({"step": step, "loss": loss, **parts})
+            logger.debug("step %d: %s", step, history[-1])
+    return history

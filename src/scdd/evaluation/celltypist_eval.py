@@ -120,7 +120,7 @@ def evaluate_celltypist(
     def codes(labels: pd.Series | np.ndarray, what: str) -> np.ndarray:
         found = index.get_indexer(np.asarray(labels).astype(str))
         if (found < 0).any():
-            unknown = sorted(set(np.asarray(labels).astype(str)[found < 0]))
+            unknown = sorted(set(np.asarray(labels).astype(str)[found < 0].tolist()))
             raise ValueError(f"{what} labels {unknown} are not among {categories}")
         return found
 

@@ -143,7 +143,7 @@ def build_deepinsight_cnn(
     ).to(memory_format=torch.channels_last)
 
 
-def evaluate_deepinsight_cnn(
+def evaluate_deepinsight_cnn(  # noqa: PLR0913
     train_x: Matrix,
     train_labels: np.ndarray,
     test_x: Matrix,

@@ -94,7 +94,7 @@ def _predict(
     return np.stack([np.concatenate(pred) for pred in out])
 
 
-def evaluate_gene_classifier(
+def evaluate_gene_classifier(  # noqa: PLR0913
     make_model: Callable[[], nn.Module],
     train_x: Matrix,
     train_labels: np.ndarray,

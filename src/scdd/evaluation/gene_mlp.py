@@ -25,7 +25,7 @@ def build_gene_mlp(n_genes: int, num_classes: int, hidden: int) -> nn.Module:
     )
 
 
-def evaluate_gene_mlp(
+def evaluate_gene_mlp(  # noqa: PLR0913
     train_x: Matrix,
     train_labels: np.ndarray,
     test_x: Matrix,

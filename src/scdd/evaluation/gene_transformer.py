@@ -97,7 +97,7 @@ def _class_token_output(
     return layer.norm2(h + layer.dropout2(feed))[:, 0]
 
 
-def evaluate_gene_transformer(
+def evaluate_gene_transformer(  # noqa: PLR0913
     train_x: Matrix,
     train_labels: np.ndarray,
     test_x: Matrix,

@@ -86,7 +86,7 @@ def _check_split(
     return x, y.astype(np.int64)
 
 
-def _train_head(
+def _train_head(  # noqa: PLR0913
     x: Tensor,
     y_onehot: Tensor,
     *,

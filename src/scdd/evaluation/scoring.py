@@ -146,7 +146,7 @@ def embed_synthetic(
     )
 
 
-def full_reference(
+def full_reference(  # noqa: PLR0913
     train: ad.AnnData,
     test: ad.AnnData,
     train_embeddings: ad.AnnData,
@@ -245,7 +245,7 @@ def full_reference(
     }
 
 
-def synthetic_model_metrics(
+def synthetic_model_metrics(  # noqa: PLR0913
     synthetic: ad.AnnData,
     synthetic_embeddings: ad.AnnData,
     test: ad.AnnData,
@@ -315,7 +315,7 @@ def synthetic_model_metrics(
     }
 
 
-def fidelity(
+def fidelity(  # noqa: PLR0913
     synthetic: ad.AnnData,
     synthetic_embeddings: ad.AnnData,
     train: ad.AnnData,
@@ -374,7 +374,7 @@ def fidelity(
     return report
 
 
-def privacy(
+def privacy(  # noqa: PLR0913
     synthetic: ad.AnnData,
     synthetic_embeddings: ad.AnnData,
     *,

@@ -59,7 +59,7 @@ def check_models(models: list[str]) -> list[str]:
     return list(models)
 
 
-def run_models(
+def run_models(  # noqa: PLR0913
     *,
     models: list[str],
     train_z: np.ndarray,

@@ -380,7 +380,7 @@ def _overlap(
     }
 
 
-def marker_overlap(
+def marker_overlap(  # noqa: PLR0913
     real_x: Matrix,
     real_labels: np.ndarray,
     syn_x: Matrix,
@@ -530,7 +530,7 @@ def latent_mmd(
     return {**overall, "n_real": int(len(rows)), "per_class": per_class}
 
 
-def fidelity_report(
+def fidelity_report(  # noqa: PLR0913
     real_x: Matrix,
     real_labels: np.ndarray,
     syn_x: Matrix | None,

@@ -27,7 +27,7 @@ class LatentDiffusion(nn.Module):
     dict; ``latent_mean`` / ``latent_std`` ``[D]`` are saved with the weights.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         denoiser: ConditionalDenoiser,
         timesteps: int = 1000,

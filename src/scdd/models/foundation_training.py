@@ -373,7 +373,7 @@ class FoundationModule(pl.LightningModule):
     and rank 0 writes the model directory and the history to ``out_dir``.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913
         self,
         encoder: Encoder,
         decoder: Decoder,
@@ -596,7 +596,7 @@ def trainer_arguments(trainer: TrainerConfig, device: torch.device) -> dict[str,
     }
 
 
-def train_foundation(
+def train_foundation(  # noqa: PLR0913
     x: Any,
     *,
     gene_order: list[str],

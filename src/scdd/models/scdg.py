@@ -86,7 +86,7 @@ def build_scdg(config: SCDGConfig) -> LatentDiffusion:
     )
 
 
-def train_scdg(
+def train_scdg(  # noqa: PLR0913
     embeddings: np.ndarray,
     conditions: np.ndarray | None,
     config: SCDGConfig,

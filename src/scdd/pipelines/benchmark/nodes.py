@@ -7,9 +7,9 @@ their rows. A cell loops over the label columns (``benchmark.label_keys``;
 default ``data.label_key``) and draws; the label-dependent generators and
 full-split references are made first, by :func:`train_label_generators` and
 :func:`label_references`. The work is done by
-:mod:`scdd.evaluation.benchmark_runs`; these wrappers unpack the parameter
-groups (``benchmark.methods`` / ``spcs`` are validated by
-:class:`~scdd.params.BenchmarkParams` before the run).
+:mod:`scdd.benchmark.runs`; these wrappers hand it the parameter groups
+(``benchmark.methods`` / ``spcs`` are validated by
+:class:`~scdd.benchmark.config.BenchmarkParams` before the run).
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ from typing import Any
 import anndata as ad
 import pandas as pd
 
-from scdd.distill.methods import NEEDS_GENERATOR
+from scdd.benchmark import runs
 from scdd.distill.real_cells import RealCellStats
-from scdd.evaluation import benchmark_runs
-from scdd.evaluation.benchmark_runs import BENCHMARK_METHODS, BENCHMARK_SPCS
 from scdd.models.device import resolve_device
 from scdd.models.foundation import FoundationModel
 from scdd.params import (
@@ -37,8 +35,6 @@ from scdd.params import (
 )
 
 __all__ = [
-    "BENCHMARK_METHODS",
-    "BENCHMARK_SPCS",
     "assemble_benchmark",
     "benchmark_cell",
     "label_references",
@@ -51,15 +47,15 @@ logger = logging.getLogger(__name__)
 def _labels(
     params: BenchmarkParams, data: DataParams, preprocess: PreprocessParams
 ) -> dict[str, Any]:
-    """The label-column arguments of :mod:`scdd.evaluation.benchmark_runs`."""
+    """The benchmark and label-column arguments of :mod:`scdd.benchmark.runs`."""
     return {
-        "label_keys": params.label_columns(data.label_key),
+        "benchmark": params,
         "primary": data.label_key,
         "min_cells": preprocess.min_cells_per_class,
     }
 
 
-def train_label_generators(
+def train_label_generators(  # noqa: PLR0913
     generator_checkpoint: dict[str, Any],
     train: ad.AnnData,
     test: ad.AnnData,
@@ -82,9 +78,7 @@ def train_label_generators(
     Returns:
         ``{label column: checkpoint}`` (possibly empty).
     """
-    if not set(params.methods) & set(NEEDS_GENERATOR):
-        return {}
-    return benchmark_runs.label_generators(
+    return runs.label_generators(
         generator_checkpoint,
         (train, test, train_embeddings, test_embeddings),
         **_labels(params, data, preprocess),
@@ -96,7 +90,7 @@ def train_label_generators(
     )
 
 
-def label_references(
+def label_references(  # noqa: PLR0913
     full_reference: dict[str, Any],
     train: ad.AnnData,
     test: ad.AnnData,
@@ -119,12 +113,11 @@ def label_references(
     Returns:
         ``{label column: reference}`` in ``benchmark.label_keys`` order.
     """
-    settings = evaluate.with_models(params.models)
-    return benchmark_runs.label_references(
+    return runs.label_references(
         full_reference,
         (train, test, train_embeddings, test_embeddings),
         **_labels(params, data, preprocess),
-        evaluate=settings.for_reference(),
+        evaluate=evaluate,
         min_gene_overlap=foundation_params.min_gene_overlap,
         seed=seed,
         device=resolve_device(device),
@@ -132,7 +125,7 @@ def label_references(
     )
 
 
-def benchmark_cell(
+def benchmark_cell(  # noqa: PLR0913
     train: ad.AnnData,
     test: ad.AnnData,
     train_embeddings: ad.AnnData,
@@ -184,17 +177,18 @@ def benchmark_cell(
     out: dict[str, Any] = {"method": method, "spc": spc, "skipped": True, "runs": []}
     if method not in params.methods or spc not in params.spcs:
         return out
-    out["runs"] = benchmark_runs.cell_runs(
+    out["runs"] = runs.cell_runs(
         (train, test, train_embeddings, test_embeddings),
         foundation,
         generator_checkpoint,
         label_generators,
         references,
         **_labels(params, data, preprocess),
+        method=method,
+        spc=spc,
         primary_stats=RealCellStats.from_checkpoint(real_cell_stats),
-        draws=params.draws,
-        distill=distill.for_cell(method, spc, params.steps),
-        evaluate=evaluate.with_models(params.models),
+        distill=distill,
+        evaluate=evaluate,
         min_gene_overlap=foundation_params.min_gene_overlap,
         chunk_size=foundation_params.embed.chunk_size,
         seed=seed,
@@ -215,12 +209,6 @@ def assemble_benchmark(
     Returns:
         The table (one row per label × model × method × SPC, plus each
         label's and model's ``full`` row; see
-        :mod:`scdd.evaluation.benchmark_table`) and the markdown rendering.
+        :mod:`scdd.benchmark.table`) and the markdown rendering.
     """
-    return benchmark_runs.assemble(
-        references,
-        cells,
-        methods=params.methods,
-        models=params.models,
-        draws=params.draws,
-    )
+    return runs.assemble(references, cells, benchmark=params)

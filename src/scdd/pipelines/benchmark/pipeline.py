@@ -18,9 +18,8 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from scdd.benchmark.config import BENCHMARK_METHODS, BENCHMARK_SPCS
 from scdd.pipelines.benchmark.nodes import (
-    BENCHMARK_METHODS,
-    BENCHMARK_SPCS,
     assemble_benchmark,
     benchmark_cell,
     label_references,

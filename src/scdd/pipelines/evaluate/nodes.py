@@ -86,7 +86,7 @@ def embed_synthetic_set(
     )
 
 
-def evaluate_full_reference(
+def evaluate_full_reference(  # noqa: PLR0913
     train: ad.AnnData,
     test: ad.AnnData,
     train_embeddings: ad.AnnData,
@@ -125,7 +125,7 @@ def evaluate_full_reference(
     )
 
 
-def evaluate_synthetic_models(
+def evaluate_synthetic_models(  # noqa: PLR0913
     synthetic: ad.AnnData,
     synthetic_embeddings: ad.AnnData,
     test: ad.AnnData,
@@ -169,7 +169,7 @@ def evaluate_synthetic_models(
     )
 
 
-def measure_fidelity(
+def measure_fidelity(  # noqa: PLR0913
     synthetic: ad.AnnData,
     synthetic_embeddings: ad.AnnData,
     train: ad.AnnData,
@@ -196,7 +196,7 @@ def measure_fidelity(
     )
 
 
-def measure_privacy(
+def measure_privacy(  # noqa: PLR0913
     synthetic: ad.AnnData,
     synthetic_embeddings: ad.AnnData,
     train: ad.AnnData,

@@ -55,7 +55,7 @@ def summarise_training_cells(
     return stats.to_checkpoint()
 
 
-def distill_synthetic_set(
+def distill_synthetic_set(  # noqa: PLR0913
     train: ad.AnnData,
     train_embeddings: ad.AnnData,
     validation: ad.AnnData,

@@ -20,10 +20,12 @@ The splits may be lazy (``X`` read from disk by row blocks,
 row blocks (:mod:`scdd.evaluation.scoring`). The distillation inputs are
 :func:`scdd.distill.inputs.prepare_inputs`' business.
 
-Plain functions (no Kedro): settings come as values, dicts (the parameter
-groups' ``model_dump()``) and the ``distill`` and ``evaluate`` groups
-themselves (:class:`~scdd.distill.config.DistillParams`,
-:class:`~scdd.evaluation.config.EvaluateParams`).
+Plain functions (no Kedro): settings come as the parameter groups
+themselves (:class:`~scdd.benchmark.config.BenchmarkParams`,
+:class:`~scdd.distill.config.DistillParams`,
+:class:`~scdd.evaluation.config.EvaluateParams`, ``generator.model`` /
+``generator.train``) and as single values (the main label column
+``data.label_key``, ``preprocess.min_cells_per_class``, run-wide settings).
 """
 
 from __future__ import annotations
@@ -39,28 +41,34 @@ import pandas as pd
 import torch
 
 from scdd import generation
-from scdd.cellstore import is_lazy, obs_subset
-from scdd.distill.config import DistillParams
-from scdd.distill.inputs import distill_synthetic, final_loss, prepare_inputs
-from scdd.distill.methods import METHODS, NEEDS_GENERATOR
-from scdd.distill.real_cells import RealCellStats
-from scdd.evaluation import scoring
-from scdd.evaluation.benchmark_table import (
+from scdd.benchmark.config import BENCHMARK_METHODS, BENCHMARK_SPCS, BenchmarkParams
+from scdd.benchmark.table import (
     benchmark_markdown,
     benchmark_table,
     privacy_columns,
 )
+from scdd.cellstore import is_lazy, obs_subset
+from scdd.distill.config import DistillParams
+from scdd.distill.inputs import distill_synthetic, final_loss, prepare_inputs
+from scdd.distill.names import NEEDS_GENERATOR
+from scdd.distill.real_cells import RealCellStats
+from scdd.evaluation import scoring
 from scdd.evaluation.config import EvaluateParams
 from scdd.models.foundation import FoundationModel
 from scdd.models.generator_config import GeneratorModelParams, GeneratorTrainParams
 from scdd.preprocessing import check_labels, filter_small_classes
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    "BENCHMARK_METHODS",
+    "BENCHMARK_SPCS",
+    "assemble",
+    "cell_runs",
+    "label_generators",
+    "label_references",
+    "label_view",
+]
 
-#: Methods of the benchmark grid (``full`` is the reference row, not a run).
-BENCHMARK_METHODS: tuple[str, ...] = tuple(m for m in METHODS if m != "full")
-#: SPC values of the benchmark grid.
-BENCHMARK_SPCS: tuple[int, ...] = (1, 2, 5, 10)
+logger = logging.getLogger(__name__)
 
 Splits = tuple[ad.AnnData, ad.AnnData, ad.AnnData, ad.AnnData]
 
@@ -133,11 +141,11 @@ def label_view(
     return train_view, test_view, train_z, test_z
 
 
-def label_generators(
+def label_generators(  # noqa: PLR0913
     generator_checkpoint: dict[str, Any],
     splits: Splits,
     *,
-    label_keys: Sequence[str],
+    benchmark: BenchmarkParams,
     primary: str,
     min_cells: int,
     model: GeneratorModelParams,
@@ -146,13 +154,17 @@ def label_generators(
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """An SCDG per label column of ``label_keys`` the main generator lacks.
+    """An SCDG per benchmarked label column the main generator lacks.
+
+    Nothing is trained when no method of ``benchmark.methods`` uses a
+    generator, or when the main generator is conditioned on every
+    benchmarked column (``generator.conditions``).
 
     Args:
         generator_checkpoint: the main SCDG (its ``condition_columns`` need
             no generator of their own).
         splits: train, test and their embeddings.
-        label_keys: the benchmarked label columns.
+        benchmark: ``params:benchmark`` (``methods``, ``label_keys``).
         primary: the main label column (``data.label_key``).
         min_cells: fewest training cells of a kept class (another column).
         model, train: ``generator.model`` / ``generator.train``.
@@ -161,9 +173,11 @@ def label_generators(
     Returns:
         ``{label column: checkpoint}`` (possibly empty).
     """
+    if not set(benchmark.methods) & set(NEEDS_GENERATOR):
+        return {}
     known = set(generator_checkpoint.get("condition_columns", []))
     out = {}
-    for key in label_keys:
+    for key in benchmark.label_columns(primary):
         if key in known:
             continue
         _, _, embeddings, _ = label_view(
@@ -182,11 +196,11 @@ def label_generators(
     return out
 
 
-def label_references(
+def label_references(  # noqa: PLR0913
     full_reference: dict[str, Any],
     splits: Splits,
     *,
-    label_keys: Sequence[str],
+    benchmark: BenchmarkParams,
     primary: str,
     min_cells: int,
     evaluate: EvaluateParams,
@@ -195,19 +209,30 @@ def label_references(
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """``evaluate.models`` trained on the full training split, per label.
+    """``benchmark.models`` trained on the full training split, per label.
 
     ``full_reference`` (the ``evaluate`` pipeline's) is reused for
-    ``primary`` when it has every model. ``evaluate`` holds the reference
-    settings (``EvaluateParams.for_reference()``).
+    ``primary`` when it was scored on the same split and has every model.
+
+    Args:
+        full_reference: the ``evaluate`` pipeline's full-split reference.
+        splits: train, test and their embeddings.
+        benchmark: ``params:benchmark`` (``models``, ``label_keys``).
+        primary, min_cells: as :func:`label_generators`.
+        evaluate: ``params:evaluate`` (model settings; ``models`` replaced by
+            ``benchmark.models``, the reference settings of
+            :meth:`~scdd.evaluation.config.EvaluateParams.for_reference`).
+        min_gene_overlap: F's gene overlap.
+        seed, device, progress: run-wide settings.
 
     Returns:
-        ``{label column: reference}`` in ``label_keys`` order.
+        ``{label column: reference}`` in ``benchmark.label_keys`` order.
     """
+    evaluate = evaluate.with_models(benchmark.models).for_reference()
     known = full_reference.get("models") or {}
     same_split = full_reference.get("scored_on", "test") == evaluate.split
     out = {}
-    for key in label_keys:
+    for key in benchmark.label_columns(primary):
         if key == primary and same_split and all(known.get(m) for m in evaluate.models):
             out[key] = full_reference
             continue
@@ -223,18 +248,19 @@ def label_references(
     return out
 
 
-def cell_runs(
+def cell_runs(  # noqa: PLR0913
     splits: Splits,
     foundation: FoundationModel,
     generator_checkpoint: dict[str, Any] | None,
     label_generators: dict[str, dict[str, Any]],
     references: dict[str, dict[str, Any]],
     *,
-    label_keys: Sequence[str],
+    benchmark: BenchmarkParams,
+    method: str,
+    spc: int,
     primary: str,
     min_cells: int,
     primary_stats: RealCellStats | None = None,
-    draws: int,
     distill: DistillParams,
     evaluate: EvaluateParams,
     min_gene_overlap: int,
@@ -252,13 +278,17 @@ def cell_runs(
             conditioned on.
         label_generators: :func:`label_generators`' SCDGs for the others.
         references: :func:`label_references`' output.
-        label_keys, primary, min_cells: the label columns, as
-            :func:`label_generators`.
+        benchmark: ``params:benchmark`` (``label_keys``, ``draws`` per label
+            column with seeds ``seed``, ``seed + 1``, ..., ``models``,
+            ``steps``).
+        method, spc: the cell.
+        primary, min_cells: as :func:`label_generators`.
         primary_stats: the cached real-cell statistics of the primary label
             (other columns' are computed here, one pass each).
-        draws: draws per label column (seeds ``seed``, ``seed + 1``, ...).
-        distill: ``params:distill`` of this cell (``method``, ``spc``).
-        evaluate: ``params:evaluate``, ``models`` the benchmark's.
+        distill: ``params:distill`` (method settings; ``method`` and ``spc``
+            are this cell's, ``optim.steps`` is ``benchmark.steps`` when set).
+        evaluate: ``params:evaluate`` (model settings; ``models`` replaced by
+            ``benchmark.models``).
         min_gene_overlap, chunk_size: F's gene overlap and embedding chunk.
         seed, device, progress: run-wide settings.
 
@@ -266,9 +296,10 @@ def cell_runs(
         One row per (label column, draw, model) with the model's scores,
         ``retention`` and the distillation time.
     """
+    distill = distill.for_cell(method, spc, benchmark.steps)
+    evaluate = evaluate.with_models(benchmark.models)
     runs = []
-    method = distill.method
-    for key in label_keys:
+    for key in benchmark.label_columns(primary):
         if key not in references:
             raise ValueError(
                 f"No full-split reference for label '{key}' in "
@@ -283,7 +314,7 @@ def cell_runs(
             references[key],
             label_key=key,
             stats=primary_stats if key == primary else None,
-            draws=draws,
+            draws=benchmark.draws,
             distill=distill,
             evaluate=evaluate,
             min_gene_overlap=min_gene_overlap,
@@ -295,7 +326,7 @@ def cell_runs(
     return runs
 
 
-def _label_runs(
+def _label_runs(  # noqa: PLR0913
     splits: Splits,
     foundation: FoundationModel,
     generator_checkpoint: dict[str, Any] | None,
@@ -429,25 +460,22 @@ def assemble(
     references: dict[str, dict[str, Any]],
     cells: Sequence[dict[str, Any]],
     *,
-    methods: Sequence[str],
-    models: Sequence[str],
-    draws: int,
+    benchmark: BenchmarkParams,
 ) -> tuple[pd.DataFrame, str]:
     """Join the cells' runs into the benchmark table and its markdown.
 
     Args:
         references: ``{label column: reference}`` (gives the label order).
         cells: ``{"method", "spc", "skipped", "runs"}`` per grid cell.
-        methods: the benchmarked methods, in table order.
-        models: the evaluation models.
-        draws: draws per cell.
+        benchmark: ``params:benchmark`` (``methods`` in table order,
+            ``models``, ``draws`` per cell).
 
     Returns:
         The table (one row per label × model × method × SPC, plus each
         label's and model's ``full`` row; see
-        :mod:`scdd.evaluation.benchmark_table`) and the markdown rendering.
+        :mod:`scdd.benchmark.table`) and the markdown rendering.
     """
-    methods = list(methods)
+    methods = list(benchmark.methods)
     runs = pd.DataFrame([run for cell in cells for run in cell["runs"]])
     done = sorted(
         {(c["method"], c["spc"]) for c in cells if not c["skipped"]},
@@ -464,6 +492,8 @@ def assemble(
             key=lambda s: s.map(order[s.name]) if s.name in order else s,
             kind="stable",
         )
-    table = benchmark_table(runs, references, list(models))
+    table = benchmark_table(runs, references, list(benchmark.models))
     splits = {ref.get("scored_on", "test") for ref in references.values()}
-    return table, benchmark_markdown(table, draws=draws, scored_on=", ".join(splits))
+    return table, benchmark_markdown(
+        table, draws=benchmark.draws, scored_on=", ".join(splits)
+    )

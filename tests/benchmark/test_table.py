@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from scdd.evaluation.benchmark_table import (
+from scdd.benchmark.table import (
     COLUMNS,
     benchmark_markdown,
     benchmark_table,
