@@ -8,7 +8,9 @@ from scipy import sparse
 
 from scdd.metrics.privacy import (
     PrivacyParams,
+    attack_p_value,
     equal_samples,
+    guard_failures,
     nearest_cosine_distance,
     privacy_report,
     space_report,
@@ -120,6 +122,40 @@ def test_small_samples_judge_copies_only(splits) -> None:
     assert copies["guard"]["failures"] == [
         "gene_space: 20 exact and 0 near copies of training cells > 0"
     ]
+
+
+def test_attack_p_value_is_the_binomial_tail_of_chance() -> None:
+    assert attack_p_value(0.0, 500) == 1.0
+    # 6 of 210 cells flagged where chance flags 2.1: likely enough by chance
+    assert 0.01 < attack_p_value(6 / 210, 210) < 0.03
+    # 46 of 2000 where chance flags 20: not chance
+    assert attack_p_value(46 / 2000, 2000) < 1e-5
+
+
+def _attack_report(tpr: float, n: int) -> dict:
+    space = {
+        "nearest_record_ratio": 1.0,
+        "attack_tpr_at_1fpr": tpr,
+        "exact_copies": 0,
+        "near_copies": 0,
+    }
+    return {"n_sample": n, "f_space": space, "gene_space": space}
+
+
+@pytest.mark.parametrize(
+    ("tpr", "n", "fails"),
+    [
+        (6 / 210, 210, False),  # above 0.02 but within chance over 210 cells
+        (46 / 2000, 2000, True),  # above 0.02 and far beyond chance
+        (30 / 2000, 2000, False),  # beyond chance but under the threshold
+    ],
+)
+def test_the_attack_fails_a_set_above_the_threshold_and_beyond_chance(
+    tpr: float, n: int, fails: bool
+) -> None:
+    failures = guard_failures(_attack_report(tpr, n), PrivacyParams())
+    assert bool(failures) is fails
+    assert all("against chance" in line for line in failures)
 
 
 def test_a_feature_only_set_has_no_gene_space_figures(splits) -> None:

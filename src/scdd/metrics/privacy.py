@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt
+from scipy.stats import binom
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from scdd.cellstore import take_matrix_rows
@@ -114,6 +115,11 @@ class PrivacyParams(ParamGroup):
     min_ratio: float = Field(default=0.9, ge=0)
     #: Guard: highest membership-attack true-positive rate at 1% FPR.
     max_tpr_at_1fpr: float = Field(default=0.02, ge=0, le=1)
+    #: Guard: an attack above ``max_tpr_at_1fpr`` fails the set only if it
+    #: beats the 1% a blind guess flags at this significance (one-sided
+    #: binomial test over the sampled training cells): over a few hundred
+    #: cells a rate of 0.02-0.03 is what chance gives.
+    attack_alpha: float = Field(default=0.001, gt=0, lt=1)
     #: Guard: most exact or near copies of training cells.
     max_copies: NonNegativeInt = 0
     #: Fewest cells per sample for the ratio and the attack to be judged
@@ -303,13 +309,22 @@ def privacy_report(
     return report
 
 
+def attack_p_value(tpr: float, n: int) -> float:
+    """How likely a blind guess that flags 1% of cells flags at least
+    ``tpr`` of ``n`` training cells (one-sided binomial test)."""
+    flagged = round(tpr * n)
+    return float(binom.sf(flagged - 1, n, 0.01)) if flagged else 1.0
+
+
 def guard_failures(report: dict, params: PrivacyParams) -> list[str]:
     """What of ``report`` breaks the guard's thresholds, one line each.
 
     Ratios and attack rates are judged in both spaces when the samples hold
     at least ``params.min_sample`` cells (with fewer, a median over a handful
     of synthetic cells and a 1% false-positive rate over a few dozen held-out
-    cells are noise); copies always, in gene space (F-space only for a
+    cells are noise), an attack rate above the threshold only when it beats
+    chance (:func:`attack_p_value` below ``params.attack_alpha``); copies
+    always, in gene space (F-space only for a
     feature-only set): F maps nearby cells together, so in its 128
     dimensions a smooth prototype can fall on a training cell's features
     without carrying its genes.
@@ -326,10 +341,16 @@ def guard_failures(report: dict, params: PrivacyParams) -> list[str]:
                 f"{space} nearest-record ratio {figures['nearest_record_ratio']:.2f}"
                 f" < {params.min_ratio}"
             )
-        if judge_samples and figures["attack_tpr_at_1fpr"] > params.max_tpr_at_1fpr:
+        tpr, n = figures["attack_tpr_at_1fpr"], report["n_sample"]
+        p_value = attack_p_value(tpr, n)
+        if (
+            judge_samples
+            and tpr > params.max_tpr_at_1fpr
+            and p_value < params.attack_alpha
+        ):
             failures.append(
-                f"{space} membership attack TPR {figures['attack_tpr_at_1fpr']:.3f} "
-                f"at 1% FPR > {params.max_tpr_at_1fpr}"
+                f"{space} membership attack TPR {tpr:.3f} at 1% FPR > "
+                f"{params.max_tpr_at_1fpr} (p = {p_value:.1e} against chance)"
             )
         copies = figures["exact_copies"] + figures["near_copies"]
         if space == copies_in and copies > params.max_copies:
