@@ -36,13 +36,12 @@ def apply_guard(
     real = bool(scdd.get("real_cells", False))
     guard = report["guard"]
     scdd["privacy"] = storable({**report, "guarded": not real})
-    if guard["judged"] == "copies":
+    if guard["judged"] != "ratio, attack, copies":
         logger.warning(
-            "Privacy: only %s judged: %d held-out cells sampled, fewer than "
-            "distill.privacy.min_sample=%d for the ratio and the membership "
-            "attack (figures recorded, not judged); a larger validation split "
-            "(preprocess.validation_size) lets the guard judge them.",
-            guard["judged"],
+            "Privacy: the nearest-record ratio is reported, not judged: %d "
+            "held-out cells sampled, fewer than distill.privacy.min_sample=%d; "
+            "a larger validation split (preprocess.validation_size) lets the "
+            "guard judge it.",
             report["n_sample"],
             params.min_sample,
         )

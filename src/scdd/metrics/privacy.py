@@ -122,9 +122,8 @@ class PrivacyParams(ParamGroup):
     attack_alpha: float = Field(default=0.001, gt=0, lt=1)
     #: Guard: most exact or near copies of training cells.
     max_copies: NonNegativeInt = 0
-    #: Fewest cells per sample for the ratio and the attack to be judged
-    #: (a 1% false-positive rate needs over 100 held-out cells); below it
-    #: they are reported, and only copies are judged.
+    #: Fewest cells per sample for the nearest-record ratio to be judged;
+    #: below it the ratio is reported, the attack and copies judged.
     min_sample: PositiveInt = 200
     #: Refuse to write a set that fails the guard (else: warn and flag it).
     enforce: bool = False
@@ -299,7 +298,7 @@ def privacy_report(
     report["guard"] = {
         "passes": not failures,
         "failures": failures,
-        "judged": "copies"
+        "judged": "attack, copies"
         if report["n_sample"] < params.min_sample
         else "ratio, attack, copies",
         "min_ratio": params.min_ratio,
@@ -310,20 +309,24 @@ def privacy_report(
 
 
 def attack_p_value(tpr: float, n: int) -> float:
-    """How likely a blind guess that flags 1% of cells flags at least
-    ``tpr`` of ``n`` training cells (one-sided binomial test)."""
+    """How likely chance alone flags at least ``tpr`` of ``n`` training cells
+    (one-sided binomial test). Chance: the attack flags the members that rank
+    above the ``floor(0.01 n) + 1``-th highest of ``n`` held-out cells, which
+    a member of the same distribution does with probability
+    ``(floor(0.01 n) + 1) / (n + 1)`` (about 0.01; more below 100 cells)."""
     flagged = round(tpr * n)
-    return float(binom.sf(flagged - 1, n, 0.01)) if flagged else 1.0
+    chance = (int(0.01 * n) + 1) / (n + 1)
+    return float(binom.sf(flagged - 1, n, chance)) if flagged else 1.0
 
 
 def guard_failures(report: dict, params: PrivacyParams) -> list[str]:
     """What of ``report`` breaks the guard's thresholds, one line each.
 
-    Ratios and attack rates are judged in both spaces when the samples hold
-    at least ``params.min_sample`` cells (with fewer, a median over a handful
-    of synthetic cells and a 1% false-positive rate over a few dozen held-out
-    cells are noise), an attack rate above the threshold only when it beats
-    chance (:func:`attack_p_value` below ``params.attack_alpha``); copies
+    Ratios are judged in both spaces when the samples hold at least
+    ``params.min_sample`` cells (with fewer, a median over a handful of
+    synthetic cells is noise); an attack rate above the threshold fails a
+    set when it beats chance (:func:`attack_p_value` below
+    ``params.attack_alpha``: the test accounts for the sample's size); copies
     always, in gene space (F-space only for a
     feature-only set): F maps nearby cells together, so in its 128
     dimensions a smooth prototype can fall on a training cell's features
@@ -343,11 +346,7 @@ def guard_failures(report: dict, params: PrivacyParams) -> list[str]:
             )
         tpr, n = figures["attack_tpr_at_1fpr"], report["n_sample"]
         p_value = attack_p_value(tpr, n)
-        if (
-            judge_samples
-            and tpr > params.max_tpr_at_1fpr
-            and p_value < params.attack_alpha
-        ):
+        if tpr > params.max_tpr_at_1fpr and p_value < params.attack_alpha:
             failures.append(
                 f"{space} membership attack TPR {tpr:.3f} at 1% FPR > "
                 f"{params.max_tpr_at_1fpr} (p = {p_value:.1e} against chance)"
