@@ -46,8 +46,14 @@ def build_store(source: Path, path: Path, n_cells: int, keep: float) -> None:
     """``n_cells`` thinned cells of ``source``, log-normalised, as ``path``."""
     from scdd.cellstore import CHUNK_ROWS
     from scdd.preprocessing import log_normalise
+    from scdd.preprocessing_config import PreprocessParams
 
-    adata = log_normalise(atlas(source, n_cells, keep, chunk_rows=CHUNK_ROWS))
+    pre = PreprocessParams()
+    adata = log_normalise(
+        atlas(source, n_cells, keep, chunk_rows=CHUNK_ROWS),
+        target_sum=pre.target_sum,
+        keep_counts=pre.keep_counts,
+    )
     tmp = path.with_suffix(".tmp.h5ad")
     adata.write_h5ad(tmp, compression="lzf")
     tmp.rename(path)

@@ -40,6 +40,7 @@ from scdd.distill.optimise import (
 )
 from scdd.models.device import make_generator
 from scdd.models.foundation import FoundationArchitectureParams, build_autoencoder
+from scdd.models.generator_config import GeneratorModelParams
 from scdd.models.scdg import SCDGConfig, build_scdg
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -138,7 +139,13 @@ def main() -> None:
         n_genes,
         FoundationArchitectureParams(hidden_dim=[1024, 1024], latent_dim=LATENT_DIM),
     )
-    scdg = build_scdg(SCDGConfig(latent_dim=LATENT_DIM, n_classes=[num_classes]))
+    scdg = build_scdg(
+        SCDGConfig(
+            model=GeneratorModelParams(),
+            latent_dim=LATENT_DIM,
+            n_classes=[num_classes],
+        )
+    )
     for module in (encoder, decoder, scdg):
         module.to(device).eval().requires_grad_(False)
 

@@ -36,15 +36,20 @@ def _worker(n_cells: int, chunk_size: int) -> dict[str, float]:
 
     from scdd.datasets.h5ad_dataset import H5ADDataset, load_bundled
     from scdd.models.foundation import build_autoencoder, embed_cells
-    from scdd.preprocessing import detect_input_kind, log_normalise
+    from scdd.preprocessing import detect_input_kind, inspect_matrix, log_normalise
+    from scdd.preprocessing_config import PreprocessParams
 
     adata = (
         H5ADDataset(filepath=str(SHARED)).load()
         if SHARED.is_file()
         else load_bundled("pbmc68k_reduced")
     )
-    if detect_input_kind(adata) == "counts":
-        adata = log_normalise(adata)
+    pre = PreprocessParams()
+    stats = inspect_matrix(adata, min_counts=pre.min_counts)
+    if detect_input_kind(stats, max_log_value=pre.max_log_value) == "counts":
+        adata = log_normalise(
+            adata, target_sum=pre.target_sum, keep_counts=pre.keep_counts
+        )
     rows = np.random.default_rng(0).integers(0, adata.n_obs, n_cells)
     x = adata.X[rows]
     del adata

@@ -9,9 +9,11 @@ import pytest
 from matplotlib.figure import Figure
 
 from scdd.plots import correlation_figure, hvg_figure, loss_figure, umap_figure
+from scdd.report_config import ReportParams
 from tests.conftest import make_counts_adata
 
 KEY = "cell_type"
+REPORT = ReportParams()
 
 
 def _lognorm(adata: ad.AnnData) -> ad.AnnData:
@@ -58,7 +60,12 @@ def _texts(fig: Figure) -> str:
 def test_umap_draws_real_dots_and_synthetic_stars(
     real: ad.AnnData, synthetic: ad.AnnData
 ) -> None:
-    fig = umap_figure(_embeddings(real), _embeddings(synthetic, 1), KEY, n_neighbors=5)
+    fig = umap_figure(
+        _embeddings(real),
+        _embeddings(synthetic, 1),
+        KEY,
+        report=ReportParams(umap={"n_neighbors": 5}),
+    )
     assert isinstance(fig, Figure)
     (ax,) = fig.axes
     sizes = [c.get_offsets().shape[0] for c in ax.collections]
@@ -75,8 +82,7 @@ def test_umap_draws_a_capped_stratified_sample_of_real_cells(
         _embeddings(real),
         _embeddings(synthetic, 1),
         KEY,
-        n_neighbors=5,
-        max_real_cells=9,
+        report=ReportParams(umap={"n_neighbors": 5, "max_cells": 9}),
     )
     sizes = [c.get_offsets().shape[0] for c in fig.axes[0].collections]
     assert sizes == [4, 3, 2, 2, 2, 2, 0]  # 20:15:10 of 45 real cells, scaled to 9
@@ -85,13 +91,13 @@ def test_umap_draws_a_capped_stratified_sample_of_real_cells(
 def test_umap_rejects_mismatched_widths(real: ad.AnnData) -> None:
     syn = _embeddings(real)[:, :4]
     with pytest.raises(ValueError, match="width"):
-        umap_figure(_embeddings(real), syn, KEY)
+        umap_figure(_embeddings(real), syn, KEY, report=REPORT)
 
 
 def test_correlation_diagonal_dominates(
     real: ad.AnnData, synthetic: ad.AnnData
 ) -> None:
-    fig = correlation_figure(real, synthetic, KEY)
+    fig = correlation_figure(real, synthetic, KEY, report=REPORT)
     heatmap, colorbar = fig.axes
     r = heatmap.images[0].get_array()
     assert r.shape == (6, 3)
@@ -107,7 +113,7 @@ def test_correlation_diagonal_dominates(
 def test_hvg_real_and_synthetic_side_by_side(
     real: ad.AnnData, synthetic: ad.AnnData
 ) -> None:
-    fig = hvg_figure(real, synthetic, KEY, n_genes=8)
+    fig = hvg_figure(real, synthetic, KEY, report=ReportParams(hvg={"n_genes": 8}))
     assert len(fig.axes) == 3  # real, synthetic, colour bar
     real_ax, syn_ax, _ = fig.axes
     assert real_ax.images[0].get_array().shape == (3, 8)
@@ -116,7 +122,9 @@ def test_hvg_real_and_synthetic_side_by_side(
     assert len(set(genes)) == 8
     assert set(genes) <= set(real.var_names)
     assert [t.get_text() for t in syn_ax.get_xticklabels()] == genes
-    sampled = hvg_figure(real, synthetic, KEY, n_genes=8, max_cells=12)
+    sampled = hvg_figure(
+        real, synthetic, KEY, report=ReportParams(hvg={"n_genes": 8, "max_cells": 12})
+    )
     assert sampled.axes[0].images[0].get_array().shape == (3, 8)
 
 
@@ -124,7 +132,7 @@ def test_hvg_real_and_synthetic_side_by_side(
 def test_feature_only_set_gets_a_text_panel(
     plot, real: ad.AnnData, feature_only: ad.AnnData
 ) -> None:
-    fig = plot(real, feature_only, KEY)
+    fig = plot(real, feature_only, KEY, report=REPORT)
     assert len(fig.axes) == 1
     assert not fig.axes[0].images
     assert (
@@ -141,7 +149,7 @@ def test_loss_curve_skips_zero_terms_and_uses_log_scale() -> None:
             "dc": [0.0, 0.0, 0.0],
         }
     )
-    fig = loss_figure(history)
+    fig = loss_figure(history, report=REPORT)
     (ax,) = fig.axes
     assert [line.get_label() for line in ax.lines] == ["loss", "dm"]
     assert ax.get_yscale() == "log"
@@ -149,11 +157,11 @@ def test_loss_curve_skips_zero_terms_and_uses_log_scale() -> None:
 
 def test_loss_curve_linear_for_non_positive_values() -> None:
     history = pd.DataFrame({"step": [0, 1], "loss": [1.0, -0.5]})
-    assert loss_figure(history).axes[0].get_yscale() == "linear"
+    assert loss_figure(history, report=REPORT).axes[0].get_yscale() == "linear"
 
 
 def test_empty_history_gets_a_text_panel() -> None:
-    fig = loss_figure(pd.DataFrame())
+    fig = loss_figure(pd.DataFrame(), report=REPORT)
     assert "no optimisation history" in _texts(fig).lower()
 
 
@@ -161,4 +169,4 @@ def test_missing_label_column_is_explained(
     real: ad.AnnData, synthetic: ad.AnnData
 ) -> None:
     with pytest.raises(ValueError, match="data.label_key"):
-        correlation_figure(real, synthetic, "nope")
+        correlation_figure(real, synthetic, "nope", report=REPORT)

@@ -1,3 +1,5 @@
+from functools import partial
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -13,8 +15,9 @@ def _stats(adata, min_counts: float = 0) -> pp.MatrixStats:
 
 
 def test_detects_counts_and_lognorm(counts_adata, lognorm_adata) -> None:
-    assert pp.detect_input_kind(_stats(counts_adata)) == "counts"
-    assert pp.detect_input_kind(_stats(lognorm_adata)) == "log_normalised"
+    assert pp.detect_input_kind(_stats(counts_adata), max_log_value=20) == "counts"
+    kind = pp.detect_input_kind(_stats(lognorm_adata), max_log_value=20)
+    assert kind == "log_normalised"
 
 
 def test_refuses_normalised_but_not_logged(counts_adata) -> None:
@@ -23,7 +26,7 @@ def test_refuses_normalised_but_not_logged(counts_adata) -> None:
         x / x.sum(1, keepdims=True) * 1e4 + 0.5 * (x > 0)
     )
     with pytest.raises(ValueError, match="not log1p-normalised"):
-        pp.detect_input_kind(_stats(counts_adata))
+        pp.detect_input_kind(_stats(counts_adata), max_log_value=20)
 
 
 def test_missing_label_lists_columns(counts_adata) -> None:
@@ -87,13 +90,16 @@ def test_bad_values(counts_adata, value, match) -> None:
 def test_all_zero_matrix_names_the_fix(counts_adata) -> None:
     counts_adata.X = sparse.csr_matrix(counts_adata.shape, dtype=np.float32)
     with pytest.raises(ValueError, match="all zeros; point data.layer"):
-        pp.detect_input_kind(_stats(counts_adata))
+        pp.detect_input_kind(_stats(counts_adata), max_log_value=20)
 
 
 def test_quality_filter_empty_result(counts_adata) -> None:
     with pytest.raises(ValueError, match="left 0 cells"):
         pp.quality_filter(
-            counts_adata, stats=_stats(counts_adata, 10**9), min_counts=10**9
+            counts_adata,
+            stats=_stats(counts_adata, 10**9),
+            min_counts=10**9,
+            min_cells=3,
         )
 
 
@@ -110,7 +116,8 @@ def test_quality_filter_drops_rare_genes(counts_adata) -> None:
 
 
 def test_log_normalise_keeps_counts_only_when_asked(counts_adata) -> None:
-    assert "counts" not in pp.log_normalise(counts_adata).layers
+    out = pp.log_normalise(counts_adata, target_sum=1e4, keep_counts=False)
+    assert "counts" not in out.layers
     out = pp.log_normalise(counts_adata, target_sum=1e4, keep_counts=True)
     np.testing.assert_array_equal(
         out.layers["counts"].toarray(), counts_adata.X.toarray()
@@ -135,7 +142,9 @@ def test_small_classes_drop_or_fail(counts_adata) -> None:
         match=r"fewer than 35 cells, label column 'cell_type' has 1 class\(es\) "
         r"\(type_0: 40 cells\).*preprocess.min_cells_per_class=N",
     ):
-        pp.filter_small_classes(counts_adata, label_key="cell_type", min_cells=35)
+        pp.filter_small_classes(
+            counts_adata, label_key="cell_type", min_cells=35, on_small="drop"
+        )
 
 
 @pytest.mark.parametrize("kind", ["counts", "log_normalised"])
@@ -157,7 +166,7 @@ def test_duplicate_genes_merge(counts_adata, kind) -> None:
 
 def test_duplicate_genes_make_unique(counts_adata, caplog) -> None:
     counts_adata.var_names = ["g"] * counts_adata.n_vars
-    out = pp.dedupe_genes(counts_adata)
+    out = pp.dedupe_genes(counts_adata, strategy="make_unique")
     assert out.var_names.is_unique and out.n_vars == counts_adata.n_vars
     assert "Made 59 duplicate gene names unique" in caplog.text
 
@@ -173,12 +182,12 @@ def test_nameless_genes_refused(counts_adata, name) -> None:
         match=r"1 genes have no name \(var_names empty or NaN, e.g. at positions "
         r"\[2\]\); set var_names from a var column",
     ):
-        pp.select_matrix(adata)
+        pp.select_matrix(adata, layer=None)
 
 
 def test_duplicate_cell_names_made_unique_once(counts_adata, caplog) -> None:
     counts_adata.obs_names = ["c"] * 3 + list(counts_adata.obs_names[3:])
-    out = pp.select_matrix(counts_adata)
+    out = pp.select_matrix(counts_adata, layer=None)
     assert out.obs_names.is_unique
     assert list(out.obs_names[:4]) == ["c", "c-1", "c-2", "cell_3"]
     assert "Made 2 duplicate cell names (obs_names) unique" in caplog.text
@@ -197,8 +206,9 @@ def test_select_matrix_layers(counts_adata) -> None:
 
 
 def test_stratified_split_is_seeded_and_covers_classes(counts_adata) -> None:
-    train, test = pp.stratified_split(counts_adata, label_key="cell_type", seed=1)
-    again, _ = pp.stratified_split(counts_adata, label_key="cell_type", seed=1)
+    split = partial(pp.stratified_split, label_key="cell_type", test_size=0.3, seed=1)
+    train, test = split(counts_adata)
+    again, _ = split(counts_adata)
     assert list(train.obs_names) == list(again.obs_names)
     assert train.n_obs + test.n_obs == counts_adata.n_obs
     assert not set(train.obs_names) & set(test.obs_names)
@@ -208,8 +218,10 @@ def test_stratified_split_is_seeded_and_covers_classes(counts_adata) -> None:
 
 def test_functions_do_not_mutate_input(counts_adata) -> None:
     before = counts_adata.X.toarray().copy()
-    pp.log_normalise(counts_adata)
-    pp.quality_filter(counts_adata, stats=_stats(counts_adata, 1), min_counts=1)
+    pp.log_normalise(counts_adata, target_sum=1e4, keep_counts=False)
+    pp.quality_filter(
+        counts_adata, stats=_stats(counts_adata, 1), min_counts=1, min_cells=3
+    )
     np.testing.assert_array_equal(counts_adata.X.toarray(), before)
     assert not counts_adata.layers
 
@@ -262,13 +274,13 @@ def test_input_already_on_target_is_left_alone(lognorm_adata) -> None:
 )
 def test_empty_input_is_named(counts_adata, rows, cols, match) -> None:
     with pytest.raises(ValueError, match=f"{match}; scDD needs at least one cell"):
-        pp.select_matrix(counts_adata[:rows, :cols].copy())
+        pp.select_matrix(counts_adata[:rows, :cols].copy(), layer=None)
 
 
 def test_missing_x_is_named(counts_adata) -> None:
     adata = ad.AnnData(obs=counts_adata.obs, var=counts_adata.var)
     with pytest.raises(ValueError, match="no expression matrix in X; set data.layer"):
-        pp.select_matrix(adata)
+        pp.select_matrix(adata, layer=None)
 
 
 def test_integer_labels_are_named_in_the_log(counts_adata, caplog) -> None:

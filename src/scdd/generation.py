@@ -186,10 +186,10 @@ def train_generator(
     Args:
         adata: Embeddings ``[n_cells, d]`` with the condition columns in ``obs``.
         columns: Condition columns (see :func:`condition_columns`).
-        model: ``generator.model``: the ``SCDGConfig`` fields except
-            ``latent_dim`` and ``n_classes``, which come from the data.
-        train: ``generator.train``: the keyword arguments of
-            :func:`train_scdg` (steps, batch_size, ...).
+        model: ``generator.model``: SCDG's architecture and diffusion
+            (``latent_dim`` and ``n_classes`` come from the data).
+        train: ``generator.train``, for :func:`train_scdg` (steps,
+            batch_size, ...).
         seed: Seed of all randomness in training.
         device: Device to train on.
         progress: Show a progress bar.
@@ -200,22 +200,16 @@ def train_generator(
     """
     z = embedding_matrix(adata)
     codes, categories = condition_codes(adata.obs, columns)
-    config = SCDGConfig.from_dict(
-        {
-            **model.model_dump(),
-            "latent_dim": z.shape[1],
-            "n_classes": [len(categories[c]) for c in columns],
-        }
+    config = SCDGConfig(
+        model=model,
+        latent_dim=z.shape[1],
+        n_classes=[len(categories[c]) for c in columns],
     )
     scdg, history = train_scdg(
         z,
         codes,
         config,
-        steps=train.steps,
-        batch_size=train.batch_size,
-        lr=train.lr,
-        weight_decay=train.weight_decay,
-        ema_decay=train.ema_decay,
+        train=train,
         seed=seed,
         device=device,
         progress=progress,

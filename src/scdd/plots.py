@@ -26,6 +26,7 @@ from scipy import sparse
 
 from scdd.cellstore import is_lazy, take_matrix_rows
 from scdd.provenance import recorded_params
+from scdd.report_config import ReportParams
 from scdd.sampling import stratified_rows
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,12 @@ def _palette(categories: Sequence[str]) -> dict[str, tuple[float, ...]]:
     else:
         colours = mpl.colormaps["turbo"](np.linspace(0, 1, n))
     return {c: tuple(colour) for c, colour in zip(categories, colours, strict=True)}
+
+
+def _figsize(report: ReportParams, name: str) -> tuple[float, float]:
+    """``report.figsize.<name>``: ``(width, height)`` in inches."""
+    width, height = getattr(report.figsize, name)
+    return float(width), float(height)
 
 
 def _dense(x: np.ndarray | sparse.spmatrix) -> np.ndarray:
@@ -151,11 +158,8 @@ def umap_figure(
     synthetic: ad.AnnData,
     label_key: str,
     *,
-    n_neighbors: int = 15,
-    min_dist: float = 0.5,
-    max_real_cells: int | None = 20_000,
+    report: ReportParams,
     seed: int = 0,
-    figsize: Sequence[float] = (8, 6),
 ) -> Figure:
     """UMAP of synthetic cells (stars) over the real cells, coloured by class.
 
@@ -169,13 +173,12 @@ def umap_figure(
         real: real cells, ``X`` = features ``[n_real, d]``, labels in obs.
         synthetic: synthetic cells, ``X`` = features ``[n_syn, d]``.
         label_key: obs column holding the class.
-        n_neighbors: neighbourhood size of the kNN graph (capped at n - 1).
-        min_dist: UMAP ``min_dist``.
-        max_real_cells: real cells drawn at most (a seeded, stratified
-            sample; ``None``: all): UMAP's cost grows with the cells, a
-            plot's legibility does not.
+        report: ``params:report``: ``umap.n_neighbors``, the neighbourhood
+            size of the kNN graph (capped at n - 1); ``umap.min_dist``;
+            ``umap.max_cells``, the real cells drawn at most (a seeded,
+            stratified sample; ``None``: all): UMAP's cost grows with the
+            cells, a plot's legibility does not; ``figsize.umap`` in inches.
         seed: random state of UMAP and of the sample.
-        figsize: figure size in inches.
 
     Returns:
         A figure with one axes: real cells as small dots, synthetic cells as
@@ -189,10 +192,11 @@ def umap_figure(
             f"Real features have width {real.n_vars} but synthetic ones "
             f"{synthetic.n_vars}; embed both with the same foundation model."
         )
+    umap = report.umap
     categories = _categories(real, label_key)
     _categories(synthetic, label_key)
     labels = real.obs[label_key].astype(str).to_numpy()
-    rows = stratified_rows(labels, max_real_cells, seed)
+    rows = stratified_rows(labels, umap.max_cells, seed)
     if len(rows) < real.n_obs:
         real = real[rows]
     x = np.vstack([_dense(real.X), _dense(synthetic.X)]).astype(np.float32)
@@ -200,18 +204,18 @@ def umap_figure(
     n = joint.n_obs
     sc.pp.neighbors(
         joint,
-        n_neighbors=max(2, min(n_neighbors, n - 1)),
+        n_neighbors=max(2, min(umap.n_neighbors, n - 1)),
         use_rep="X",
         random_state=seed,
     )
-    sc.tl.umap(joint, min_dist=min_dist, random_state=seed)
+    sc.tl.umap(joint, min_dist=umap.min_dist, random_state=seed)
     xy = joint.obsm["X_umap"]
     real_xy, syn_xy = xy[: real.n_obs], xy[real.n_obs :]
 
     colours = _palette(categories)
     real_labels = real.obs[label_key].astype(str).to_numpy()
     syn_labels = synthetic.obs[label_key].astype(str).to_numpy()
-    fig = Figure(figsize=tuple(figsize), layout="constrained")
+    fig = Figure(figsize=_figsize(report, "umap"), layout="constrained")
     ax = fig.add_subplot()
     for c in categories:
         mask = real_labels == c
@@ -256,9 +260,8 @@ def correlation_figure(
     synthetic: ad.AnnData,
     label_key: str,
     *,
-    max_cells: int | None = 20_000,
+    report: ReportParams,
     seed: int = 0,
-    figsize: Sequence[float] = (7, 6),
 ) -> Figure:
     """Pearson correlation of each synthetic cell with each real class mean.
 
@@ -272,16 +275,17 @@ def correlation_figure(
         synthetic: synthetic cells (genes in ``X``, any gene order) or a
             feature-only set (``n_vars == 0``).
         label_key: obs column holding the class.
-        max_cells: real cells the class means are taken over (a seeded,
-            stratified sample; ``None``: all).
+        report: ``params:report``: ``correlation.max_cells``, the real cells
+            the class means are taken over (a seeded, stratified sample;
+            ``None``: all); ``figsize.correlation`` in inches.
         seed: seed of that sample.
-        figsize: figure size in inches.
 
     Returns:
         A heatmap and its colour bar (two axes), or a one-panel text figure
         when there is no gene matrix to compare.
     """
     title = "Synthetic cells vs real class means (Pearson r)"
+    figsize = _figsize(report, "correlation")
     fallback = _no_genes(real, synthetic, title=title, figsize=figsize)
     if fallback is not None:
         return fallback
@@ -291,7 +295,7 @@ def correlation_figure(
         real,
         label_key,
         _shared_positions(real, synthetic),
-        max_cells=max_cells,
+        max_cells=report.correlation.max_cells,
         seed=seed,
     )
     real_means = _class_means(sample, genes, label_key, categories)
@@ -303,7 +307,7 @@ def correlation_figure(
     syn_labels = syn_labels[order]
 
     r = np.corrcoef(np.vstack([syn_x, real_means]))[: len(syn_x), len(syn_x) :]
-    fig = Figure(figsize=tuple(figsize), layout="constrained")
+    fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(
         r, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest"
@@ -327,14 +331,12 @@ def hvg_figure(
     synthetic: ad.AnnData,
     label_key: str,
     *,
-    n_genes: int = 20,
-    max_cells: int | None = 20_000,
+    report: ReportParams,
     seed: int = 0,
-    figsize: Sequence[float] = (12, 5),
 ) -> Figure:
     """Mean expression of the real data's top HVGs per class, real vs synthetic.
 
-    The genes are the ``n_genes`` most highly variable genes of the real
+    The genes are the ``report.hvg.n_genes`` most highly variable genes of the real
     cells (scanpy ``highly_variable_genes``, flavor ``seurat``, on the log
     data) that the synthetic set also has. Both heatmaps share one colour
     scale, so a synthetic class that reproduces its marker genes shows the
@@ -345,29 +347,29 @@ def hvg_figure(
             labels in obs.
         synthetic: synthetic cells (genes in ``X``) or a feature-only set.
         label_key: obs column holding the class.
-        n_genes: number of highly variable genes shown.
-        max_cells: real cells the genes are ranked on and the real class
-            means taken over (a seeded, stratified sample, read once;
-            ``None``: all).
+        report: ``params:report``: ``hvg.n_genes``, the number of highly
+            variable genes shown; ``hvg.max_cells``, the real cells the genes
+            are ranked on and the real class means taken over (a seeded,
+            stratified sample, read once; ``None``: all); ``figsize.hvg`` in
+            inches.
         seed: seed of that sample.
-        figsize: figure size in inches.
 
     Returns:
         Two heatmaps (real, synthetic) and a colour bar (three axes), or a
         one-panel text figure when there is no gene matrix to compare.
     """
+    n_genes = report.hvg.n_genes
+    figsize = _figsize(report, "hvg")
     title = f"Top {n_genes} highly variable genes: mean expression per class"
     fallback = _no_genes(real, synthetic, title=title, figsize=figsize)
     if fallback is not None:
         return fallback
-    if n_genes < 1:
-        raise ValueError(f"report.hvg.n_genes must be >= 1, got {n_genes}.")
     categories = _categories(real, label_key)
     shared = _real_sample(
         real,
         label_key,
         _shared_positions(real, synthetic),
-        max_cells=max_cells,
+        max_cells=report.hvg.max_cells,
         seed=seed,
     )
     hvg = ad.AnnData(X=shared.X.copy(), var=pd.DataFrame(index=shared.var_names))
@@ -386,7 +388,7 @@ def hvg_figure(
         else f"{shared.n_obs} of {real.n_obs} cells"
     )
 
-    fig = Figure(figsize=tuple(figsize), layout="constrained")
+    fig = Figure(figsize=figsize, layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for ax, means, name in (
         (axes[0], real_means, f"real ({real_cells})"),
@@ -413,7 +415,7 @@ def hvg_figure(
     return fig
 
 
-def loss_figure(history: pd.DataFrame, *, figsize: Sequence[float] = (6, 4)) -> Figure:
+def loss_figure(history: pd.DataFrame, *, report: ReportParams) -> Figure:
     """Distillation loss (total, DM, DC) against the optimisation step.
 
     Args:
@@ -421,13 +423,14 @@ def loss_figure(history: pd.DataFrame, *, figsize: Sequence[float] = (6, 4)) -> 
             ``dm``, ``dc``. Terms that are zero throughout (e.g. DC when
             ``lambda_dc`` is 0) are left out. The y axis is logarithmic when
             every plotted value is positive.
-        figsize: figure size in inches.
+        report: ``params:report``: ``figsize.loss`` in inches.
 
     Returns:
         A one-axes line plot, or a text figure when the method has no
         optimisation history (e.g. ``random_real``).
     """
     title = "Distillation loss"
+    figsize = _figsize(report, "loss")
     terms = [
         t
         for t in _LOSS_TERMS
@@ -442,7 +445,7 @@ def loss_figure(history: pd.DataFrame, *, figsize: Sequence[float] = (6, 4)) -> 
             figsize=figsize,
         )
     step = history["step"] if "step" in history.columns else history.index
-    fig = Figure(figsize=tuple(figsize), layout="constrained")
+    fig = Figure(figsize=figsize, layout="constrained")
     ax = fig.add_subplot()
     for t in terms:
         ax.plot(step, history[t], label=t, marker="." if len(history) < 30 else None)

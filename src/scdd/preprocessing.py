@@ -101,7 +101,7 @@ def _unique_cell_names(obs: pd.DataFrame) -> pd.DataFrame:
 
 
 def select_matrix(
-    adata: ad.AnnData, *, layer: str | None = None, chunk_rows: int = CHUNK_ROWS
+    adata: ad.AnnData, *, layer: str | None, chunk_rows: int = CHUNK_ROWS
 ) -> ad.AnnData:
     """Return a lazy AnnData whose ``X`` is the expression matrix named by ``layer``.
 
@@ -169,7 +169,7 @@ def _block_stats(block: sparse.csr_matrix, *, min_counts: float) -> dict[str, An
     }
 
 
-def inspect_matrix(adata: ad.AnnData, *, min_counts: float = 0) -> MatrixStats:
+def inspect_matrix(adata: ad.AnnData, *, min_counts: float) -> MatrixStats:
     """One chunked pass over ``adata.X`` (lazy or in memory): value checks,
     per-cell totals and per-gene cell counts; only those vectors are kept."""
     parts = reduce_blocks(
@@ -208,7 +208,7 @@ def check_values(stats: MatrixStats) -> None:
         )
 
 
-def detect_input_kind(stats: MatrixStats, *, max_log_value: float = 20.0) -> InputKind:
+def detect_input_kind(stats: MatrixStats, *, max_log_value: float) -> InputKind:
     """Tell raw counts (all whole numbers) from log-normalised values, over
     every entry. Non-integer values above ``max_log_value`` are neither, and
     are refused: normalising them again would distort the data."""
@@ -337,7 +337,7 @@ def _rescale_rows(block: sparse.csr_matrix, *, target_sum: float) -> sparse.csr_
 def dedupe_genes(
     adata: ad.AnnData,
     *,
-    strategy: Literal["make_unique", "merge"] = "make_unique",
+    strategy: Literal["make_unique", "merge"],
     kind: InputKind = "counts",
 ) -> ad.AnnData:
     """Resolve duplicate gene names by suffixing (``make_unique``) or summing.
@@ -375,7 +375,7 @@ def dedupe_genes(
 
 
 def quality_filter(
-    adata: ad.AnnData, *, stats: MatrixStats, min_counts: int = 10, min_cells: int = 3
+    adata: ad.AnnData, *, stats: MatrixStats, min_counts: int, min_cells: int
 ) -> ad.AnnData:
     """Drop cells with fewer than ``min_counts`` counts, then genes expressed in
     fewer than ``min_cells`` of the kept cells (scanpy's ``filter_cells`` then
@@ -393,7 +393,7 @@ def quality_filter(
 
 
 def log_normalise(
-    adata: ad.AnnData, *, target_sum: float = 1e4, keep_counts: bool = False
+    adata: ad.AnnData, *, target_sum: float, keep_counts: bool
 ) -> ad.AnnData:
     """``normalize_total`` + ``log1p`` (scanpy's; lazily on a lazy ``X``); raw
     counts kept in ``layers["counts"]`` only when ``keep_counts`` (they double
@@ -413,7 +413,7 @@ def rescale_log_normalised(
     adata: ad.AnnData,
     *,
     totals: np.ndarray,
-    target_sum: float = 1e4,
+    target_sum: float,
     tolerance: float = 1e-3,
 ) -> tuple[ad.AnnData, float]:
     """Put log-normalised cells on ``target_sum`` total counts, as CellTypist and
@@ -452,7 +452,7 @@ def filter_small_classes(
     *,
     label_key: str,
     min_cells: int,
-    on_small: Literal["drop", "error"] = "drop",
+    on_small: Literal["drop", "error"],
 ) -> tuple[ad.AnnData, list[str]]:
     """Drop (with a warning) or refuse classes with fewer than ``min_cells`` cells.
 
@@ -488,7 +488,7 @@ def filter_small_classes(
 
 
 def stratified_split(
-    adata: ad.AnnData, *, label_key: str, test_size: float = 0.3, seed: int = 0
+    adata: ad.AnnData, *, label_key: str, test_size: float, seed: int = 0
 ) -> tuple[ad.AnnData, ad.AnnData]:
     """Seeded train/test split with every class in both parts."""
     if not 0 < test_size < 1:

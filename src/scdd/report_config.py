@@ -1,8 +1,8 @@
 """The ``report`` parameter group: the settings of the figures of
 :mod:`scdd.plots`.
 
-The ``report`` pipeline's nodes take :class:`ReportParams` and hand its
-fields to the plotting functions.
+The ``report`` pipeline's nodes take :class:`ReportParams` and hand it to
+the plotting functions, which read their settings from it.
 """
 
 from __future__ import annotations

@@ -306,6 +306,7 @@ def _cell_runs(splits: list, method: str = "scdd", **kwargs: Any) -> list[dict]:
         distill=DistillParams(),
         evaluate=EvaluateParams(),
         min_gene_overlap=10,
+        chunk_size=4096,
         seed=5,
     )
 

@@ -73,7 +73,11 @@ class Tiny:
 def make_tiny(seed: int = 0) -> Tiny:
     """3 classes x 60 genes; F with one hidden layer of 32 and latent 8; SCDG
     of width 32 trained for 50 steps on F's embeddings (a few seconds in all)."""
-    train = log_normalise(make_counts_adata(N_PER_CLASS, n_genes=60, seed=seed))
+    train = log_normalise(
+        make_counts_adata(N_PER_CLASS, n_genes=60, seed=seed),
+        target_sum=1e4,
+        keep_counts=False,
+    )
     foundation, _ = train_foundation(
         train.X,
         gene_order=list(train.var_names),

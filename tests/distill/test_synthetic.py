@@ -84,7 +84,9 @@ def test_a_row_thresholded_to_zero_keeps_its_top_gene() -> None:
 
 
 def test_synthetic_adata_layout(tmp_path: Path) -> None:
-    real = log_normalise(make_counts_adata((10, 10, 10), n_genes=20))
+    real = log_normalise(
+        make_counts_adata((10, 10, 10), n_genes=20), target_sum=1e4, keep_counts=False
+    )
     real_labels = real.obs[LABEL_KEY].cat.codes.to_numpy()
     genes, _ = _raw_genes()
     labels = np.array([0, 0, 2, 2])  # class 1 has no synthetic cell

@@ -57,8 +57,16 @@ def test_gene_image_averages_genes_that_share_a_pixel() -> None:
 
 
 def test_cnn_learns_marker_genes() -> None:
-    train = log_normalise(make_counts_adata((20, 15, 10), n_genes=40, seed=0))
-    test = log_normalise(make_counts_adata((20, 15, 10), n_genes=40, seed=1))
+    train = log_normalise(
+        make_counts_adata((20, 15, 10), n_genes=40, seed=0),
+        target_sum=1e4,
+        keep_counts=False,
+    )
+    test = log_normalise(
+        make_counts_adata((20, 15, 10), n_genes=40, seed=1),
+        target_sum=1e4,
+        keep_counts=False,
+    )
     codes = [
         a.obs["cell_type"].cat.codes.to_numpy().astype(np.int64) for a in (train, test)
     ]

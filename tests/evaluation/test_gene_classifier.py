@@ -36,8 +36,16 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def splits():
     """45 training and 45 test cells, 3 classes with marker genes (separable)."""
-    train = log_normalise(make_counts_adata((20, 15, 10), n_genes=N_GENES, seed=0))
-    test = log_normalise(make_counts_adata((20, 15, 10), n_genes=N_GENES, seed=1))
+    train = log_normalise(
+        make_counts_adata((20, 15, 10), n_genes=N_GENES, seed=0),
+        target_sum=1e4,
+        keep_counts=False,
+    )
+    test = log_normalise(
+        make_counts_adata((20, 15, 10), n_genes=N_GENES, seed=1),
+        target_sum=1e4,
+        keep_counts=False,
+    )
     return (
         train.X,
         train.obs[KEY].cat.codes.to_numpy().astype(np.int64),

@@ -16,7 +16,11 @@ from tests.conftest import make_counts_adata
 
 
 def _split(seed: int):
-    adata = log_normalise(make_counts_adata((20, 15, 10), n_genes=40, seed=seed))
+    adata = log_normalise(
+        make_counts_adata((20, 15, 10), n_genes=40, seed=seed),
+        target_sum=1e4,
+        keep_counts=False,
+    )
     return adata.X, adata.obs["cell_type"].cat.codes.to_numpy().astype(np.int64)
 
 

@@ -37,8 +37,16 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def splits():
-    train = log_normalise(make_counts_adata((20, 15, 10), n_genes=40, seed=0))
-    test = log_normalise(make_counts_adata((20, 15, 10), n_genes=40, seed=1))
+    train = log_normalise(
+        make_counts_adata((20, 15, 10), n_genes=40, seed=0),
+        target_sum=1e4,
+        keep_counts=False,
+    )
+    test = log_normalise(
+        make_counts_adata((20, 15, 10), n_genes=40, seed=1),
+        target_sum=1e4,
+        keep_counts=False,
+    )
     test.obs_names = [f"test_{i}" for i in range(test.n_obs)]
     return train, test
 

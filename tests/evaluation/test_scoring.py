@@ -79,8 +79,16 @@ def _embeddings(foundation: FoundationModel, adata: ad.AnnData) -> ad.AnnData:
 def splits() -> Splits:
     """37 training and 37 test cells (3 classes, 30 genes); F untrained (E
     30 -> 16 -> 8, seeded), which is all scoring needs of it."""
-    train = log_normalise(make_counts_adata((15, 12, 10), n_genes=N_GENES, seed=0))
-    test = log_normalise(make_counts_adata((15, 12, 10), n_genes=N_GENES, seed=1))
+    train = log_normalise(
+        make_counts_adata((15, 12, 10), n_genes=N_GENES, seed=0),
+        target_sum=1e4,
+        keep_counts=False,
+    )
+    test = log_normalise(
+        make_counts_adata((15, 12, 10), n_genes=N_GENES, seed=1),
+        target_sum=1e4,
+        keep_counts=False,
+    )
     test.obs_names = [f"test_{i}" for i in range(test.n_obs)]
     torch.manual_seed(0)
     encoder, decoder = build_autoencoder(
@@ -126,6 +134,7 @@ def _embed(splits: Splits, synthetic: ad.AnnData, **kwargs) -> ad.AnnData:
         splits.foundation,
         label_key=KEY,
         min_gene_overlap=kwargs.pop("min_gene_overlap", 10),
+        chunk_size=kwargs.pop("chunk_size", 4096),
         **kwargs,
     )
 

@@ -73,8 +73,16 @@ def _one_hot_features(labels: np.ndarray, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def data() -> dict:
     """``run_models`` keyword arguments: 30 training and 45 test cells."""
-    train = log_normalise(make_counts_adata((12, 10, 8), n_genes=32, seed=0))
-    test = log_normalise(make_counts_adata((20, 15, 10), n_genes=32, seed=1))
+    train = log_normalise(
+        make_counts_adata((12, 10, 8), n_genes=32, seed=0),
+        target_sum=1e4,
+        keep_counts=False,
+    )
+    test = log_normalise(
+        make_counts_adata((20, 15, 10), n_genes=32, seed=1),
+        target_sum=1e4,
+        keep_counts=False,
+    )
     test.obs_names = [f"test_{i}" for i in range(test.n_obs)]
     y = train.obs[KEY].cat.codes.to_numpy().astype(np.int64)
     y_test = test.obs[KEY].cat.codes.to_numpy().astype(np.int64)

@@ -181,12 +181,14 @@ def test_samples_are_equal_in_size_and_unequal_ones_refused(splits) -> None:
     assert len(a) == len(b) == 250
     train, heldout = splits
     with pytest.raises(ValueError, match="equal in size"):
-        space_report(train[:3], train, heldout[:10])
+        space_report(
+            train[:3], train, heldout[:10], near_copy_factor=0.5, chunk_size=4096
+        )
 
 
 def test_bad_inputs_are_refused() -> None:
     train = np.ones((10, 6))
     with pytest.raises(ValueError, match="widths differ"):
-        nearest_cosine_distance(train, train[:, :3])
+        nearest_cosine_distance(train, train[:, :3], chunk_size=4096)
     with pytest.raises(ValueError, match="NaN"):
-        nearest_cosine_distance(np.full((2, 6), np.nan), train)
+        nearest_cosine_distance(np.full((2, 6), np.nan), train, chunk_size=4096)

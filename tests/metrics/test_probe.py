@@ -11,8 +11,16 @@ from tests.evaluation.lazy_helpers import no_whole_matrix, spied
 
 
 def test_lazy_splits_probe_like_in_memory_ones(monkeypatch) -> None:
-    train = log_normalise(make_counts_adata((30, 20, 15), n_genes=40, seed=0))
-    test = log_normalise(make_counts_adata((30, 20, 15), n_genes=40, seed=1))
+    train = log_normalise(
+        make_counts_adata((30, 20, 15), n_genes=40, seed=0),
+        target_sum=1e4,
+        keep_counts=False,
+    )
+    test = log_normalise(
+        make_counts_adata((30, 20, 15), n_genes=40, seed=1),
+        target_sum=1e4,
+        keep_counts=False,
+    )
     y_train = train.obs["cell_type"].cat.codes.to_numpy()
     y_test = test.obs["cell_type"].cat.codes.to_numpy()
     lazy_train, train_reads = spied(train)

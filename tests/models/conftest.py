@@ -12,7 +12,7 @@ ARCH = FoundationArchitectureParams(hidden_dim=[64, 32], latent_dim=16)
 
 @pytest.fixture(scope="module")
 def trained():
-    adata = log_normalise(make_counts_adata())
+    adata = log_normalise(make_counts_adata(), target_sum=1e4, keep_counts=False)
     labels = adata.obs["cell_type"].cat.codes.to_numpy()
     model, history = train_foundation(
         adata.X,

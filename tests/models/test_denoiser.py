@@ -16,6 +16,7 @@ def _denoiser(**kwargs: object) -> ConditionalDenoiser:
         "width": 16,
         "depth": 2,
         "time_embed_dim": 10,
+        "dropout": 0.0,
     }
     return ConditionalDenoiser(**{**defaults, **kwargs}).eval()
 

@@ -13,9 +13,17 @@ from scdd.models.schedule import linear_beta_schedule
 def _diffusion(**kwargs: object) -> LatentDiffusion:
     torch.manual_seed(0)
     denoiser = ConditionalDenoiser(
-        latent_dim=6, n_classes=(3,), width=16, depth=1, time_embed_dim=8
+        latent_dim=6, n_classes=(3,), width=16, depth=1, time_embed_dim=8, dropout=0.0
     )
-    return LatentDiffusion(denoiser, timesteps=50, **kwargs).eval()
+    settings: dict[str, object] = {
+        "timesteps": 50,
+        "beta_min": 1e-4,
+        "beta_max": 0.1,
+        "schedule": "linear",
+        "p_uncond": 0.1,
+        "normalise_output": True,
+    }
+    return LatentDiffusion(denoiser, **{**settings, **kwargs}).eval()
 
 
 def test_schedule_buffers() -> None:

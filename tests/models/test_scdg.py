@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from scdd.models.diffusion import LatentDiffusion
+from scdd.models.generator_config import GeneratorModelParams, GeneratorTrainParams
 from scdd.models.scdg import (
     SCDGConfig,
     build_scdg,
@@ -19,7 +20,11 @@ from scdd.models.scdg import (
 )
 
 DIM = 16
-CONFIG = SCDGConfig(latent_dim=DIM, n_classes=[2], width=32, depth=2, time_embed_dim=32)
+CONFIG = SCDGConfig(
+    model=GeneratorModelParams(width=32, depth=2, time_embed_dim=32),
+    latent_dim=DIM,
+    n_classes=[2],
+)
 
 
 def _toy_data(n: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -36,14 +41,28 @@ def _toy_data(n: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def trained() -> tuple[LatentDiffusion, list[dict[str, float]], np.ndarray]:
     z, labels, centres = _toy_data()
-    model, history = train_scdg(
-        z, labels, CONFIG, steps=300, batch_size=64, ema_decay=0.99, progress=False
-    )
+    train = GeneratorTrainParams(steps=300, batch_size=64, ema_decay=0.99)
+    model, history = train_scdg(z, labels, CONFIG, train=train, progress=False)
     return model, history, centres
 
 
 def test_config_round_trip() -> None:
     data = CONFIG.to_dict()
+    # the keys (and their order) every saved generator.pt holds
+    assert list(data) == [
+        "latent_dim",
+        "n_classes",
+        "width",
+        "depth",
+        "time_embed_dim",
+        "dropout",
+        "timesteps",
+        "beta_min",
+        "beta_max",
+        "schedule",
+        "p_uncond",
+        "normalise_output",
+    ]
     assert SCDGConfig.from_dict(data) == CONFIG
     with pytest.raises(ValueError, match="unknown"):
         SCDGConfig.from_dict({**data, "colour": "red"})
@@ -118,9 +137,10 @@ def test_checkpoint_round_trip(trained: tuple, tmp_path: Path) -> None:
 
 def test_training_is_deterministic() -> None:
     z, labels, _ = _toy_data(64)
-    a, hist_a = train_scdg(z, labels, CONFIG, steps=5, batch_size=16, progress=False)
-    b, hist_b = train_scdg(z, labels, CONFIG, steps=5, batch_size=16, progress=False)
-    c, _ = train_scdg(z, labels, CONFIG, steps=5, batch_size=16, seed=1, progress=False)
+    train = GeneratorTrainParams(steps=5, batch_size=16)
+    a, hist_a = train_scdg(z, labels, CONFIG, train=train, progress=False)
+    b, hist_b = train_scdg(z, labels, CONFIG, train=train, progress=False)
+    c, _ = train_scdg(z, labels, CONFIG, train=train, seed=1, progress=False)
     assert hist_a == hist_b
     for (name, pa), pb in zip(
         a.state_dict().items(), b.state_dict().values(), strict=True
@@ -131,20 +151,25 @@ def test_training_is_deterministic() -> None:
 
 def test_train_validates_inputs() -> None:
     z, labels, _ = _toy_data(8)
+    train = GeneratorTrainParams(steps=1)
     with pytest.raises(ValueError, match="embeddings"):
-        train_scdg(z[:, :4], labels, CONFIG, steps=1, progress=False)
+        train_scdg(z[:, :4], labels, CONFIG, train=train, progress=False)
     with pytest.raises(ValueError, match="conditions must be"):
-        train_scdg(z, labels[:4], CONFIG, steps=1, progress=False)
+        train_scdg(z, labels[:4], CONFIG, train=train, progress=False)
     with pytest.raises(ValueError, match="lie in"):
-        train_scdg(z, labels + 2, CONFIG, steps=1, progress=False)
+        train_scdg(z, labels + 2, CONFIG, train=train, progress=False)
     with pytest.raises(ValueError, match="give conditions"):
-        train_scdg(z, None, CONFIG, steps=1, progress=False)
+        train_scdg(z, None, CONFIG, train=train, progress=False)
 
 
 def test_unconditional_build_and_training() -> None:
-    config = SCDGConfig(latent_dim=DIM, width=16, depth=1, time_embed_dim=8)
+    config = SCDGConfig(
+        model=GeneratorModelParams(width=16, depth=1, time_embed_dim=8),
+        latent_dim=DIM,
+    )
     assert isinstance(build_scdg(config), LatentDiffusion)
     z, _, _ = _toy_data(32)
-    model, history = train_scdg(z, None, config, steps=3, batch_size=8, progress=False)
+    train = GeneratorTrainParams(steps=3, batch_size=8)
+    model, history = train_scdg(z, None, config, train=train, progress=False)
     assert len(history) == 3
     assert model.sample(None, n_samples=2).shape == (2, DIM)

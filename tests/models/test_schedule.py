@@ -36,10 +36,10 @@ def test_get_beta_schedule_dispatches_by_name() -> None:
         get_beta_schedule("linear", 10, 0.01, 0.2), linear_beta_schedule(10, 0.01, 0.2)
     )
     torch.testing.assert_close(
-        get_beta_schedule("cosine", 10), cosine_beta_schedule(10)
+        get_beta_schedule("cosine", 10, 0.01, 0.2), cosine_beta_schedule(10)
     )
     with pytest.raises(ValueError, match="unknown beta schedule"):
-        get_beta_schedule("quadratic", 10)
+        get_beta_schedule("quadratic", 10, 0.01, 0.2)
 
 
 @pytest.mark.parametrize(

@@ -109,6 +109,7 @@ def label_view(
             check_labels(ad.AnnData(obs=train.obs), label_key=key),
             label_key=key,
             min_cells=min_cells,
+            on_small="drop",
         )
     except ValueError as err:
         raise ValueError(f"benchmark.label_keys: column '{key}': {err}") from err
@@ -264,7 +265,7 @@ def cell_runs(  # noqa: PLR0913
     distill: DistillParams,
     evaluate: EvaluateParams,
     min_gene_overlap: int,
-    chunk_size: int = 4096,
+    chunk_size: int,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = False,

@@ -81,7 +81,7 @@ def synthetic_adata(
     var_names: list[str],
     stats: RealCellStats | None = None,
     zero_threshold: float | None = None,
-    method: str = "scdd",
+    method: str,
 ) -> AnnData:
     """AnnData of a synthetic set: genes in ``X`` (empty for features-only),
     labels in ``obs[label_key]``, the variables the method optimised in

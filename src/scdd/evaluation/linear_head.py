@@ -96,7 +96,7 @@ def _train_head(  # noqa: PLR0913
     weight_decay: float,
     batch_size: int | None,
     generator: torch.Generator,
-    max_steps: int | None = None,
+    max_steps: int | None,
 ) -> tuple[Tensor, Tensor]:
     """SGD on the mean cross-entropy of a fresh linear head; returns ``(W, b)``.
 

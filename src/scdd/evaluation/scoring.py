@@ -86,7 +86,7 @@ def embed_synthetic(
     *,
     label_key: str,
     min_gene_overlap: int,
-    chunk_size: int = 4096,
+    chunk_size: int,
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> ad.AnnData:

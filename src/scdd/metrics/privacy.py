@@ -59,7 +59,7 @@ def _unit_rows(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def nearest_cosine_distance(
-    queries: np.ndarray, reference: np.ndarray, *, chunk_size: int = 4096
+    queries: np.ndarray, reference: np.ndarray, *, chunk_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cosine distance from each query to its nearest reference row.
 
@@ -157,8 +157,8 @@ def space_report(
     heldout: np.ndarray,
     *,
     nearest_train: np.ndarray | None = None,
-    near_copy_factor: float = 0.5,
-    chunk_size: int = 4096,
+    near_copy_factor: float,
+    chunk_size: int,
     copy_tolerance: float = 1e-5,
 ) -> dict[str, float]:
     """Privacy figures of ``synthetic`` in one space (cosine distances).

@@ -21,7 +21,7 @@ def linear_probe(
     test_x: Matrix,
     test_y: np.ndarray,
     *,
-    max_train_cells: int = 20_000,
+    max_train_cells: int,
     chunk_size: int = 10_000,
     seed: int = 0,
 ) -> dict[str, float]:

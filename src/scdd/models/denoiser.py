@@ -75,13 +75,13 @@ class ConditionalDenoiser(nn.Module):
 
     def __init__(
         self,
-        latent_dim: int = 128,
-        n_classes: Sequence[int] = (),
-        width: int = 512,
-        depth: int = 3,
-        time_embed_dim: int = 128,
+        latent_dim: int,
+        n_classes: Sequence[int],
+        width: int,
+        depth: int,
+        time_embed_dim: int,
         *,
-        dropout: float = 0.0,
+        dropout: float,
     ) -> None:
         """Build the network.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
+def resolve_device(spec: str) -> torch.device:
     """Turn a ``device`` parameter into a torch device.
 
     ``"auto"`` picks CUDA when present, else CPU; anything else is passed to

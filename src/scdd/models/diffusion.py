@@ -30,15 +30,15 @@ class LatentDiffusion(nn.Module):
     def __init__(  # noqa: PLR0913
         self,
         denoiser: ConditionalDenoiser,
-        timesteps: int = 1000,
-        beta_min: float = 1e-4,
-        beta_max: float = 0.1,
-        schedule: str = "linear",
+        timesteps: int,
+        beta_min: float,
+        beta_max: float,
+        schedule: str,
         *,
-        p_uncond: float = 0.1,
+        p_uncond: float,
+        normalise_output: bool,
         latent_mean: torch.Tensor | None = None,
         latent_std: torch.Tensor | None = None,
-        normalise_output: bool = True,
     ) -> None:
         """Build the wrapper.
 
@@ -50,10 +50,10 @@ class LatentDiffusion(nn.Module):
             schedule: Schedule name, see :func:`get_beta_schedule`.
             p_uncond: Per-column probability of replacing a condition by its
                 null token during training (classifier-free guidance).
-            latent_mean: Per-dimension mean ``[D]`` (default zeros).
-            latent_std: Per-dimension std ``[D]`` (default ones).
             normalise_output: Rescale generated raw latents to unit L2 norm, as
                 the encoder's latents are unit-norm.
+            latent_mean: Per-dimension mean ``[D]`` (default zeros).
+            latent_std: Per-dimension std ``[D]`` (default ones).
         """
         super().__init__()
         if not 0.0 <= p_uncond <= 1.0:

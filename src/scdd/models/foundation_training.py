@@ -33,8 +33,6 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     PositiveFloat,
@@ -64,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 
 def batch_hard_triplet_loss(
-    z: torch.Tensor, labels: torch.Tensor, margin: float = 0.05
+    z: torch.Tensor, labels: torch.Tensor, margin: float
 ) -> torch.Tensor:
     """Batch-hard triplet loss on cosine distance of unit-norm latents ``[N, D]``.
 
@@ -83,10 +81,8 @@ def batch_hard_triplet_loss(
     return F.relu(hardest_pos - hardest_neg + margin)[valid].mean()
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(ParamGroup):
     """Training settings of the local foundation model (``foundation.train``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     #: Passes over the training cells, at most (the budget usually ends first
     #: on large data).
@@ -114,10 +110,8 @@ class TrainConfig(BaseModel):
     shuffle_blocks: PositiveInt = 4
 
 
-class TrainerConfig(BaseModel):
+class TrainerConfig(ParamGroup):
     """How the Lightning ``Trainer`` runs the training (``foundation.trainer``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     #: ``None`` follows the run's ``device`` parameter (``cuda:1`` trains on
     #: GPU 1); else Lightning's accelerator name.

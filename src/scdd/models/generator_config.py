@@ -34,8 +34,9 @@ __all__ = [
 
 
 class GeneratorModelParams(ParamGroup):
-    """``generator.model``: :class:`scdd.models.scdg.SCDGConfig` fields
-    (``latent_dim`` and ``n_classes`` come from the data)."""
+    """``generator.model``: SCDG's architecture and diffusion; with
+    ``latent_dim`` and ``n_classes``, which come from the data, it makes a
+    :class:`scdd.models.scdg.SCDGConfig`."""
 
     width: PositiveInt = 512
     depth: NonNegativeInt = 3
@@ -58,7 +59,7 @@ class GeneratorModelParams(ParamGroup):
 
 
 class GeneratorTrainParams(ParamGroup):
-    """``generator.train``: keyword arguments of :func:`scdd.models.scdg.train_scdg`."""
+    """``generator.train``: how :func:`scdd.models.scdg.train_scdg` trains."""
 
     steps: PositiveInt = 1000
     batch_size: PositiveInt = 256

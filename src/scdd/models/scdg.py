@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,82 +20,76 @@ from tqdm import tqdm
 from scdd.models.denoiser import ConditionalDenoiser
 from scdd.models.device import fused_adam, make_generator
 from scdd.models.diffusion import LatentDiffusion
+from scdd.models.generator_config import GeneratorModelParams, GeneratorTrainParams
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_VERSION = 1
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SCDGConfig:
-    """Architecture and diffusion hyper-parameters of SCDG.
+    """What SCDG is built from: ``generator.model`` and the sizes the data fix.
 
-    Fields mirror the constructors of :class:`ConditionalDenoiser` and
-    :class:`LatentDiffusion`.
+    Attributes:
+        model: Architecture and diffusion hyper-parameters (``generator.model``).
+        latent_dim: Latent width ``D`` of the embeddings.
+        n_classes: Number of classes of each condition column (may be empty).
     """
 
-    latent_dim: int = 128
+    model: GeneratorModelParams
+    latent_dim: int
     n_classes: list[int] = field(default_factory=list)
-    width: int = 512
-    depth: int = 3
-    time_embed_dim: int = 128
-    dropout: float = 0.0
-    timesteps: int = 1000
-    beta_min: float = 1e-4
-    beta_max: float = 0.1
-    schedule: str = "linear"
-    p_uncond: float = 0.1
-    normalise_output: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-Python dict (safe for ``torch.load(weights_only=True)``)."""
-        out = asdict(self)
-        out["n_classes"] = [int(n) for n in self.n_classes]
-        return out
+        """Plain-Python dict (safe for ``torch.load(weights_only=True)``):
+        ``latent_dim``, ``n_classes`` and the fields of ``model``."""
+        return {
+            "latent_dim": int(self.latent_dim),
+            "n_classes": [int(n) for n in self.n_classes],
+            **self.model.model_dump(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SCDGConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown SCDGConfig keys: {sorted(unknown)}.")
         data = dict(data)
-        if "n_classes" in data:
-            data["n_classes"] = [int(n) for n in data["n_classes"]]
-        return cls(**data)
+        if "latent_dim" not in data:
+            raise ValueError("SCDG config has no latent_dim.")
+        latent_dim = int(data.pop("latent_dim"))
+        n_classes = [int(n) for n in data.pop("n_classes", [])]
+        model = GeneratorModelParams.model_validate(data)
+        return cls(model=model, latent_dim=latent_dim, n_classes=n_classes)
 
 
 def build_scdg(config: SCDGConfig) -> LatentDiffusion:
     """Untrained :class:`LatentDiffusion` (identity standardisation) for ``config``."""
+    model = config.model
     denoiser = ConditionalDenoiser(
         latent_dim=config.latent_dim,
         n_classes=config.n_classes,
-        width=config.width,
-        depth=config.depth,
-        time_embed_dim=config.time_embed_dim,
-        dropout=config.dropout,
+        width=model.width,
+        depth=model.depth,
+        time_embed_dim=model.time_embed_dim,
+        dropout=model.dropout,
     )
     return LatentDiffusion(
         denoiser,
-        timesteps=config.timesteps,
-        beta_min=config.beta_min,
-        beta_max=config.beta_max,
-        schedule=config.schedule,
-        p_uncond=config.p_uncond,
-        normalise_output=config.normalise_output,
+        timesteps=model.timesteps,
+        beta_min=model.beta_min,
+        beta_max=model.beta_max,
+        schedule=model.schedule,
+        p_uncond=model.p_uncond,
+        normalise_output=model.normalise_output,
     )
 
 
-def train_scdg(  # noqa: PLR0913
+def train_scdg(
     embeddings: np.ndarray,
     conditions: np.ndarray | None,
     config: SCDGConfig,
     *,
-    steps: int = 4000,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    ema_decay: float = 0.999,
+    train: GeneratorTrainParams,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -113,28 +107,21 @@ def train_scdg(  # noqa: PLR0913
         conditions: Class indices ``[N, n_conditions]`` (int64) in
             ``0..n_classes[i]-1``; ``None`` if ``config.n_classes`` is empty.
         config: Architecture and diffusion hyper-parameters.
-        steps: Optimiser steps.
-        batch_size: Cells per step (capped at ``N``).
-        lr: Peak AdamW learning rate.
-        weight_decay: AdamW weight decay.
-        ema_decay: Final EMA decay.
+        train: ``generator.train``: optimiser ``steps``, cells per step
+            ``batch_size`` (capped at ``N``), peak AdamW ``lr``, AdamW
+            ``weight_decay`` and the final ``ema_decay``.
         seed: Seed of all randomness in the run.
         device: Device to train on.
         progress: Show a tqdm bar with the running loss.
 
     Returns:
         The EMA model (eval mode, on CPU, parameters frozen) and the loss history,
-        a list of ``{"step", "loss"}`` with the mean loss over each ~``steps/100``
-        step interval.
+        a list of ``{"step", "loss"}`` with the mean loss over each
+        ~``train.steps/100`` step interval.
     """
     z_all, c_all = _check_training_data(embeddings, conditions, config)
     device = torch.device(device)
-    if steps < 1 or batch_size < 1:
-        raise ValueError(
-            f"steps and batch_size must be >= 1, got {steps}, {batch_size}."
-        )
-    if not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}.")
+    steps, lr, ema_decay = train.steps, train.lr, train.ema_decay
     n = z_all.shape[0]
     logger.info(
         "Training SCDG on %d cells (dim %d, %d condition columns) for %d steps on %s.",
@@ -155,13 +142,16 @@ def train_scdg(  # noqa: PLR0913
     z_all, c_all = z_all.to(device), c_all.to(device)
 
     optimiser = torch.optim.AdamW(
-        model.parameters(), lr=lr, weight_decay=weight_decay, **fused_adam(device)
+        model.parameters(),
+        lr=lr,
+        weight_decay=train.weight_decay,
+        **fused_adam(device),
     )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimiser, T_max=steps, eta_min=lr / 10
     )
     generator = make_generator(seed, device)
-    batch_size = min(batch_size, n)
+    batch_size = min(train.batch_size, n)
     log_every = max(1, steps // 100)
     history: list[dict[str, float]] = []
     running = torch.zeros((), device=device)

@@ -8,7 +8,7 @@ import torch
 
 
 def linear_beta_schedule(
-    timesteps: int, beta_min: float = 1e-4, beta_max: float = 0.1
+    timesteps: int, beta_min: float, beta_max: float
 ) -> torch.Tensor:
     """Linear schedule ``beta_t = beta_min + (t-1)/(T-1) (beta_max - beta_min)``.
 
@@ -50,7 +50,7 @@ def cosine_beta_schedule(
 
 
 def get_beta_schedule(
-    name: str, timesteps: int, beta_min: float = 1e-4, beta_max: float = 0.1
+    name: str, timesteps: int, beta_min: float, beta_max: float
 ) -> torch.Tensor:
     """Beta schedule chosen by name.
 

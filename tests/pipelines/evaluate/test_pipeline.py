@@ -126,9 +126,17 @@ def _embeddings(foundation: FoundationModel, adata: ad.AnnData) -> ad.AnnData:
 @pytest.fixture(scope="module")
 def tiny() -> Tiny:
     """3 classes x 40 genes; F with one hidden layer of 32, latent 8, 3 epochs."""
-    train = log_normalise(make_counts_adata((30, 20, 15), n_genes=40, seed=0))
+    train = log_normalise(
+        make_counts_adata((30, 20, 15), n_genes=40, seed=0),
+        target_sum=1e4,
+        keep_counts=False,
+    )
     # as large as train: nearest-neighbour distances to both are comparable
-    test = log_normalise(make_counts_adata((30, 20, 15), n_genes=40, seed=1))
+    test = log_normalise(
+        make_counts_adata((30, 20, 15), n_genes=40, seed=1),
+        target_sum=1e4,
+        keep_counts=False,
+    )
     test.obs_names = [f"test_{i}" for i in range(test.n_obs)]
     foundation, _ = train_foundation(
         train.X,
@@ -153,7 +161,11 @@ def _class_means(tiny: Tiny, spc: int = 2) -> ad.AnnData:
     fresh cells (same distribution, not the training cells), genes in the
     foundation order but stored reversed (evaluation aligns them)."""
     rng = np.random.default_rng(0)
-    fresh = log_normalise(make_counts_adata((30, 20, 15), n_genes=40, seed=2))
+    fresh = log_normalise(
+        make_counts_adata((30, 20, 15), n_genes=40, seed=2),
+        target_sum=1e4,
+        keep_counts=False,
+    )
     x = fresh.X.toarray()
     labels = fresh.obs[KEY].cat.codes.to_numpy()
     rows, names = [], []

@@ -44,8 +44,10 @@ def _pretrained(path: Path) -> FoundationParams:
 
 @pytest.fixture(scope="module")
 def splits():
-    adata = log_normalise(make_counts_adata((60, 50, 40)))
-    return stratified_split(adata, label_key="cell_type", seed=0)
+    adata = log_normalise(
+        make_counts_adata((60, 50, 40)), target_sum=1e4, keep_counts=False
+    )
+    return stratified_split(adata, label_key="cell_type", test_size=0.3, seed=0)
 
 
 def _catalog(train, test, tmp_path: Path, params=PARAMS) -> DataCatalog:

@@ -79,7 +79,11 @@ def tiny() -> Tiny:
 def heldout_cells(tiny: Tiny) -> tuple[ad.AnnData, ad.AnnData]:
     """Cells drawn like ``tiny.train`` with another seed, and F of them: the
     privacy guard's held-out side."""
-    cells = log_normalise(make_counts_adata(N_PER_CLASS, n_genes=60, seed=1))
+    cells = log_normalise(
+        make_counts_adata(N_PER_CLASS, n_genes=60, seed=1),
+        target_sum=1e4,
+        keep_counts=False,
+    )
     z = embed_cells(tiny.foundation.encoder, cells.X, progress=False)
     embeddings = ad.AnnData(X=z, obs=cells.obs.copy(), var=tiny.embeddings.var.copy())
     return cells, embeddings

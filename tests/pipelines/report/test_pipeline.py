@@ -115,12 +115,15 @@ def test_lazy_training_split_draws_the_same_figures(monkeypatch) -> None:
     train, synthetic = inputs["train_adata"], inputs["synthetic_adata"]
     lazy, reads = spied(train)
     n_blocks = len(lazy.X.chunks[0])
-    for plot, settings in ((correlation_figure, {}), (hvg_figure, {"n_genes": 6})):
+    for plot, group in ((correlation_figure, "correlation"), (hvg_figure, "hvg")):
         for max_cells in (None, 12):
+            report = ReportParams.model_validate(
+                {**SETTINGS, group: {**SETTINGS.get(group, {}), "max_cells": max_cells}}
+            )
             reads.clear()
             with no_whole_matrix(monkeypatch):
-                got = plot(lazy, synthetic, KEY, max_cells=max_cells, **settings)
-            expected = plot(train, synthetic, KEY, max_cells=max_cells, **settings)
+                got = plot(lazy, synthetic, KEY, report=report)
+            expected = plot(train, synthetic, KEY, report=report)
             assert _ticks(got) == _ticks(expected)
             for a, b in zip(_images(got), _images(expected), strict=True):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -127,6 +127,7 @@ def distill_synthetic_set(  # noqa: PLR0913
             foundation,
             label_key=key,
             min_gene_overlap=foundation_params.min_gene_overlap,
+            chunk_size=foundation_params.embed.chunk_size,
             device=resolve_device(device),
         ),
         train=train,

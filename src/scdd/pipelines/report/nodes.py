@@ -22,11 +22,6 @@ from scdd.report_config import ReportParams
 logger = logging.getLogger(__name__)
 
 
-def _figsize(report: ReportParams, name: str) -> tuple[float, float]:
-    width, height = getattr(report.figsize, name)
-    return float(width), float(height)
-
-
 def plot_umap(
     train_embeddings: ad.AnnData,
     synthetic_embeddings: ad.AnnData,
@@ -47,7 +42,6 @@ def plot_umap(
     Returns:
         The UMAP figure.
     """
-    umap = report.umap
     logger.info(
         "UMAP of %d synthetic over %d real cells",
         synthetic_embeddings.n_obs,
@@ -57,11 +51,8 @@ def plot_umap(
         train_embeddings,
         synthetic_embeddings,
         data.label_key,
-        n_neighbors=umap.n_neighbors,
-        min_dist=umap.min_dist,
-        max_real_cells=umap.max_cells,
+        report=report,
         seed=seed,
-        figsize=_figsize(report, "umap"),
     )
 
 
@@ -83,13 +74,7 @@ def plot_correlation(
     Returns:
         The correlation heatmap.
     """
-    return correlation_figure(
-        train,
-        synthetic,
-        data.label_key,
-        max_cells=report.correlation.max_cells,
-        figsize=_figsize(report, "correlation"),
-    )
+    return correlation_figure(train, synthetic, data.label_key, report=report)
 
 
 def plot_hvg(
@@ -111,14 +96,7 @@ def plot_hvg(
     Returns:
         The side-by-side heatmaps.
     """
-    return hvg_figure(
-        train,
-        synthetic,
-        data.label_key,
-        n_genes=report.hvg.n_genes,
-        max_cells=report.hvg.max_cells,
-        figsize=_figsize(report, "hvg"),
-    )
+    return hvg_figure(train, synthetic, data.label_key, report=report)
 
 
 def plot_loss(history: pd.DataFrame, report: ReportParams) -> Figure:
@@ -131,4 +109,4 @@ def plot_loss(history: pd.DataFrame, report: ReportParams) -> Figure:
     Returns:
         The loss figure (a text panel for methods without optimisation).
     """
-    return loss_figure(history, figsize=_figsize(report, "loss"))
+    return loss_figure(history, report=report)
