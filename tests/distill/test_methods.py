@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from scdd import generation
 from scdd.distill.config import DistillOptimParams, DistillParams
 from scdd.distill.coresets import select_coreset
+from scdd.distill.decoder_bias import class_decoder_bias
 from scdd.distill.methods import (
     METHOD_REGISTRY,
     METHODS,
@@ -109,11 +110,19 @@ def make_inputs(tiny: Tiny, label_map: list[int] | None = None) -> DistillInputs
     """DistillInputs as the pipeline node builds them (same gene order)."""
     generator, categories = generation.load_generator(tiny.checkpoint)
     n_classes = len(categories[LABEL_KEY])
+    genes = tiny.train.X.tocsr()
+    labels = tiny.train.obs[LABEL_KEY].cat.codes.to_numpy().astype(np.int64)
     return DistillInputs(
-        genes=tiny.train.X.tocsr(),
+        genes=genes,
         embeddings=generation.embedding_matrix(tiny.embeddings),
-        labels=tiny.train.obs[LABEL_KEY].cat.codes.to_numpy().astype(np.int64),
+        labels=labels,
         num_classes=n_classes,
+        class_means=np.stack(
+            [
+                np.asarray(genes[labels == c].mean(axis=0)).ravel()
+                for c in range(n_classes)
+            ]
+        ),
         foundation=tiny.foundation,
         generator=generator,
         conditions=ConditionSpec(
@@ -153,6 +162,7 @@ def run(method: str, inputs: DistillInputs, **kwargs: Any):
         "t_gen": T_GEN,
         "sample_steps": 2,
         "zero_threshold": None,
+        "decoder_bias": False,  # the decode path itself; the bias has its test
         "method": method,
     }
     options = {"seed": 0, "progress": False}
@@ -330,6 +340,33 @@ def test_scdd_optimises_codes_and_stores_g_of_codes(
             )
         )
     np.testing.assert_allclose(out.genes, genes.numpy(), atol=1e-5)
+
+
+def test_decoder_bias_adds_each_classs_bias_to_the_decoded_cells(
+    tiny: Tiny, inputs: DistillInputs
+) -> None:
+    config = CONFIG.model_copy(update={"steps": 0})
+    plain = run("scdd", inputs, config=config)
+    biased = run("scdd", inputs, config=config, decoder_bias=True)
+    np.testing.assert_array_equal(plain.codes, biased.codes)
+    bias = class_decoder_bias(
+        tiny.foundation.decoder,
+        inputs.embeddings,
+        inputs.labels,
+        inputs.class_means,
+        num_classes=inputs.num_classes,
+        seed=4,
+    ).numpy()
+    cond = inputs.conditions(torch.as_tensor(biased.labels))
+    with torch.no_grad():
+        decoded = tiny.foundation.decoder(
+            inputs.generator.denoise(torch.as_tensor(biased.codes), T_GEN, cond)
+        ).numpy()
+    expected = np.maximum(decoded + bias[biased.labels], 0)
+    np.testing.assert_allclose(biased.genes, expected, atol=1e-5)
+    assert not np.allclose(plain.genes, biased.genes, atol=1e-4)
+    with pytest.raises(ValueError, match="class means"):
+        run("scdd", replace(inputs, class_means=None), config=config, decoder_bias=True)
 
 
 def test_scdd_decoder_stores_d_of_normalised_codes(

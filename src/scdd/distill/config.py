@@ -103,7 +103,7 @@ class DistillParams(ParamGroup):
     count_depth: Depth | Annotated[list[Depth], Field(min_length=1)] = [1.0, 4.0]
     #: Add each class's decoder bias (real class mean minus the mean of its
     #: decoded training cells) to scdd's decoded cells.
-    decoder_bias: bool = False
+    decoder_bias: bool = True
     #: The real cells every optimised method starts from: ``medoid`` (the
     #: cells nearest the centres of SPC equal-size k-means parts per class)
     #: or ``random``.
