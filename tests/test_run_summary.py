@@ -84,6 +84,19 @@ def test_summary_text_lists_what_the_run_made() -> None:
     assert any(line.startswith("f_head") for line in lines)
     assert "Privacy: FAILS the guard" in text
     assert lines[-1] == "umap_plot: data/08_reporting/umap.png"
+    # a distill-only run: the guard's verdict recorded with the set
+    distilled = _synthetic()
+    distilled.uns["scdd"]["privacy"] = {"guard": {"passes": True, "judged": "copies"}}
+    lines = summary_text(
+        data={"input": "in.h5ad", "label_key": "cell_type"},
+        method="scdd",
+        synthetic=(distilled, "out/synthetic.h5ad"),
+        metrics=None,
+        files={},
+    ).splitlines()
+    assert lines[-1] == (
+        "Privacy (against the validation split): passes the guard (judged: copies)"
+    )
     # a run that made no synthetic set and scored nothing
     short = summary_text(
         data={"input": "in.h5ad", "label_key": "cell_type"},

@@ -112,6 +112,11 @@ def summary_text(
         lines.append(
             f"Synthetic set: {path}: {describe_synthetic(adata, label_key, method)}"
         )
+        recorded = adata.uns.get("scdd", {})
+        if metrics is None and "privacy" in recorded:  # the distill-time guard
+            lines.append(
+                "Privacy (against the validation split): " + privacy_verdict(recorded)
+            )
     if metrics is not None:
         lines += [
             f"Scored on the {metrics.get('scored_on', 'test')} split "
