@@ -246,34 +246,42 @@ def require_classes(
         )
 
 
-def _no_labels_message(adata: ad.AnnData, label_key: str) -> str:
+#: Where a user picks the label column, named in check_labels' messages.
+LABEL_SETTING = "--params data.label_key=COLUMN"
+
+
+def _no_labels_message(adata: ad.AnnData, label_key: str, setting: str) -> str:
     """Why an all-NaN label column is refused, listing the columns with values."""
     filled = [c for c in adata.obs.columns if adata.obs[c].notna().any()]
     return (
         f"Label column '{label_key}' has no labels at all (all {adata.n_obs} "
-        "cells are NaN). Pick another column with --params data.label_key=COLUMN; "
+        f"cells are NaN). Pick another column with {setting}; "
         f"columns with values: {filled}."
     )
 
 
 def check_labels(
-    adata: ad.AnnData, *, label_key: str, min_classes: int = 2
+    adata: ad.AnnData,
+    *,
+    label_key: str,
+    min_classes: int = 2,
+    setting: str = LABEL_SETTING,
 ) -> ad.AnnData:
     """Make ``obs[label_key]`` a string categorical; drop unlabelled cells.
 
     Raises if the column is missing (listing the columns there are), holds no
-    label at all, or names fewer than ``min_classes`` classes.
+    label at all, or names fewer than ``min_classes`` classes; the messages
+    name ``setting``, where the user picks the column.
     """
     if label_key not in adata.obs.columns:
         raise ValueError(
             f"Label column '{label_key}' is not in obs. Available columns: "
-            f"{list(adata.obs.columns)}. Set it with "
-            "--params data.label_key=COLUMN."
+            f"{list(adata.obs.columns)}. Set it with {setting}."
         )
     labels = adata.obs[label_key]
     missing = labels.isna().to_numpy()
     if missing.all():
-        raise ValueError(_no_labels_message(adata, label_key))
+        raise ValueError(_no_labels_message(adata, label_key, setting))
     if missing.any():
         logger.warning(
             "Dropping %d cells with no '%s' label", int(missing.sum()), label_key
@@ -298,7 +306,7 @@ def check_labels(
         adata,
         label_key=label_key,
         after=f"After dropping {dropped} unlabelled cells," if dropped else "The",
-        fix="Pick another column with --params data.label_key=COLUMN.",
+        fix=f"Pick another column with {setting}.",
         min_classes=min_classes,
     )
     return adata

@@ -106,7 +106,11 @@ def label_view(
             )
     try:  # on the labels only: no gene matrix is copied
         cleaned, dropped = filter_small_classes(
-            check_labels(ad.AnnData(obs=train.obs), label_key=key),
+            check_labels(
+                ad.AnnData(obs=train.obs),
+                label_key=key,
+                setting="another entry of benchmark.label_keys",
+            ),
             label_key=key,
             min_cells=min_cells,
             on_small="drop",
