@@ -158,23 +158,30 @@ def train_scdg(
     order = torch.empty(0, dtype=torch.long, device=device)
 
     bar = tqdm(range(1, steps + 1), disable=not progress, desc="SCDG")
-    for step in bar:
-        if order.numel() < batch_size:
-            order = torch.randperm(n, generator=generator, device=device)
-        idx, order = order[:batch_size], order[batch_size:]
-        loss = model.training_losses(z_all[idx], c_all[idx], generator)["loss"].mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        scheduler.step()
-        _update_ema(ema, model, min(ema_decay, (1 + step) / (10 + step)))
-        running += loss.detach()
-        if step % log_every == 0 or step == steps:
-            interval = log_every if step % log_every == 0 else step % log_every
-            mean_loss = running.item() / interval
-            running.zero_()
-            history.append({"step": step, "loss": mean_loss})
-            bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
+    # dropout inside the denoiser draws from torch's global generator: seed it
+    # for the loop (and leave the caller's stream as it was)
+    where = torch.device(device)
+    devices = [where.index or 0] if where.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed + 1)
+        for step in bar:
+            if order.numel() < batch_size:
+                order = torch.randperm(n, generator=generator, device=device)
+            idx, order = order[:batch_size], order[batch_size:]
+            losses = model.training_losses(z_all[idx], c_all[idx], generator)
+            loss = losses["loss"].mean()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            _update_ema(ema, model, min(ema_decay, (1 + step) / (10 + step)))
+            running += loss.detach()
+            if step % log_every == 0 or step == steps:
+                interval = log_every if step % log_every == 0 else step % log_every
+                mean_loss = running.item() / interval
+                running.zero_()
+                history.append({"step": step, "loss": mean_loss})
+                bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
 
     logger.info(
         "Trained SCDG in %.1f s; final loss %.4f.",
