@@ -36,13 +36,14 @@ from typing import Any
 import pandas as pd
 
 from scdd.benchmark.table import privacy_cell
+from scdd.distill.names import CORESET_METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 #: Tuning datasets (their validation splits); baron_pancreas is the check,
 #: never tuned on (``--datasets baron_pancreas``).
 DATASETS = ["pbmc_10x", "human_kidney", "cbmc_citeseq", "paul15"]
-CORESETS = ["herding", "kcenter", "kmeans_medoid", "geosketch"]
+CORESETS = list(CORESET_METHODS)
 METHODS = ["random_real", *CORESETS, "dm", "featdistill", "scdd"]
 
 

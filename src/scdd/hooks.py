@@ -19,6 +19,7 @@ from kedro.framework.hooks import hook_impl
 from kedro.io import AbstractDataset, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 
+from scdd.cellstore import read_lazy
 from scdd.dask_engine import DaskParams, dask_client, describe_client
 from scdd.lineage import (
     LineageStore,
@@ -211,7 +212,8 @@ class SummaryHooks:
         synthetic = None
         if "synthetic_adata" in made:
             dataset = catalog.get("synthetic_adata")
-            synthetic = (dataset.load(), _where(dataset))
+            path = _where(dataset)  # obs and uns only: X stays on disk
+            synthetic = (read_lazy(path), path)
         metrics = (
             catalog.get("evaluation_metrics").load()
             if "evaluation_metrics" in made

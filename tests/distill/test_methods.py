@@ -365,6 +365,10 @@ def test_decoder_bias_adds_each_classs_bias_to_the_decoded_cells(
     expected = np.maximum(decoded + bias[biased.labels], 0)
     np.testing.assert_allclose(biased.genes, expected, atol=1e-5)
     assert not np.allclose(plain.genes, biased.genes, atol=1e-4)
+    # a second set of the same inputs and seed (another count depth) reuses it
+    cached = dict(inputs.decoder_biases)
+    run("scdd", inputs, config=config, decoder_bias=True)
+    assert inputs.decoder_biases == cached and len(cached) == 1
     with pytest.raises(ValueError, match="class means"):
         run("scdd", replace(inputs, class_means=None), config=config, decoder_bias=True)
 

@@ -36,7 +36,7 @@ def apply_guard(
     real = bool(scdd.get("real_cells", False))
     guard = report["guard"]
     scdd["privacy"] = storable({**report, "guarded": not real})
-    if guard["judged"] != "ratio, attack, copies":
+    if report["n_sample"] < params.min_sample:
         logger.warning(
             "Privacy: the nearest-record ratio is reported, not judged: %d "
             "held-out cells sampled, fewer than distill.privacy.min_sample=%d; "

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dask.array as da
 import numpy as np
@@ -191,6 +191,11 @@ class DistillInputs:
     target_sum: float | None = None
     zero_fractions: np.ndarray | None = None
     class_means: np.ndarray | None = None
+    #: :func:`class_decoder_bias` per (seed, device), so the count-depth
+    #: candidates of one set decode the class samples once.
+    decoder_biases: dict[tuple[int, str], Tensor] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
 
 @dataclass
@@ -219,14 +224,17 @@ class ConditionSpec:
 def _decoder_bias(inputs: DistillInputs, decoder: torch.nn.Module, seed: int) -> Tensor:
     if inputs.class_means is None:
         raise ValueError("decoder_bias needs the real cells' class means")
-    return class_decoder_bias(
-        decoder,
-        inputs.embeddings,
-        inputs.labels,
-        inputs.class_means,
-        num_classes=inputs.num_classes,
-        seed=seed + 4,
-    )
+    key = (seed, str(next(decoder.parameters()).device))
+    if key not in inputs.decoder_biases:
+        inputs.decoder_biases[key] = class_decoder_bias(
+            decoder,
+            inputs.embeddings,
+            inputs.labels,
+            inputs.class_means,
+            num_classes=inputs.num_classes,
+            seed=seed + 4,
+        )
+    return inputs.decoder_biases[key]
 
 
 def drawn_rows(labels: Tensor, fraction: float) -> Tensor:
