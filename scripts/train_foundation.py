@@ -30,9 +30,10 @@ from kedro.framework.startup import bootstrap_project
 from omegaconf import OmegaConf
 
 from scdd.models.foundation_training import FoundationParams
-from scdd.params import check_run_params
+from scdd.params import check_run_params, run_group
 from scdd.pipelines.foundation.nodes import build_foundation_model
 from scdd.preprocessing_config import DataParams
+from scdd.run_context import using_run
 
 
 def _runtime_params(text: str | None) -> dict:
@@ -64,15 +65,8 @@ def main() -> None:
         raise SystemExit("foundation.source is 'pretrained': nothing to train.")
     if args.out.exists():
         raise SystemExit(f"--out {args.out} exists; give a new directory.")
-    build_foundation_model(
-        train,
-        data,
-        foundation,
-        seed=int(params.get("seed", 0)),
-        device=params.get("device", "auto"),
-        progress=bool(params.get("progress", True)),
-        out_dir=args.out,
-    )
+    with using_run(run_group(params)):
+        build_foundation_model(train, data, foundation, out_dir=args.out)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import anndata as ad
@@ -13,6 +14,7 @@ import torch
 from scipy import sparse
 
 from scdd.models.generator_config import GeneratorModelParams
+from scdd.run_context import RunParams, using_run
 
 # The tests run tiny models: one intra-op thread avoids torch's worker threads
 # spinning against each other on a busy 2-core machine (measured 50x slower with
@@ -21,6 +23,18 @@ torch.set_num_threads(1)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+#: The run-wide group tests call nodes under: seed 0, on the CPU, no bars
+#: (nodes read it from :func:`scdd.run_context.current_run`).
+CPU_RUN = RunParams(seed=0, device="cpu", progress=False)
+
+
+@pytest.fixture
+def cpu_run() -> Iterator[RunParams]:
+    """:data:`CPU_RUN` as the current run for the test, the previous one after."""
+    with using_run(CPU_RUN) as run:
+        yield run
 
 
 #: A small SCDG architecture for fast tests.

@@ -143,7 +143,7 @@ def _cell_passes(store: Path, encoder, out: Path) -> dict:
     adata, summary = preprocess_adata(
         read_lazy(store, chunk_rows=CHUNK_ROWS), data, params
     )
-    train, _, _, report = split_adata(adata, summary, data, 0, params)
+    train, _, _, report = split_adata(adata, summary, data, params)  # seed 0
     written = H5ADDataset(
         filepath=str(out / "train.h5ad"), lazy=True, chunk_rows=CHUNK_ROWS
     )

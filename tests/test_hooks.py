@@ -1,5 +1,6 @@
 """Run-level guarantees of the hooks, on the bundled default (preprocess is ~1 s)."""
 
+import json
 import logging
 import os
 import stat
@@ -10,11 +11,13 @@ import numpy as np
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 
-from scdd.hooks import RunSetupHooks
+from scdd.hooks import RunContextHooks
+from scdd.run_context import RunParams, current_run
 from tests.conftest import make_counts_adata
 from tests.kedro_helpers import data_files, run_session
 
 TRAIN = Path("data/05_model_input/train.h5ad")
+REPORT = Path("data/08_reporting/preprocess_report.json")
 
 
 def test_a_stage_without_its_upstream_names_the_pipeline_to_run(project_copy) -> None:
@@ -71,15 +74,21 @@ def test_artefacts_of_another_input_name_the_params_that_read_them(
         run_session(project_copy, "foundation")
 
 
-@pytest.mark.parametrize("terminal", [True, False])
-def test_progress_null_means_bars_only_on_a_terminal(monkeypatch, terminal) -> None:
-    monkeypatch.setattr("sys.stderr.isatty", lambda: terminal)
-    params = {"seed": 0, "threads": 1, "progress": None}
-    catalog = DataCatalog(
-        {"parameters": MemoryDataset(params), "params:progress": MemoryDataset(None)}
-    )
-    RunSetupHooks().before_pipeline_run({}, catalog)
-    assert catalog.load("params:progress") is terminal
+def test_nodes_read_the_run_group_set_from_the_parameters() -> None:
+    params = {"seed": 7, "device": "cpu", "progress": False, "threads": 1}
+    catalog = DataCatalog({"parameters": MemoryDataset(params)})
+    hooks = RunContextHooks()
+    hooks.before_node_run(catalog)
+    assert current_run() == RunParams(**params)
+    hooks.after_pipeline_run()
+    assert current_run() == RunParams()
+
+
+def test_a_seed_passed_on_the_command_line_reaches_the_nodes(project_copy) -> None:
+    run_session(project_copy, "preprocess", {"seed": 3, "threads": 1})
+    report = json.loads((project_copy / REPORT).read_text())
+    assert report["seed"] == 3
+    assert current_run() == RunParams()  # reset when the run ended
 
 
 def test_outputs_follow_the_umask_and_threads_are_logged(project_copy, caplog) -> None:
@@ -116,6 +125,8 @@ def test_dask_settings_are_read_by_no_node() -> None:
     pipelines = _stage_pipelines()
     read = set().union(*(pipelines[s].inputs() for s in STAGES))
     assert "params:dask" not in read and "parameters" not in read
+    run_group = {"params:seed", "params:device", "params:progress", "params:threads"}
+    assert not read & run_group  # nodes read them from the run context
 
 
 def test_dask_hook_starts_and_closes_a_local_cluster() -> None:
@@ -181,3 +192,4 @@ def test_kedro_run_on_a_local_cluster_embeds_as_in_process(
         after = ad.read_h5ad(embeddings / name)
         assert list(after.obs_names) == list(before.obs_names)
         np.testing.assert_allclose(after.X, before.X, atol=1e-5)
+

@@ -8,7 +8,6 @@ import importlib
 import logging
 import random
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,8 @@ from scdd.lineage import (
     stale_reason,
 )
 from scdd.logs import tidy_console
-from scdd.params import GROUPS, check_run_params
+from scdd.params import GROUPS, check_run_params, run_group
+from scdd.run_context import RunParams, set_run
 from scdd.run_summary import REPORTED, summary_text
 from scdd.threads import apply_threads, resolve_threads
 
@@ -89,9 +89,6 @@ class RunSetupHooks:
     """Tidy the console, check the parameters, seed the global RNGs, pin
     threads, time nodes.
 
-    ``progress: null`` becomes ``true`` on a terminal and ``false`` when the
-    output is piped or redirected (no ``\\r`` lines in log files).
-
     Nodes draw their randomness from explicit generators seeded by the
     ``seed`` parameter; the global seeds only guard library code that does not
     take a generator. The thread count is re-applied before every node, since
@@ -113,12 +110,10 @@ class RunSetupHooks:
     def before_pipeline_run(self, run_params: dict[str, Any], catalog: Any) -> None:
         params = _parameters(catalog)
         check_run_params(params)
-        seed = int(params.get("seed", 0))
+        seed = run_group(params).seed
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        if params.get("progress") is None:  # bars only where someone watches
-            _replace(catalog, "params:progress", sys.stderr.isatty())
         self._automatic = params.get("threads") is None
         self._threads, why = resolve_threads(params.get("threads"))
         apply_threads(self._threads)
@@ -150,6 +145,27 @@ class RunSetupHooks:
             elapsed,
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         )
+
+
+class RunContextHooks:
+    """Hand nodes the run-wide group (:func:`scdd.run_context.current_run`).
+
+    Set from the run's parameters before every node, so node processes that
+    Kedro's ``ParallelRunner`` starts read the same values as the parent;
+    reset to the defaults when the run ends.
+    """
+
+    @hook_impl(tryfirst=True)
+    def before_node_run(self, catalog: Any) -> None:
+        set_run(run_group(catalog.get("parameters").load()))
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        set_run(RunParams())
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        set_run(RunParams())
 
 
 class DaskHooks:

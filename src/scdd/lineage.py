@@ -26,8 +26,11 @@ from kedro.pipeline import Pipeline
 from scdd.cellstore import is_zarr, store_exists, store_fingerprint
 from scdd.datasets.h5ad_dataset import SCANPY_PREFIX
 
-#: Parameters that change how a run goes, not what it writes.
-RUN_ONLY_PARAMS = frozenset({"params:progress", "params:device", "params:threads"})
+#: Run-wide parameters that shape what every node writes. Nodes read them
+#: from the run context (:mod:`scdd.run_context`), not as inputs, so every
+#: recipe names them; ``device``, ``progress`` and ``threads`` change how a
+#: run goes, not what it writes.
+SHAPING_RUN_PARAMS = ("seed",)
 
 
 def plain(value: Any) -> Any:
@@ -101,15 +104,17 @@ def plan_recipes(
 
     Args:
         pipeline: Every node that may write an artefact (the whole project).
-        load_param: Value of a ``params:<name>`` input.
+        load_param: Value of a ``params:<name>`` input (also called for
+            :data:`SHAPING_RUN_PARAMS`, which every node depends on).
         sources: Fingerprints of inputs no node writes (the raw input).
     """
+    shaping = {f"params:{name}" for name in SHAPING_RUN_PARAMS}
     recipes: dict[str, Recipe] = {}
     for node in pipeline.nodes:  # topologically sorted
         params = {
             name: digest(load_param(name))
-            for name in node.inputs
-            if name.startswith("params:") and name not in RUN_ONLY_PARAMS
+            for name in sorted(shaping | set(node.inputs))
+            if name.startswith("params:")
         }
         inputs = {
             name: recipes[name].fingerprint

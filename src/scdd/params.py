@@ -6,9 +6,10 @@ builds the catalog, before any node runs, and hands the node the model.
 Every group refuses unknown keys (a typo'd key is an error, not a silently
 ignored setting), every choice is a ``Literal`` and every number carries its
 valid range. Rules within one group are model validators; rules that
-span groups (Kedro validates each group on its own) and the run-wide scalars
-(``seed``, ``device``, ``progress``, ``threads``) are checked by
-:func:`check_run_params`.
+span groups (Kedro validates each group on its own) and the run-wide group
+(``seed``, ``device``, ``progress``, ``threads``:
+:class:`scdd.run_context.RunParams`, which nodes read from the run context,
+not as inputs) are checked by :func:`check_run_params`.
 
 Defaults are those of ``conf/base``, so a model can be built in code (tests,
 scripts, notebooks) from the keys that differ; ``data.input`` and
@@ -26,11 +27,10 @@ of :mod:`scdd.preprocessing` and :mod:`scdd.plots` single fields.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError, field_validator
+from pydantic import ValidationError
 
 from scdd.benchmark.config import BenchmarkParams
 from scdd.dask_engine import DaskParams
@@ -60,12 +60,7 @@ from scdd.models.generator_config import (
     GeneratorReportParams,
     GeneratorTrainParams,
 )
-from scdd.param_group import (
-    NonNegativeInt,
-    ParamGroup,
-    PositiveInt,
-    did_you_mean,
-)
+from scdd.param_group import ParamGroup, did_you_mean
 from scdd.preprocessing_config import DataParams, PreprocessParams
 from scdd.report_config import (
     FigsizeParams,
@@ -73,6 +68,7 @@ from scdd.report_config import (
     ReportParams,
     UmapParams,
 )
+from scdd.run_context import RunParams
 
 __all__ = [
     "GROUPS",
@@ -104,38 +100,9 @@ __all__ = [
     "RunParams",
     "UmapParams",
     "check_run_params",
+    "run_group",
     "describe_errors",
 ]
-
-#: The ``device`` parameter: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
-
-# ---------------------------------------------------------------------- run
-
-
-class RunParams(ParamGroup):
-    """The top-level scalars every pipeline shares."""
-
-    seed: NonNegativeInt = 0
-    #: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda``, ``cuda:N``,
-    #: ``mps``.
-    device: str = "auto"
-    #: Progress bars in long loops; ``None``: only on a terminal.
-    progress: bool | None = None
-    #: torch/numba/BLAS threads; ``None``: the CPU cores not busy at the start.
-    threads: PositiveInt | None = None
-
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, value: str) -> str:
-        if not _DEVICE.fullmatch(value):
-            raise ValueError(
-                f"device={value!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' "
-                "(N = GPU index) or 'mps'"
-            )
-        return value
-
 
 #: Every parameter group and its model (the top-level keys besides
 #: :class:`RunParams`' fields).
@@ -230,6 +197,17 @@ def _trainer_errors(trainer: TrainerConfig) -> list[str]:
     return errors
 
 
+def run_group(params: Mapping[str, Any]) -> RunParams:
+    """The run-wide group of ``params`` (its top-level ``seed``, ``device``,
+    ``progress``, ``threads``), validated."""
+    try:
+        return RunParams.model_validate(
+            {key: params[key] for key in RunParams.model_fields if key in params}
+        )
+    except ValidationError as err:
+        raise ValueError(describe_errors(err)) from None
+
+
 def check_run_params(params: Mapping[str, Any]) -> None:
     """Validate the run-wide scalars and every rule that spans groups.
 
@@ -256,13 +234,7 @@ def check_run_params(params: Mapping[str, Any]) -> None:
             "Nested keys are given as nested dicts (or `--params group.key=value` "
             "on the command line)."
         )
-    try:
-        run = RunParams.model_validate(
-            {key: params[key] for key in RunParams.model_fields if key in params}
-        )
-    except ValidationError as err:
-        raise ValueError(describe_errors(err)) from None
-    _check_device_available(run.device)
+    _check_device_available(run_group(params).device)
 
     data = _group(params, "data")
     generator = _group(params, "generator")

@@ -5,7 +5,13 @@ import warnings
 
 from kedro.config import OmegaConfigLoader
 
-from scdd.hooks import DaskHooks, LineageHooks, RunSetupHooks, SummaryHooks
+from scdd.hooks import (
+    DaskHooks,
+    LineageHooks,
+    RunContextHooks,
+    RunSetupHooks,
+    SummaryHooks,
+)
 
 # OmegaConf 2.4 deprecates the resolver registration Kedro's config loader
 # still uses; the warning is Kedro's to fix and says nothing about this project.
@@ -32,7 +38,13 @@ warnings.filterwarnings(
 # Pydantic's error catalogue.
 os.environ.setdefault("PYDANTIC_ERRORS_INCLUDE_URL", "0")
 
-HOOKS = (RunSetupHooks(), DaskHooks(), LineageHooks(), SummaryHooks())
+HOOKS = (
+    RunSetupHooks(),
+    RunContextHooks(),
+    DaskHooks(),
+    LineageHooks(),
+    SummaryHooks(),
+)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -176,7 +176,6 @@ def _references(full: dict, splits: list, **bench: Any) -> dict[str, Any]:
         primary="cell_type",
         min_cells=3,
         evaluate=EvaluateParams(),
-        min_gene_overlap=10,
         seed=3,
     )
 
@@ -197,7 +196,9 @@ def test_references_reuse_the_main_one_and_train_the_others(
     expected = EvaluateParams().with_models(["f_head", "gene_mlp"]).for_reference()
     assert call["evaluate"] == expected
     assert call["evaluate"].f_head.batch_size == expected.f_head.reference_batch_size
-    assert (call["min_gene_overlap"], call["seed"]) == (10, 3)
+    assert call["seed"] == 3
+    # F's gene floor is the model's own: the reference gets none
+    assert "min_gene_overlap" not in call
 
 
 @pytest.mark.parametrize(
@@ -232,6 +233,7 @@ class Recorder:
         self.distilled: list[dict[str, Any]] = []
         self.privacy: list[dict[str, Any]] = []
         self.scored: list[dict[str, Any]] = []
+        self.embedded: list[dict[str, Any]] = []
         monkeypatch.setattr(runs, "prepare_inputs", self.prepare_inputs)
         monkeypatch.setattr(runs, "distill_synthetic", self.distill_synthetic)
         monkeypatch.setattr(scoring, "embed_synthetic", self.embed_synthetic)
@@ -255,6 +257,7 @@ class Recorder:
         return synthetic, SimpleNamespace(history=history)
 
     def embed_synthetic(self, synthetic, train_z, foundation, **kwargs):
+        self.embedded.append(kwargs)
         return "embedded"
 
     def privacy_report(self, synthetic, embedded, *, seed, **kwargs):
@@ -305,7 +308,6 @@ def _cell_runs(splits: list, method: str = "scdd", **kwargs: Any) -> list[dict]:
         primary_stats="cached stats",
         distill=DistillParams(),
         evaluate=EvaluateParams(),
-        min_gene_overlap=10,
         chunk_size=4096,
         seed=5,
     )
@@ -377,6 +379,9 @@ def test_cell_runs_hand_each_label_its_view_generator_and_settings(
     assert [s["n_test"] for s in fake.scored] == [n_test] * 2 + [n_test - 2] * 2
     assert all(s["evaluate"].models == ["f_head", "gene_mlp"] for s in fake.scored)
     assert [s["label_key"] for s in fake.scored] == ["cell_type"] * 2 + ["coarse"] * 2
+    # F's gene floor is the model's own: no step is handed one
+    for call in (*fake.prepared, *fake.embedded, *fake.privacy, *fake.scored):
+        assert "min_gene_overlap" not in call
 
 
 def test_methods_without_a_generator_get_none(

@@ -28,6 +28,15 @@ def test_save_load_exists(tmp_path: Path) -> None:
     back = ds.load()
     assert back.gene_order[0] == "g0" and back.latent_dim == 4
     assert not back.encoder.training
+    assert back.min_gene_overlap == 500  # the default, stored with the model
+
+
+def test_gene_floor_round_trips(tmp_path: Path) -> None:
+    ds = FoundationModelDataset(path=str(tmp_path / "fm"))
+    model = _model()
+    model.min_gene_overlap = 10
+    ds.save(model)
+    assert ds.load().min_gene_overlap == 10
 
 
 def test_failed_save_keeps_previous_model(tmp_path: Path, monkeypatch) -> None:

@@ -89,6 +89,8 @@ def make_tiny(seed: int = 0) -> Tiny:
         seed=seed,
         progress=False,
     )
+    # as the build node sets foundation.min_gene_overlap (default 500 > 60 genes)
+    foundation.min_gene_overlap = 10
     z = embed_cells(foundation.encoder, train.X, progress=False)
     embeddings = ad.AnnData(
         X=z,

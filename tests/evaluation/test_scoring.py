@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anndata as ad
 import numpy as np
@@ -97,7 +97,9 @@ def splits() -> Splits:
             latent_dim=LATENT, hidden_dim=[16], dropout=0.0, input_dropout=0.0
         ),
     )
-    foundation = FoundationModel(encoder, decoder, list(train.var_names)).freeze()
+    foundation = FoundationModel(
+        encoder, decoder, list(train.var_names), min_gene_overlap=10
+    ).freeze()
     return Splits(
         train,
         test,
@@ -133,7 +135,6 @@ def _embed(splits: Splits, synthetic: ad.AnnData, **kwargs) -> ad.AnnData:
         splits.train_embeddings,
         splits.foundation,
         label_key=KEY,
-        min_gene_overlap=kwargs.pop("min_gene_overlap", 10),
         chunk_size=kwargs.pop("chunk_size", 4096),
         **kwargs,
     )
@@ -147,7 +148,6 @@ def _reference(splits: Splits, params: EvaluateParams = PARAMS) -> dict:
         splits.test_embeddings,
         evaluate=params.for_reference(),
         label_key=KEY,
-        min_gene_overlap=10,
     )
 
 
@@ -167,7 +167,6 @@ def _synthetic_metrics(
         reference,
         evaluate=params,
         label_key=KEY,
-        min_gene_overlap=10,
     )
 
 
@@ -225,8 +224,38 @@ def test_gene_level_set_is_embedded_in_fs_gene_order(splits: Splits) -> None:
     assert list(embedded.obs_names) == list(synthetic.obs_names)
     assert embedded.obs[KEY].tolist() == synthetic.obs[KEY].tolist()
     assert list(embedded.var_names) == [f"latent_{i}" for i in range(LATENT)]
+    strict = replace(splits.foundation, min_gene_overlap=N_GENES + 1)
     with pytest.raises(ValueError, match="foundation.min_gene_overlap"):
-        _embed(splits, synthetic, min_gene_overlap=N_GENES + 1)
+        _embed(replace(splits, foundation=strict), synthetic)
+
+
+def test_fs_own_gene_floor_decides_and_real_splits_follow_the_set(
+    splits: Splits,
+) -> None:
+    """A set of 11 of F's 30 genes (the markers of type_0 and type_1, one of
+    type_2): embedded above F's floor (10), refused under a floor of 12;
+    fidelity and privacy read the real splits in the set's 11 genes."""
+    rows = [0, 15, 27]
+    synthetic = _gene_set(splits, rows)[:, -11:].copy()
+    assert _embed(splits, synthetic).shape == (3, LATENT)
+    strict = replace(splits.foundation, min_gene_overlap=12)
+    with pytest.raises(
+        ValueError, match=r"Only 11 of the data's 11 genes .*at least 12 are needed"
+    ):
+        _embed(replace(splits, foundation=strict), synthetic)
+    real = scoring.in_genes_of(splits.train, synthetic)
+    assert list(real.var_names) == list(synthetic.var_names)
+    np.testing.assert_array_equal(real.X[rows].toarray(), synthetic.X.toarray())
+    report = scoring.fidelity(
+        synthetic,
+        _embed(splits, synthetic),
+        splits.train,
+        splits.train_embeddings,
+        label_key=KEY,
+        params=PARAMS.fidelity,
+    )
+    assert report["zero_fraction"]["synthetic"] is not None
+    assert _privacy(splits, synthetic)["gene_space"]["exact_copies"] == 3
 
 
 def test_feature_only_set_passes_its_features_through(splits: Splits) -> None:
@@ -307,7 +336,6 @@ def test_full_reference_refuses_embeddings_of_other_cells(splits: Splits) -> Non
             other,
             evaluate=PARAMS.for_reference(),
             label_key=KEY,
-            min_gene_overlap=10,
         )
 
 
@@ -371,7 +399,7 @@ def test_held_out_split_is_the_one_evaluate_names(
 def test_fidelity_aligns_genes_and_skips_them_for_feature_sets(
     splits: Splits,
 ) -> None:
-    kwargs = {"label_key": KEY, "min_gene_overlap": 10, "params": PARAMS.fidelity}
+    kwargs = {"label_key": KEY, "params": PARAMS.fidelity}
     # the whole training split, genes reversed: the real class moments exactly
     whole = _gene_set(splits, list(range(splits.train.n_obs)))
     report = scoring.fidelity(
@@ -405,7 +433,6 @@ def _privacy(splits: Splits, synthetic: ad.AnnData) -> dict:
         heldout=splits.test,
         heldout_embeddings=splits.test_embeddings,
         params=PRIVACY,
-        min_gene_overlap=10,
     )
 
 

@@ -1,12 +1,18 @@
+import json
+from dataclasses import replace
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scimilarity import CellEmbedding
+from scipy import sparse
 
 from scdd import cellstore
 from scdd.models.foundation import (
+    MIN_GENE_OVERLAP,
     FoundationArchitectureParams,
     align_genes,
     build_autoencoder,
@@ -48,6 +54,59 @@ def test_directory_round_trip(trained, tmp_path: Path) -> None:
     torch.testing.assert_close(
         back.decoder(back.encoder(x)), model.decoder(model.encoder(x))
     )
+
+
+def test_gene_floor_is_stored_with_the_model(trained, tmp_path: Path) -> None:
+    """``min_gene_overlap`` round-trips through the directory (in
+    hyperparameters.json, not among the training settings once read back);
+    ``load_model_dir(..., min_gene_overlap=N)`` sets another."""
+    _, model, _ = trained
+    assert model.min_gene_overlap == MIN_GENE_OVERLAP == 500  # the default
+    stored = replace(model, min_gene_overlap=25)
+    save_model_dir(stored, tmp_path)
+    written = json.loads((tmp_path / "hyperparameters.json").read_text())
+    assert written["min_gene_overlap"] == 25
+    back = load_model_dir(tmp_path)
+    assert back.min_gene_overlap == 25
+    assert "min_gene_overlap" not in back.hyperparameters
+    assert back.hyperparameters.keys() == model.hyperparameters.keys()
+    assert load_model_dir(tmp_path, min_gene_overlap=7).min_gene_overlap == 7
+    # a directory written without one (a published SCimilarity model)
+    del written["min_gene_overlap"]
+    (tmp_path / "hyperparameters.json").write_text(json.dumps(written))
+    assert load_model_dir(tmp_path).min_gene_overlap == MIN_GENE_OVERLAP
+
+
+def test_align_and_check_genes_refuse_data_under_the_models_floor(trained) -> None:
+    """40 of F's 60 genes (shuffled, two foreign ones added): read at a floor
+    of 40, refused at 41, by names alone for a lazy matrix."""
+    adata, model, _ = trained
+    rng = np.random.default_rng(0)
+    names = [*rng.permutation(adata.var_names)[:40], "foreign_1", "foreign_2"]
+    data = adata[:, names[:40]].copy()
+    data = ad.AnnData(
+        X=sparse.hstack([data.X, sparse.csr_matrix((data.n_obs, 2))]).tocsr(),
+        obs=data.obs,
+        var=pd.DataFrame(index=names),
+    )
+    at_floor = replace(model, min_gene_overlap=40)
+    positions = at_floor.check_genes(data.var_names)
+    assert (positions >= 0).sum() == 40 and list(positions[-2:]) == [-1, -1]
+    aligned = at_floor.align(data)
+    assert list(aligned.var_names) == model.gene_order
+    np.testing.assert_array_equal(
+        aligned[:, names[:40]].X.toarray(), adata[:, names[:40]].X.toarray()
+    )
+    above = replace(model, min_gene_overlap=41)
+    match = r"Only 40 of the data's 42 genes .*\(60 genes\); at least 41"
+    with pytest.raises(ValueError, match=match):
+        above.check_genes(data.var_names)
+    with pytest.raises(ValueError, match=match):
+        above.align(data)
+    lazy, reads = spied(data, chunk_rows=7)
+    with pytest.raises(ValueError, match=match):
+        above.align(lazy)
+    assert not reads.counts  # refused on the gene names
 
 
 class _Payload:

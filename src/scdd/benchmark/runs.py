@@ -209,7 +209,6 @@ def label_references(  # noqa: PLR0913
     primary: str,
     min_cells: int,
     evaluate: EvaluateParams,
-    min_gene_overlap: int,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = False,
@@ -227,7 +226,6 @@ def label_references(  # noqa: PLR0913
         evaluate: ``params:evaluate`` (model settings; ``models`` replaced by
             ``benchmark.models``, the reference settings of
             :meth:`~scdd.evaluation.config.EvaluateParams.for_reference`).
-        min_gene_overlap: F's gene overlap.
         seed, device, progress: run-wide settings.
 
     Returns:
@@ -245,7 +243,6 @@ def label_references(  # noqa: PLR0913
             *label_view(*splits, key=key, primary=primary, min_cells=min_cells),
             evaluate=evaluate,
             label_key=key,
-            min_gene_overlap=min_gene_overlap,
             seed=seed,
             device=device,
             progress=progress,
@@ -268,7 +265,6 @@ def cell_runs(  # noqa: PLR0913
     primary_stats: RealCellStats | None = None,
     distill: DistillParams,
     evaluate: EvaluateParams,
-    min_gene_overlap: int,
     chunk_size: int,
     seed: int = 0,
     device: torch.device | str = "cpu",
@@ -294,7 +290,7 @@ def cell_runs(  # noqa: PLR0913
             are this cell's, ``optim.steps`` is ``benchmark.steps`` when set).
         evaluate: ``params:evaluate`` (model settings; ``models`` replaced by
             ``benchmark.models``).
-        min_gene_overlap, chunk_size: F's gene overlap and embedding chunk.
+        chunk_size: F's embedding chunk.
         seed, device, progress: run-wide settings.
 
     Returns:
@@ -322,7 +318,6 @@ def cell_runs(  # noqa: PLR0913
             draws=benchmark.draws,
             distill=distill,
             evaluate=evaluate,
-            min_gene_overlap=min_gene_overlap,
             chunk_size=chunk_size,
             seed=seed,
             device=device,
@@ -342,7 +337,6 @@ def _label_runs(  # noqa: PLR0913
     draws: int,
     distill: DistillParams,
     evaluate: EvaluateParams,
-    min_gene_overlap: int,
     chunk_size: int,
     seed: int,
     device: torch.device | str,
@@ -357,7 +351,6 @@ def _label_runs(  # noqa: PLR0913
         foundation,
         generator_checkpoint,
         label_key=key,
-        min_gene_overlap=min_gene_overlap,
         stats=stats,
     )
     runs = []
@@ -384,7 +377,6 @@ def _label_runs(  # noqa: PLR0913
             train_embeddings,
             foundation,
             label_key=key,
-            min_gene_overlap=min_gene_overlap,
             chunk_size=chunk_size,
             device=device,
             progress=progress,
@@ -398,7 +390,6 @@ def _label_runs(  # noqa: PLR0913
                 heldout=test,
                 heldout_embeddings=test_embeddings,
                 params=distill.privacy,
-                min_gene_overlap=min_gene_overlap,
                 seed=draw_seed,
             )
         )
@@ -410,7 +401,6 @@ def _label_runs(  # noqa: PLR0913
             full_reference,
             evaluate=evaluate,
             label_key=key,
-            min_gene_overlap=min_gene_overlap,
             seed=draw_seed,
             device=device,
             progress=progress,

@@ -21,7 +21,7 @@ from scdd.distill.methods import (
 from scdd.distill.real_cells import RealCellStats, summarise_real_cells
 from scdd.distill.synthetic import synthetic_adata
 from scdd.generation import check_embeddings_match, embedding_matrix, load_generator
-from scdd.models.foundation import FoundationModel, align_genes
+from scdd.models.foundation import FoundationModel
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,6 @@ def prepare_inputs(
     generator_checkpoint: dict[str, Any] | None,
     *,
     label_key: str,
-    min_gene_overlap: int,
     stats: RealCellStats | None = None,
 ) -> tuple[DistillInputs, list[str], RealCellStats]:
     """Training cells in F's gene order (lazy when ``train`` is: only the seed
@@ -76,9 +75,7 @@ def prepare_inputs(
     if generator_checkpoint is not None:
         generator, _ = load_generator(generator_checkpoint)
         conditions = condition_spec(generator_checkpoint, label_key, categories)
-    aligned = align_genes(
-        train, gene_order=foundation.gene_order, min_overlap=min_gene_overlap
-    )
+    aligned = foundation.align(train)
     labels = train.obs[label_key].cat.codes.to_numpy().astype(np.int64)
     if stats is None:
         stats = summarise_real_cells(

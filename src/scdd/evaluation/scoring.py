@@ -79,13 +79,23 @@ def is_feature_only(synthetic: ad.AnnData) -> bool:
     return synthetic.n_vars == 0
 
 
+def in_genes_of(adata: ad.AnnData, reference: ad.AnnData) -> ad.AnnData:
+    """``adata``'s cells in ``reference``'s genes (absent ones zero; lazy
+    stays lazy).
+
+    Real splits share the input's genes, and a synthetic set sharing too few
+    genes with F was refused when it was embedded (:func:`embed_synthetic`),
+    so a single shared gene is asked for here.
+    """
+    return align_genes(adata, gene_order=list(reference.var_names), min_overlap=1)
+
+
 def embed_synthetic(
     synthetic: ad.AnnData,
     train_embeddings: ad.AnnData,
     foundation: FoundationModel,
     *,
     label_key: str,
-    min_gene_overlap: int,
     chunk_size: int,
     device: torch.device | str = "cpu",
     progress: bool = False,
@@ -96,9 +106,9 @@ def embed_synthetic(
         synthetic: genes in ``X`` (any gene order; aligned to F's here) or
             ``n_vars == 0`` with ``obsm["X_foundation"]``.
         train_embeddings: cached F(train) (gives the class names and width).
-        foundation: frozen E and D.
+        foundation: frozen E and D (a gene set sharing fewer than its
+            ``min_gene_overlap`` genes with F is refused).
         label_key: label column.
-        min_gene_overlap: fewest genes shared with F's gene order.
         chunk_size: cells per forward pass.
         device, progress: where F runs; progress bars.
 
@@ -129,12 +139,9 @@ def embed_synthetic(
             )
         logger.info("Feature-only synthetic set: %d x %d features", *z.shape)
     else:
-        aligned = align_genes(
-            synthetic, gene_order=foundation.gene_order, min_overlap=min_gene_overlap
-        )
         z = embed_cells(
             foundation.encoder,
-            aligned.X,
+            foundation.align(synthetic).X,
             chunk_size=chunk_size,
             device=device,
             progress=progress,
@@ -154,7 +161,6 @@ def full_reference(  # noqa: PLR0913
     *,
     evaluate: EvaluateParams,
     label_key: str,
-    min_gene_overlap: int,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = False,
@@ -191,9 +197,7 @@ def full_reference(  # noqa: PLR0913
         len(rows),
         max_cells,
     )
-    test_genes = align_genes(  # lazy splits: nothing read until predicted
-        test, gene_order=list(train.var_names), min_overlap=min_gene_overlap
-    )
+    test_genes = in_genes_of(test, train)  # lazy: nothing read until predicted
     shared = {
         "test_z": embedding_matrix(test_embeddings),
         "test_labels": class_codes(test, key, categories, "test split"),
@@ -254,7 +258,6 @@ def synthetic_model_metrics(  # noqa: PLR0913
     *,
     evaluate: EvaluateParams,
     label_key: str,
-    min_gene_overlap: int,
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = False,
@@ -269,7 +272,7 @@ def synthetic_model_metrics(  # noqa: PLR0913
         test_embeddings: cached F(test).
         reference: output of :func:`full_reference`.
         evaluate: ``params:evaluate``.
-        label_key, min_gene_overlap, seed, device, progress: as
+        label_key, seed, device, progress: as
             :func:`full_reference`.
 
     Returns:
@@ -281,13 +284,7 @@ def synthetic_model_metrics(  # noqa: PLR0913
     # The reference's classes, so both sides score the same C labels.
     categories = reference.get("categories") or class_names(test, key, "test split")
     feature_only = is_feature_only(synthetic)
-    test_genes = (
-        None
-        if feature_only
-        else align_genes(
-            test, gene_order=list(synthetic.var_names), min_overlap=min_gene_overlap
-        )
-    )
+    test_genes = None if feature_only else in_genes_of(test, synthetic)
     results, skipped = run_models(
         models=list(evaluate.models),
         train_z=embedding_matrix(synthetic_embeddings),
@@ -322,7 +319,6 @@ def fidelity(  # noqa: PLR0913
     train_embeddings: ad.AnnData,
     *,
     label_key: str,
-    min_gene_overlap: int,
     params: FidelityParams,
     seed: int = 0,
     real_stats: RealCellStats | None = None,
@@ -342,13 +338,7 @@ def fidelity(  # noqa: PLR0913
     categories = class_names(train, key, "training split")
     check_embeddings_match(train, train_embeddings, "train")
     feature_only = is_feature_only(synthetic)
-    real = (
-        train
-        if feature_only
-        else align_genes(
-            train, gene_order=list(synthetic.var_names), min_overlap=min_gene_overlap
-        )
-    )
+    real = train if feature_only else in_genes_of(train, synthetic)
     cached = (
         real_stats.summary_for(list(map(str, real.var_names)))
         if real_stats is not None and real_stats.categories == categories
@@ -383,7 +373,6 @@ def privacy(  # noqa: PLR0913
     heldout: ad.AnnData,
     heldout_embeddings: ad.AnnData,
     params: PrivacyParams,
-    min_gene_overlap: int,
     seed: int = 0,
 ) -> dict[str, Any]:
     """F-space and gene-space privacy of a synthetic set against training and
@@ -393,15 +382,10 @@ def privacy(  # noqa: PLR0913
     set gets F-space figures alone."""
     genes = {}
     if not is_feature_only(synthetic):
-        order = list(synthetic.var_names)
         genes = {
             "synthetic_genes": synthetic.X,
-            "train_genes": align_genes(
-                train, gene_order=order, min_overlap=min_gene_overlap
-            ).X,
-            "heldout_genes": align_genes(
-                heldout, gene_order=order, min_overlap=min_gene_overlap
-            ).X,
+            "train_genes": in_genes_of(train, synthetic).X,
+            "heldout_genes": in_genes_of(heldout, synthetic).X,
         }
     report = privacy_report(
         embedding_matrix(synthetic_embeddings),

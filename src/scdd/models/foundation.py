@@ -58,6 +58,10 @@ MODEL_FILES = (
 #: Rows of a block E embeds at once (``foundation.embed.chunk_size``).
 EMBED_CHUNK_SIZE = 4096
 
+#: Fewest genes data must share with F's gene order
+#: (``foundation.min_gene_overlap``).
+MIN_GENE_OVERLAP = 500
+
 
 class FoundationArchitectureParams(ParamGroup):
     """``foundation.model``: SCimilarity's encoder/decoder sizes."""
@@ -86,6 +90,8 @@ class FoundationModel:
         label_ints: class names, index = integer label (SCimilarity's
             ``label_ints.csv``).
         hyperparameters: architecture and training settings.
+        min_gene_overlap: fewest genes data must share with ``gene_order``
+            to be read by this model (stored with it).
     """
 
     encoder: Encoder
@@ -93,10 +99,24 @@ class FoundationModel:
     gene_order: list[str]
     label_ints: list[str] = field(default_factory=list)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    min_gene_overlap: int = MIN_GENE_OVERLAP
 
     @property
     def latent_dim(self) -> int:
         return int(self.encoder.latent_dim)
+
+    def check_genes(self, var_names: Sequence[str]) -> np.ndarray:
+        """Where ``var_names`` sit in F's gene order; raises when fewer than
+        :attr:`min_gene_overlap` are shared (see :func:`gene_positions`)."""
+        return gene_positions(
+            var_names, gene_order=self.gene_order, min_overlap=self.min_gene_overlap
+        )
+
+    def align(self, adata: ad.AnnData) -> ad.AnnData:
+        """``adata`` in F's gene order (see :func:`align_genes`)."""
+        return align_genes(
+            adata, gene_order=self.gene_order, min_overlap=self.min_gene_overlap
+        )
 
     def freeze(self) -> FoundationModel:
         """Put E and D in eval mode (BatchNorm, Dropout) with no parameter grads."""
@@ -136,9 +156,8 @@ def save_model_dir(model: FoundationModel, path: Path) -> None:
     (path / "layer_sizes.json").write_text(json.dumps(sizes, indent=1))
     (path / "gene_order.tsv").write_text("\n".join(model.gene_order) + "\n")
     pd.DataFrame({"0": model.label_ints}).to_csv(path / "label_ints.csv")
-    (path / "hyperparameters.json").write_text(
-        json.dumps(model.hyperparameters, indent=2, default=str)
-    )
+    hyper = {**model.hyperparameters, "min_gene_overlap": model.min_gene_overlap}
+    (path / "hyperparameters.json").write_text(json.dumps(hyper, indent=2, default=str))
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
@@ -166,8 +185,12 @@ def _hidden_dims(layer_sizes: dict[str, list[int]]) -> tuple[list[int], int]:
     return [w[0] for w in weights[:-1]], weights[-1][0]
 
 
-def load_model_dir(path: Path) -> FoundationModel:
-    """Read a SCimilarity-format model directory; E and D come back frozen."""
+def load_model_dir(path: Path, min_gene_overlap: int | None = None) -> FoundationModel:
+    """Read a SCimilarity-format model directory; E and D come back frozen.
+
+    ``min_gene_overlap``: the model's gene-overlap floor; ``None`` keeps the
+    one stored with it (:data:`MIN_GENE_OVERLAP` for a published model).
+    """
     missing = [name for name in MODEL_FILES if not (path / name).is_file()]
     if missing:
         raise ValueError(
@@ -183,7 +206,10 @@ def load_model_dir(path: Path) -> FoundationModel:
     encoder.load_state_dict(_load_state(path / "encoder.ckpt"))
     decoder.load_state_dict(_load_state(path / "decoder.ckpt"))
     labels = pd.read_csv(path / "label_ints.csv", index_col=0)["0"].astype(str).tolist()
-    return FoundationModel(encoder, decoder, gene_order, labels, hyper).freeze()
+    stored = int(hyper.pop("min_gene_overlap", MIN_GENE_OVERLAP))
+    overlap = stored if min_gene_overlap is None else min_gene_overlap
+    model = FoundationModel(encoder, decoder, gene_order, labels, hyper, overlap)
+    return model.freeze()
 
 
 def gene_positions(

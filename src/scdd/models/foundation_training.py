@@ -47,6 +47,7 @@ from scdd.atomic import atomic_path
 from scdd.cellstore import CHUNK_ROWS, lazy_matrix, take_matrix_rows
 from scdd.models.device import fused_adam
 from scdd.models.foundation import (
+    MIN_GENE_OVERLAP,
     MODEL_FILES,
     FoundationArchitectureParams,
     FoundationEmbedParams,
@@ -138,7 +139,7 @@ class FoundationParams(ParamGroup):
     source: Literal["local", "pretrained"] = "local"
     #: SCimilarity model directory (``source: pretrained``).
     pretrained_path: str | None = None
-    min_gene_overlap: PositiveInt = 500
+    min_gene_overlap: PositiveInt = MIN_GENE_OVERLAP
     model: FoundationArchitectureParams = FoundationArchitectureParams()
     train: TrainConfig = TrainConfig()
     trainer: TrainerConfig = TrainerConfig()

@@ -50,6 +50,9 @@ GENERATOR = {
 }
 PREPROCESS = PreprocessParams(min_cells_per_class=3)
 
+# the nodes read seed, device and progress from the run context
+pytestmark = pytest.mark.usefixtures("cpu_run")
+
 
 def test_one_node_per_method_and_spc() -> None:
     nodes = {n.name: n for n in create_pipeline().nodes}
@@ -116,10 +119,6 @@ def _run_benchmark(
         test_z,
         EVALUATE.model_copy(update={"models": ["f_head"]}),
         DATA,
-        FOUNDATION,
-        0,
-        "cpu",
-        False,
     )
     main_generator, _ = generation.train_generator(
         train_z, ["cell_type"], **GENERATOR, seed=0, progress=False
@@ -136,7 +135,7 @@ def _run_benchmark(
             "generator_checkpoint": MemoryDataset(main_generator, copy_mode="assign"),
             "full_reference_metrics": MemoryDataset(reference),
             "real_cell_stats": MemoryDataset(
-                summarise_training_cells(train, tiny.foundation, DATA, FOUNDATION)
+                summarise_training_cells(train, tiny.foundation, DATA)
             ),
             # as in conf/base/catalog.yml
             "benchmark_label_generators": TorchCheckpointDataset(
@@ -167,9 +166,6 @@ def _run_benchmark(
         "data": DATA,
         "foundation": FOUNDATION,
         "preprocess": PREPROCESS,
-        "seed": 0,
-        "device": "cpu",
-        "progress": False,
     }.items():
         catalog[f"params:{key}"] = value
     # Sliced to what the table needs (every cell feeds the table; unselected
@@ -255,7 +251,6 @@ def test_lazy_label_references_match_in_memory(
         "primary": "cell_type",
         "min_cells": 3,
         "evaluate": settings,
-        "min_gene_overlap": 10,
     }
     with no_whole_matrix(monkeypatch):
         got = label_references({}, lazy, **kwargs)

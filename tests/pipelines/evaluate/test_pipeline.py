@@ -38,7 +38,8 @@ from scdd.pipelines.evaluate.nodes import (
     measure_privacy,
 )
 from scdd.preprocessing import log_normalise
-from tests.conftest import make_counts_adata
+from scdd.run_context import using_run
+from tests.conftest import CPU_RUN, make_counts_adata
 from tests.evaluation.lazy_helpers import BlockReads, no_whole_matrix, spied
 
 KEY = "cell_type"
@@ -96,6 +97,9 @@ SETTINGS = {
 PARAMS = EvaluateParams.model_validate(SETTINGS)
 DISTILL = DistillParams.model_validate({"privacy": {"chunk_size": 16}})
 
+# the nodes read seed, device and progress from the run context
+pytestmark = pytest.mark.usefixtures("cpu_run")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
@@ -147,6 +151,8 @@ def tiny() -> Tiny:
         config=TrainConfig(epochs=3, batch_size=32, lr=3e-3),
         progress=False,
     )
+    # as the build node sets foundation.min_gene_overlap (default 500 > 40 genes)
+    foundation.min_gene_overlap = FOUNDATION.min_gene_overlap
     return Tiny(
         train,
         test,
@@ -210,7 +216,7 @@ def _feature_only(tiny: Tiny) -> ad.AnnData:
 
 
 def _full_reference(tiny: Tiny, params: EvaluateParams = PARAMS) -> dict:
-    """The reference node on the tiny splits, on CPU, seed 0."""
+    """The reference node on the tiny splits (on CPU, seed 0 in a test)."""
     return evaluate_full_reference(
         tiny.train,
         tiny.test,
@@ -218,16 +224,13 @@ def _full_reference(tiny: Tiny, params: EvaluateParams = PARAMS) -> dict:
         tiny.test_embeddings,
         params,
         DATA,
-        FOUNDATION,
-        0,
-        "cpu",
-        False,
     )
 
 
 @pytest.fixture(scope="module")
 def reference(tiny: Tiny) -> dict:
-    return _full_reference(tiny)
+    with using_run(CPU_RUN):  # module scope: before the test's cpu_run
+        return _full_reference(tiny)
 
 
 def _stats(tiny: Tiny) -> dict:
@@ -242,15 +245,9 @@ def _stats(tiny: Tiny) -> dict:
 
 
 def _embed(tiny: Tiny, synthetic: ad.AnnData) -> ad.AnnData:
-    """The ``embed_synthetic_set`` node on CPU."""
+    """The ``embed_synthetic_set`` node (on CPU in a test)."""
     return embed_synthetic_set(
-        synthetic,
-        tiny.train_embeddings,
-        tiny.foundation,
-        DATA,
-        FOUNDATION,
-        "cpu",
-        False,
+        synthetic, tiny.train_embeddings, tiny.foundation, DATA, FOUNDATION
     )
 
 
@@ -259,11 +256,7 @@ def test_fidelity_from_cached_class_moments_equals_a_pass_over_the_split(
 ) -> None:
     synthetic = _class_means(tiny)
     z = _embed(tiny, synthetic)
-    kwargs = {
-        "label_key": KEY,
-        "min_gene_overlap": FOUNDATION.min_gene_overlap,
-        "params": PARAMS.fidelity,
-    }
+    kwargs = {"label_key": KEY, "params": PARAMS.fidelity}
     cached = scoring.fidelity(
         synthetic,
         z,
@@ -295,10 +288,6 @@ def _evaluate(
         reference,
         PARAMS,
         DATA,
-        FOUNDATION,
-        0,
-        "cpu",
-        False,
     )
     fidelity = measure_fidelity(
         synthetic,
@@ -308,8 +297,6 @@ def _evaluate(
         _stats(tiny) if stats is None else stats,
         PARAMS,
         DATA,
-        FOUNDATION,
-        0,
     )
     privacy = measure_privacy(
         synthetic,
@@ -319,8 +306,6 @@ def _evaluate(
         tiny.test,
         tiny.test_embeddings,
         DISTILL,
-        FOUNDATION,
-        0,
     )
     return assemble_metrics(synthetic, models, fidelity, privacy, DATA)
 
@@ -416,30 +401,14 @@ def test_missing_label_column_is_a_clear_error(tiny: Tiny) -> None:
     with pytest.raises(
         ValueError, match=r"'cell_type' is not in the synthetic set.*scdd_method"
     ):
-        embed_synthetic_set(
-            synthetic,
-            tiny.train_embeddings,
-            tiny.foundation,
-            DATA,
-            FOUNDATION,
-            "cpu",
-            False,
-        )
+        _embed(tiny, synthetic)
 
 
 def test_unknown_class_is_refused(tiny: Tiny, reference: dict) -> None:
     synthetic = _class_means(tiny)
     synthetic.obs[KEY] = synthetic.obs[KEY].cat.rename_categories({"type_0": "type_X"})
     with pytest.raises(ValueError, match=r"\['type_X'\].*re-run the distill"):
-        embed_synthetic_set(
-            synthetic,
-            tiny.train_embeddings,
-            tiny.foundation,
-            DATA,
-            FOUNDATION,
-            "cpu",
-            False,
-        )
+        _embed(tiny, synthetic)
 
 
 def _catalog(tiny: Tiny, synthetic: ad.AnnData, tmp_path: Path) -> DataCatalog:
@@ -466,9 +435,6 @@ def _catalog(tiny: Tiny, synthetic: ad.AnnData, tmp_path: Path) -> DataCatalog:
         "distill": DISTILL,
         "data": DATA,
         "foundation": FOUNDATION,
-        "seed": 0,
-        "device": "cpu",
-        "progress": False,
     }.items():
         catalog[f"params:{key}"] = value
     return catalog
@@ -529,7 +495,7 @@ def test_lazy_splits_give_the_same_metrics(
     lazy, train_reads, test_reads = _lazy_tiny(tiny)
     n_train_blocks = len(lazy.train.X.chunks[0])
     n_test_blocks = len(lazy.test.X.chunks[0])
-    args = (PARAMS, DATA, FOUNDATION, 0, "cpu", False)
+    args = (PARAMS, DATA)
     splits = (lazy.train, lazy.test, lazy.train_embeddings, lazy.test_embeddings)
     with no_whole_matrix(monkeypatch):
         lazy_reference = evaluate_full_reference(*splits, *args)

@@ -35,6 +35,9 @@ SETTINGS = {
 }
 PARAMS = FoundationParams.model_validate(SETTINGS)
 
+# the nodes read seed, device and progress from the run context
+pytestmark = pytest.mark.usefixtures("cpu_run")
+
 
 def _pretrained(path: Path) -> FoundationParams:
     return FoundationParams.model_validate(
@@ -64,14 +67,8 @@ def _catalog(train, test, tmp_path: Path, params=PARAMS) -> DataCatalog:
             "foundation_report": JSONDataset(filepath=str(tmp_path / "report.json")),
         }
     )
-    for key, value in {
-        "data": DATA,
-        "foundation": params,
-        "seed": 0,
-        "device": "auto",
-        "progress": False,
-    }.items():
-        catalog[f"params:{key}"] = value
+    catalog["params:data"] = DATA
+    catalog["params:foundation"] = params
     return catalog
 
 
@@ -91,6 +88,8 @@ def test_pipeline_trains_embeds_and_reports(splits, tmp_path: Path) -> None:
     # marker genes make the toy classes separable: the latent must keep that
     assert report["linear_probe_latent"]["accuracy"] > 0.9
     assert (tmp_path / "fm" / "gene_order.tsv").is_file()
+    # the model carries foundation.min_gene_overlap, stored with it
+    assert catalog.load("foundation_model").min_gene_overlap == 10
     assert report["probe_max_cells"] == 20_000
     assert report["probe_train_cells"] == train.n_obs
     assert report["probe_test_cells"] == test.n_obs
@@ -122,13 +121,14 @@ def test_pipeline_streams_lazy_splits(splits, tmp_path: Path, monkeypatch) -> No
 
 def test_pretrained_source_loads_directory(splits, tmp_path: Path) -> None:
     train, _ = splits
-    local, _ = build_foundation_model(train, DATA, PARAMS, 0, "cpu", False)
+    local, _ = build_foundation_model(train, DATA, PARAMS)
+    assert local.min_gene_overlap == 10  # foundation.min_gene_overlap
+    local.min_gene_overlap = 3
     save_model_dir(local, tmp_path)
     lazy, reads = spied(train)
-    model, history = build_foundation_model(
-        lazy, DATA, _pretrained(tmp_path), 0, "cpu", False
-    )
+    model, history = build_foundation_model(lazy, DATA, _pretrained(tmp_path))
     assert model.gene_order == list(train.var_names) and history.empty
+    assert model.min_gene_overlap == 10  # the parameter, not the stored floor
     assert list(history.columns) == ["round", "cells_seen", "train_loss", "val_loss"]
     assert not reads.counts  # the gene check reads names only
 
@@ -137,7 +137,7 @@ def test_pretrained_with_other_genes_fails_before_writing(
     splits, tmp_path: Path
 ) -> None:
     train, test = splits
-    local, _ = build_foundation_model(train, DATA, PARAMS, 0, "cpu", False)
+    local, _ = build_foundation_model(train, DATA, PARAMS)
     local.gene_order = [f"ENSG{i:011d}" for i in range(len(local.gene_order))]
     (tmp_path / "pretrained").mkdir()
     save_model_dir(local, tmp_path / "pretrained")

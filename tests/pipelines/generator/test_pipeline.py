@@ -13,10 +13,15 @@ from scdd.models.generator_config import GeneratorParams
 from scdd.pipelines.generator import create_pipeline
 from scdd.pipelines.generator.nodes import train_generator
 from scdd.preprocessing_config import DataParams
+from scdd.run_context import using_run
+from tests.conftest import CPU_RUN
 from tests.test_generation import MODEL, REPORT, TRAIN, make_embeddings_adata
 
 DATA = DataParams(input="scanpy://pbmc68k_reduced", label_key="cell_type")
 PARAMS = GeneratorParams(model=MODEL, train=TRAIN, conditions=None, report=REPORT)
+
+# the nodes read seed, device and progress from the run context
+pytestmark = pytest.mark.usefixtures("cpu_run")
 
 
 def _catalog(tmp_path: Path, train=None) -> DataCatalog:
@@ -35,19 +40,22 @@ def _catalog(tmp_path: Path, train=None) -> DataCatalog:
     )
     catalog["params:generator"] = PARAMS
     catalog["params:data"] = DATA
-    catalog["params:seed"] = 0
-    catalog["params:device"] = "cpu"
-    catalog["params:progress"] = False
     return catalog
 
 
 def test_train_node_outputs() -> None:
-    checkpoint, history = train_generator(
-        make_embeddings_adata(), PARAMS, DATA, 0, "cpu", False
-    )
+    checkpoint, history = train_generator(make_embeddings_adata(), PARAMS, DATA)
     assert checkpoint["condition_columns"] == ["cell_type"]
     assert checkpoint["config"]["latent_dim"] == 16
     assert history["step"].iloc[-1] == TRAIN.steps
+    # the run's seed seeds the training
+    with using_run(CPU_RUN.model_copy(update={"seed": 1})):
+        other, _ = train_generator(make_embeddings_adata(), PARAMS, DATA)
+    weights = checkpoint["state_dict"]
+    assert any(
+        not torch.equal(other["state_dict"][name], tensor)
+        for name, tensor in weights.items()
+    )
 
 
 def test_sliced_runs_round_trip_checkpoint(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 import io
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import anndata as ad
@@ -71,6 +72,9 @@ PARAMS = DistillParams(
     optim=OPTIM,
 )
 
+# the nodes read seed, device and progress from the run context
+pytestmark = pytest.mark.usefixtures("cpu_run")
+
 
 @pytest.fixture(scope="module")
 def tiny() -> Tiny:
@@ -100,18 +104,13 @@ def _distill(tiny: Tiny, params=PARAMS, **overrides):
         "train_embeddings": tiny.embeddings,
         "validation": validation,
         "validation_embeddings": validation_embeddings,
-        "real_cell_stats": summarise_training_cells(
-            train, tiny.foundation, DATA, FOUNDATION
-        ),
+        "real_cell_stats": summarise_training_cells(train, tiny.foundation, DATA),
         "foundation": tiny.foundation,
         "generator_checkpoint": tiny.checkpoint,
         "params": params,
         "data": DATA,
         "foundation_params": FOUNDATION,
         "generator_params": GENERATOR,
-        "seed": 0,
-        "device": "cpu",
-        "progress": False,
         **overrides,
     }
     return distill_synthetic_set(**args)
@@ -182,9 +181,6 @@ def _catalog(
         "data": DATA,
         "foundation": FOUNDATION,
         "generator": GENERATOR,
-        "seed": 0,
-        "device": "cpu",
-        "progress": False,
     }.items():
         catalog[f"params:{key}"] = value
     return catalog
@@ -293,6 +289,17 @@ def test_written_set_reads_in_scanpy_and_celltypist(tiny: Tiny, tmp_path: Path) 
     predicted = celltypist.annotate(adata, model=model, majority_voting=False)
     labels = predicted.predicted_labels["predicted_labels"]
     assert set(labels) <= set(adata.obs[LABEL_KEY].cat.categories)
+
+
+def test_training_genes_under_the_models_floor_are_refused(tiny: Tiny) -> None:
+    """F's own ``min_gene_overlap`` decides whether the split is read."""
+    shuffled = tiny.train[:, np.random.default_rng(0).permutation(60)].copy()
+    strict = replace(tiny.foundation, min_gene_overlap=61)
+    match = r"Only 60 of the data's 60 genes.*at least 61.*min_gene_overlap"
+    with pytest.raises(ValueError, match=match):
+        summarise_training_cells(shuffled, strict, DATA)
+    with pytest.raises(ValueError, match=match):
+        _distill(tiny, train=shuffled, foundation=strict)
 
 
 def test_mismatching_embeddings_are_refused(tiny: Tiny) -> None:

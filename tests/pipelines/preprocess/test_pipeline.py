@@ -17,7 +17,8 @@ from scdd.pipelines.preprocess import create_pipeline
 from scdd.pipelines.preprocess.nodes import preprocess_adata, split_adata
 from scdd.preprocessing_config import DataParams, PreprocessParams
 from scdd.provenance import plain
-from tests.conftest import make_counts_adata, shared_dataset
+from scdd.run_context import using_run
+from tests.conftest import CPU_RUN, make_counts_adata, shared_dataset
 from tests.kedro_helpers import run_session
 
 PARAMS = PreprocessParams(
@@ -34,6 +35,9 @@ PARAMS = PreprocessParams(
     }
 )
 DATA = DataParams(input="scanpy://pbmc68k_reduced", label_key="cell_type")
+
+# split_adata reads the run's seed from the run context
+pytestmark = pytest.mark.usefixtures("cpu_run")
 
 
 def test_preprocess_node_counts(counts_adata) -> None:
@@ -64,7 +68,7 @@ def test_duplicate_cell_names_warn_once(counts_adata, caplog) -> None:
         warnings.simplefilter("always")
         with caplog.at_level(logging.WARNING):
             out, summary = preprocess_adata(counts_adata, DATA, PARAMS)
-            splits = split_adata(out, summary, DATA, 0, PARAMS)[:3]
+            splits = split_adata(out, summary, DATA, PARAMS)[:3]
     assert not [w for w in caught if "not unique" in str(w.message)]
     ours = [r for r in caplog.records if "duplicate cell names" in r.getMessage()]
     assert [r.getMessage() for r in ours] == [
@@ -90,13 +94,19 @@ def test_one_class_left_after_quality_filter(counts_adata) -> None:
 
 def test_split_node_report(counts_adata) -> None:
     adata, summary = preprocess_adata(counts_adata, DATA, PARAMS)
-    train, validation, test, report = split_adata(adata, summary, DATA, 0, PARAMS)
+    train, validation, test, report = split_adata(adata, summary, DATA, PARAMS)
     assert report["train_cells"] == train.n_obs and report["test_cells"] == test.n_obs
     assert report["validation_cells"] == validation.n_obs > 0
     assert report["cells_in"] == counts_adata.n_obs
     names = [*train.obs_names, *validation.obs_names, *test.obs_names]
     assert len(set(names)) == len(names) == adata.n_obs  # disjoint, complete
     json.dumps(report)
+    # seeded by the run's seed, which the report records
+    assert report["seed"] == 0
+    with using_run(CPU_RUN.model_copy(update={"seed": 1})):
+        *_, other, again = split_adata(adata, summary, DATA, PARAMS)
+    assert again["seed"] == 1
+    assert list(other.obs_names) != list(test.obs_names)
 
 
 def test_validation_is_stratified_and_spares_small_classes() -> None:
@@ -135,7 +145,6 @@ def _catalog(tmp_path: Path, raw) -> DataCatalog:
     )
     catalog["params:data"] = DATA
     catalog["params:preprocess"] = PARAMS
-    catalog["params:seed"] = 0
     return catalog
 
 
@@ -288,7 +297,7 @@ def test_streamed_preprocessing_equals_scanpy_in_memory(duplicates) -> None:
     raw = _awkward_counts()
     params = PARAMS.model_copy(update={"duplicate_genes": duplicates})
     out, summary = preprocess_adata(as_lazy(raw, chunk_rows=7), DATA, params)
-    train, validation, test, report = split_adata(out, summary, DATA, 0, params)
+    train, validation, test, report = split_adata(out, summary, DATA, params)
     assert train.X.chunks[0][0] <= 7  # still lazy, in blocks
 
     ref = raw[raw.obs["cell_type"].notna()].copy()
@@ -316,5 +325,5 @@ def test_streamed_preprocessing_equals_scanpy_in_memory(duplicates) -> None:
     names = [*train.obs_names, *validation.obs_names, *test.obs_names]
     assert sorted(names) == sorted(ref.obs_names)
     whole, summary = preprocess_adata(as_lazy(raw, chunk_rows=200), DATA, params)
-    again = split_adata(whole, summary, DATA, 0, params)[0]
+    again = split_adata(whole, summary, DATA, params)[0]
     assert list(again.obs_names) == list(train.obs_names)  # split ignores blocks

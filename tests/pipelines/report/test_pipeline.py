@@ -31,6 +31,9 @@ SETTINGS = {
 }
 REPORT = ReportParams.model_validate(SETTINGS)
 
+# plot_umap reads the run's seed from the run context
+pytestmark = pytest.mark.usefixtures("cpu_run")
+
 
 def _inputs() -> dict[str, object]:
     train = make_counts_adata(n_per_class=(20, 15, 10), n_genes=30)
@@ -51,7 +54,6 @@ def _inputs() -> dict[str, object]:
         ),
         "params:data": DataParams(input="scanpy://pbmc68k_reduced", label_key=KEY),
         "params:report": REPORT,
-        "params:seed": 0,
     }
 
 

@@ -22,7 +22,6 @@ import pandas as pd
 
 from scdd.benchmark import runs
 from scdd.distill.real_cells import RealCellStats
-from scdd.models.device import resolve_device
 from scdd.models.foundation import FoundationModel
 from scdd.params import (
     BenchmarkParams,
@@ -33,6 +32,7 @@ from scdd.params import (
     GeneratorParams,
     PreprocessParams,
 )
+from scdd.run_context import current_run
 
 __all__ = [
     "assemble_benchmark",
@@ -65,9 +65,6 @@ def train_label_generators(  # noqa: PLR0913
     generator: GeneratorParams,
     data: DataParams,
     preprocess: PreprocessParams,
-    seed: int,
-    device: str,
-    progress: bool,
 ) -> dict[str, dict[str, Any]]:
     """An SCDG per benchmarked label column the main generator lacks.
 
@@ -84,9 +81,7 @@ def train_label_generators(  # noqa: PLR0913
         **_labels(params, data, preprocess),
         model=generator.model,
         train=generator.train,
-        seed=seed,
-        device=resolve_device(device),
-        progress=progress,
+        **current_run().kwargs(),
     )
 
 
@@ -99,11 +94,7 @@ def label_references(  # noqa: PLR0913
     params: BenchmarkParams,
     evaluate: EvaluateParams,
     data: DataParams,
-    foundation_params: FoundationParams,
     preprocess: PreprocessParams,
-    seed: int,
-    device: str,
-    progress: bool,
 ) -> dict[str, dict[str, Any]]:
     """The benchmark's models trained on the full training split, per label.
 
@@ -118,10 +109,7 @@ def label_references(  # noqa: PLR0913
         (train, test, train_embeddings, test_embeddings),
         **_labels(params, data, preprocess),
         evaluate=evaluate,
-        min_gene_overlap=foundation_params.min_gene_overlap,
-        seed=seed,
-        device=resolve_device(device),
-        progress=progress,
+        **current_run().kwargs(),
     )
 
 
@@ -141,9 +129,6 @@ def benchmark_cell(  # noqa: PLR0913
     data: DataParams,
     foundation_params: FoundationParams,
     preprocess: PreprocessParams,
-    seed: int,
-    device: str,
-    progress: bool,
     *,
     method: str,
     spc: int,
@@ -165,8 +150,9 @@ def benchmark_cell(  # noqa: PLR0913
             are this cell's, ``optim.steps`` is ``benchmark.steps`` when set).
         evaluate: ``params:evaluate`` (model settings; ``models`` replaced by
             ``benchmark.models``).
-        data, foundation_params, preprocess, seed, device, progress: shared
-            parameters.
+        data, foundation_params, preprocess: shared parameter groups (the
+            run's ``seed``, ``device`` and ``progress`` come from
+            :func:`scdd.run_context.current_run`).
         method, spc: the cell this node computes (bound in the pipeline).
 
     Returns:
@@ -189,11 +175,8 @@ def benchmark_cell(  # noqa: PLR0913
         primary_stats=RealCellStats.from_checkpoint(real_cell_stats),
         distill=distill,
         evaluate=evaluate,
-        min_gene_overlap=foundation_params.min_gene_overlap,
         chunk_size=foundation_params.embed.chunk_size,
-        seed=seed,
-        device=resolve_device(device),
-        progress=progress,
+        **current_run().kwargs(),
     )
     out["skipped"] = False
     return out

@@ -35,7 +35,6 @@ _SPLITS = [
     "train_embeddings",
     "heldout_embeddings",
 ]
-_RUN = ["params:seed", "params:device", "params:progress"]
 _INPUTS = [
     *_SPLITS,
     "real_cell_stats",
@@ -49,7 +48,6 @@ _INPUTS = [
     "params:data",
     "params:foundation",
     "params:preprocess",
-    *_RUN,
 ]
 
 
@@ -74,7 +72,6 @@ def create_pipeline(**kwargs) -> Pipeline:
             "params:generator",
             "params:data",
             "params:preprocess",
-            *_RUN,
         ],
         outputs="benchmark_label_generators",
         name="train_label_generators",
@@ -88,9 +85,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             "params:benchmark",
             "params:evaluate",
             "params:data",
-            "params:foundation",
             "params:preprocess",
-            *_RUN,
         ],
         outputs="benchmark_references",
         name="train_label_references",

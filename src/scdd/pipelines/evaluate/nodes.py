@@ -23,9 +23,9 @@ import anndata as ad
 
 from scdd.distill.real_cells import RealCellStats
 from scdd.evaluation import scoring
-from scdd.models.device import resolve_device
 from scdd.models.foundation import FoundationModel
 from scdd.params import DataParams, DistillParams, EvaluateParams, FoundationParams
+from scdd.run_context import current_run
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,6 @@ def embed_synthetic_set(
     foundation: FoundationModel,
     data: DataParams,
     foundation_params: FoundationParams,
-    device: str,
-    progress: bool,
 ) -> ad.AnnData:
     """F(synthetic genes), or the stored features of a feature-only set.
 
@@ -64,11 +62,9 @@ def embed_synthetic_set(
         synthetic: the synthetic set: genes in ``X`` (any gene order; aligned
             to F's here) or ``n_vars == 0`` with ``obsm["X_foundation"]``.
         train_embeddings: cached F(train) (gives the class names and width).
-        foundation: frozen E and D.
+        foundation: frozen E and D (with their ``min_gene_overlap``).
         data: ``params:data``.
-        foundation_params: ``params:foundation`` (``min_gene_overlap``,
-            ``embed.chunk_size``).
-        device, progress: run-wide parameters.
+        foundation_params: ``params:foundation`` (``embed.chunk_size``).
 
     Returns:
         AnnData with ``X`` = features ``[n_synthetic, d]`` and the synthetic
@@ -79,24 +75,19 @@ def embed_synthetic_set(
         train_embeddings,
         foundation,
         label_key=data.label_key,
-        min_gene_overlap=foundation_params.min_gene_overlap,
         chunk_size=foundation_params.embed.chunk_size,
-        device=resolve_device(device),
-        progress=progress,
+        device=current_run().torch_device,
+        progress=current_run().show_progress,
     )
 
 
-def evaluate_full_reference(  # noqa: PLR0913
+def evaluate_full_reference(
     train: ad.AnnData,
     test: ad.AnnData,
     train_embeddings: ad.AnnData,
     test_embeddings: ad.AnnData,
     params: EvaluateParams,
     data: DataParams,
-    foundation_params: FoundationParams,
-    seed: int,
-    device: str,
-    progress: bool,
 ) -> dict[str, Any]:
     """The evaluation models trained on the whole training split (the
     "Original dataset" row; the denominator of retention).
@@ -118,10 +109,7 @@ def evaluate_full_reference(  # noqa: PLR0913
         test_embeddings,
         evaluate=params.for_reference(),
         label_key=data.label_key,
-        min_gene_overlap=foundation_params.min_gene_overlap,
-        seed=seed,
-        device=resolve_device(device),
-        progress=progress,
+        **current_run().kwargs(),
     )
 
 
@@ -133,10 +121,6 @@ def evaluate_synthetic_models(  # noqa: PLR0913
     full_reference: dict[str, Any],
     params: EvaluateParams,
     data: DataParams,
-    foundation_params: FoundationParams,
-    seed: int,
-    device: str,
-    progress: bool,
 ) -> dict[str, Any]:
     """The evaluation models trained on the synthetic set, with retention.
 
@@ -148,7 +132,7 @@ def evaluate_synthetic_models(  # noqa: PLR0913
         test_embeddings: cached F(test).
         full_reference: output of :func:`evaluate_full_reference`.
         params: ``params:evaluate``.
-        data, foundation_params, seed, device, progress: shared parameters.
+        data: ``params:data``.
 
     Returns:
         ``{"models": {name: result or None}, "skipped": {name: reason}}``;
@@ -162,10 +146,7 @@ def evaluate_synthetic_models(  # noqa: PLR0913
         full_reference,
         evaluate=params,
         label_key=data.label_key,
-        min_gene_overlap=foundation_params.min_gene_overlap,
-        seed=seed,
-        device=resolve_device(device),
-        progress=progress,
+        **current_run().kwargs(),
     )
 
 
@@ -177,8 +158,6 @@ def measure_fidelity(  # noqa: PLR0913
     real_cell_stats: dict[str, Any],
     params: EvaluateParams,
     data: DataParams,
-    foundation_params: FoundationParams,
-    seed: int,
 ) -> dict[str, Any]:
     """Gene-level fidelity (moments, sparsity, markers) and MMD in F-space
     (``evaluate.fidelity``; see :func:`scdd.evaluation.scoring.fidelity`);
@@ -189,9 +168,8 @@ def measure_fidelity(  # noqa: PLR0913
         train,
         train_embeddings,
         label_key=data.label_key,
-        min_gene_overlap=foundation_params.min_gene_overlap,
         params=params.fidelity,
-        seed=seed,
+        seed=current_run().seed,
         real_stats=RealCellStats.from_checkpoint(real_cell_stats),
     )
 
@@ -204,8 +182,6 @@ def measure_privacy(  # noqa: PLR0913
     heldout: ad.AnnData,
     heldout_embeddings: ad.AnnData,
     distill: DistillParams,
-    foundation_params: FoundationParams,
-    seed: int,
 ) -> dict[str, Any]:
     """Nearest-record ratios, the membership attack and copies, in F-space
     and gene space, judged by ``distill.privacy``'s guard."""
@@ -217,8 +193,7 @@ def measure_privacy(  # noqa: PLR0913
         heldout=heldout,
         heldout_embeddings=heldout_embeddings,
         params=distill.privacy,
-        min_gene_overlap=foundation_params.min_gene_overlap,
-        seed=seed,
+        seed=current_run().seed,
     )
 
 

@@ -17,8 +17,6 @@ from scdd.pipelines.evaluate.nodes import (
 
 NAMESPACE = "evaluate"
 
-_RUN = ["params:seed", "params:device", "params:progress"]
-
 
 def heldout_pipeline() -> Pipeline:
     """The node that picks the scored split (``evaluate.split``); the
@@ -54,8 +52,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "foundation_model",
                     "params:data",
                     "params:foundation",
-                    "params:device",
-                    "params:progress",
                 ],
                 outputs="synthetic_embeddings",
                 name="embed_synthetic_set",
@@ -70,8 +66,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "heldout_embeddings",
                     "params:evaluate",
                     "params:data",
-                    "params:foundation",
-                    *_RUN,
                 ],
                 outputs="full_reference_metrics",
                 name="train_full_reference",
@@ -87,8 +81,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "full_reference_metrics",
                     "params:evaluate",
                     "params:data",
-                    "params:foundation",
-                    *_RUN,
                 ],
                 outputs="synthetic_model_metrics",
                 name="score_synthetic_models",
@@ -104,8 +96,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "real_cell_stats",
                     "params:evaluate",
                     "params:data",
-                    "params:foundation",
-                    "params:seed",
                 ],
                 outputs="fidelity_metrics",
                 name="measure_fidelity",
@@ -120,8 +110,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "heldout_adata",
                     "heldout_embeddings",
                     "params:distill",
-                    "params:foundation",
-                    "params:seed",
                 ],
                 outputs="privacy_metrics",
                 name="measure_privacy",

@@ -13,14 +13,7 @@ import pandas as pd
 
 from scdd.cellstore import check_dense_fits, take_rows
 from scdd.metrics.probe import linear_probe
-from scdd.models.device import resolve_device
-from scdd.models.foundation import (
-    FoundationModel,
-    align_genes,
-    embed_cells,
-    gene_positions,
-    load_model_dir,
-)
+from scdd.models.foundation import FoundationModel, embed_cells, load_model_dir
 from scdd.models.foundation_training import (
     HISTORY_COLUMNS,
     FoundationParams,
@@ -29,6 +22,7 @@ from scdd.models.foundation_training import (
 )
 from scdd.preprocessing_config import DataParams
 from scdd.provenance import record_provenance
+from scdd.run_context import current_run
 from scdd.sampling import stratified_rows
 
 logger = logging.getLogger(__name__)
@@ -38,9 +32,6 @@ def build_foundation_model(
     train: ad.AnnData,
     data: DataParams,
     params: FoundationParams,
-    seed: int,
-    device: str,
-    progress: bool,
     out_dir: Path | None = None,
 ) -> tuple[FoundationModel, pd.DataFrame]:
     """Load the pretrained SCimilarity model, or train one on the training split.
@@ -50,27 +41,23 @@ def build_foundation_model(
             streams its row blocks).
         data: ``params:data``.
         params: ``params:foundation`` (``source``: ``local`` or ``pretrained``).
-        seed, device, progress: run-wide parameters.
         out_dir: where rank 0 writes the trained model directory (a temporary
             one when ``None``, as in a Kedro run; ``scripts/train_foundation.py``
             names one). Ranks other than 0 get ``(None, None)``.
 
     Returns:
-        The frozen model and its training history, one row per validation
-        round (``round``, ``cells_seen``, ``train_loss``, ``val_loss``; empty
-        when pretrained).
+        The frozen model (carrying ``params.min_gene_overlap``) and its
+        training history, one row per validation round (``round``,
+        ``cells_seen``, ``train_loss``, ``val_loss``; empty when pretrained).
     """
     if params.source == "pretrained":  # pretrained_path checked by FoundationParams
         path = Path(params.pretrained_path)
-        model = load_model_dir(path)
-        gene_positions(  # fail now, before anything is written, on the gene names
-            train.var_names,
-            gene_order=model.gene_order,
-            min_overlap=params.min_gene_overlap,
-        )
+        model = load_model_dir(path, min_gene_overlap=params.min_gene_overlap)
+        model.check_genes(train.var_names)  # fail now, before anything is written
         logger.info("Loaded pretrained foundation model from %s", path)
         return model, pd.DataFrame(columns=HISTORY_COLUMNS)
     labels = train.obs[data.label_key]
+    run = current_run()
     model, history = train_foundation(
         train.X,
         gene_order=list(train.var_names),
@@ -79,11 +66,13 @@ def build_foundation_model(
         architecture=params.model,
         config=params.train,
         trainer=params.trainer,
-        seed=seed,
-        device=resolve_device(device),
-        progress=progress,
+        seed=run.seed,
+        device=run.torch_device,
+        progress=run.show_progress,
         out_dir=out_dir,
     )
+    if model is not None:  # ranks other than 0 get None
+        model.min_gene_overlap = params.min_gene_overlap
     return model, history
 
 
@@ -91,24 +80,20 @@ def _embed(
     model: FoundationModel,
     adata: ad.AnnData,
     params: FoundationParams,
-    device: str,
-    progress: bool,
 ) -> ad.AnnData:
     """Embeddings of ``adata`` as AnnData: X = latents, obs = the cells' obs.
 
     A lazy ``adata`` is aligned and embedded block by block; only the latents
     ``[N, latent_dim]`` are held in memory.
     """
-    aligned = align_genes(
-        adata, gene_order=model.gene_order, min_overlap=params.min_gene_overlap
-    )
     start = time.perf_counter()
+    run = current_run()
     z = embed_cells(
         model.encoder,
-        aligned.X,
+        model.align(adata).X,
         chunk_size=params.embed.chunk_size,
-        device=device,  # a spec: on a Dask cluster each worker resolves its own
-        progress=progress,
+        device=run.device,  # a spec: on a Dask cluster each worker resolves its own
+        progress=run.show_progress,
     )
     logger.info(
         "Embedded %d cells in %.1f s (%.0f cells/s)",
@@ -132,18 +117,13 @@ def embed_splits(
     validation: ad.AnnData,
     test: ad.AnnData,
     params: FoundationParams,
-    device: str,
-    progress: bool,
 ) -> tuple[ad.AnnData, ad.AnnData, ad.AnnData]:
     """Cache F of the train, validation and test cells; every later stage
     reads these, not F again.
 
     Each split streams through E one row block at a time.
     """
-    return tuple(
-        _embed(model, split, params, device, progress)
-        for split in (train, validation, test)
-    )
+    return tuple(_embed(model, split, params) for split in (train, validation, test))
 
 
 def report_foundation(
@@ -154,7 +134,6 @@ def report_foundation(
     history: pd.DataFrame,
     data: DataParams,
     params: FoundationParams,
-    seed: int,
 ) -> dict[str, Any]:
     """Does F carry the biology? Linear probes on latents vs on genes.
 
@@ -168,7 +147,7 @@ def report_foundation(
     key = data.label_key
     y_train = train.obs[key].astype(str).to_numpy()
     y_test = test.obs[key].astype(str).to_numpy()
-    cap = params.probe_max_cells
+    cap, seed = params.probe_max_cells, current_run().seed
     train_rows = stratified_rows(y_train, cap, seed)
     test_rows = stratified_rows(y_test, cap, seed)
     start = time.perf_counter()

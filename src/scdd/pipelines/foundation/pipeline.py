@@ -10,15 +10,13 @@ from scdd.pipelines.foundation.nodes import (
 
 NAMESPACE = "foundation"
 
-_RUN = ["params:seed", "params:device", "params:progress"]
-
 
 def create_pipeline(**kwargs) -> Pipeline:
     return pipeline(
         [
             node(
                 build_foundation_model,
-                inputs=["train_adata", "params:data", "params:foundation", *_RUN],
+                inputs=["train_adata", "params:data", "params:foundation"],
                 outputs=["foundation_model", "foundation_history"],
                 name="build_model",
                 tags=["gpu"],
@@ -31,8 +29,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "validation_adata",
                     "test_adata",
                     "params:foundation",
-                    "params:device",
-                    "params:progress",
                 ],
                 outputs=[
                     "train_embeddings",
@@ -52,7 +48,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "foundation_history",
                     "params:data",
                     "params:foundation",
-                    "params:seed",
                 ],
                 outputs="foundation_report",
                 name="probe_embeddings",

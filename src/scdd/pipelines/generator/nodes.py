@@ -9,9 +9,9 @@ import anndata as ad
 import pandas as pd
 
 from scdd import generation
-from scdd.models.device import resolve_device
 from scdd.models.generator_config import GeneratorParams
 from scdd.preprocessing_config import DataParams
+from scdd.run_context import current_run
 
 logger = logging.getLogger(__name__)
 
@@ -20,9 +20,6 @@ def train_generator(
     train_embeddings: ad.AnnData,
     generator: GeneratorParams,
     data: DataParams,
-    seed: int,
-    device: str,
-    progress: bool,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Train SCDG on the train latents, conditioned on ``generator.conditions``.
 
@@ -30,9 +27,8 @@ def train_generator(
         train_embeddings: Train latents ``[n_cells, d]`` with labels in ``obs``.
         generator: ``params:generator`` (``model``, ``train``, ``conditions``).
         data: ``params:data`` (``label_key``).
-        seed: Seed of all randomness in training.
-        device: ``params:device`` (``"auto"``, ``"cpu"``, ``"cuda"``...).
-        progress: Show a progress bar.
+
+    The run's ``seed`` seeds all randomness in training.
 
     Returns:
         The checkpoint dict (weights, config, condition categories) and the
@@ -44,14 +40,15 @@ def train_generator(
         *train_embeddings.shape,
         columns,
     )
+    run = current_run()
     return generation.train_generator(
         train_embeddings,
         columns,
         model=generator.model,
         train=generator.train,
-        seed=seed,
-        device=resolve_device(device),
-        progress=progress,
+        seed=run.seed,
+        device=run.torch_device,
+        progress=run.show_progress,
     )
 
 
@@ -61,7 +58,6 @@ def report_generator(
     test_embeddings: ad.AnnData,
     generator: GeneratorParams,
     data: DataParams,
-    seed: int,
 ) -> dict[str, Any]:
     """Latent-space quality of the trained generator, per class and overall.
 
@@ -71,7 +67,8 @@ def report_generator(
         test_embeddings: Real test latents (targets of the comparisons).
         generator: ``params:generator`` (its ``report`` group).
         data: ``params:data`` (``label_key``).
-        seed: Seed of the sampling noise and the classifier.
+
+    The run's ``seed`` seeds the sampling noise and the classifier.
 
     Returns:
         The JSON-able report of :func:`scdd.generation.generator_quality_report`.
@@ -84,5 +81,5 @@ def report_generator(
         test_embeddings,
         label_key=data.label_key,
         report=generator.report,
-        seed=seed,
+        seed=current_run().seed,
     )

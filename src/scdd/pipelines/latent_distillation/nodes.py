@@ -15,30 +15,23 @@ from scdd.distill.methods import NEEDS_GENERATOR
 from scdd.distill.real_cells import RealCellStats, summarise_real_cells
 from scdd.distill.synthetic import input_var
 from scdd.evaluation import scoring
-from scdd.models.device import resolve_device
-from scdd.models.foundation import FoundationModel, align_genes
+from scdd.models.foundation import FoundationModel
 from scdd.params import DataParams, DistillParams, FoundationParams, GeneratorParams
 from scdd.provenance import record_provenance, weights_digest
+from scdd.run_context import current_run
 
 logger = logging.getLogger(__name__)
 
 
 def summarise_training_cells(
-    train: ad.AnnData,
-    foundation: FoundationModel,
-    data: DataParams,
-    foundation_params: FoundationParams,
+    train: ad.AnnData, foundation: FoundationModel, data: DataParams
 ) -> dict[str, Any]:
     """One chunked pass over the training split: the per-class sparsity and the
     library size synthetic cells are written at, and the class moments
     fidelity compares with, cached for every distillation run, the benchmark
     and the evaluation to read."""
     start = time.perf_counter()
-    aligned = align_genes(
-        train,
-        gene_order=foundation.gene_order,
-        min_overlap=foundation_params.min_gene_overlap,
-    )
+    aligned = foundation.align(train)
     labels = train.obs[data.label_key]
     stats = summarise_real_cells(
         aligned.X,
@@ -67,9 +60,6 @@ def distill_synthetic_set(  # noqa: PLR0913
     data: DataParams,
     foundation_params: FoundationParams,
     generator_params: GeneratorParams,
-    seed: int,
-    device: str,
-    progress: bool,
 ) -> tuple[ad.AnnData, pd.DataFrame]:
     """Run ``distill.method`` and write its synthetic set as AnnData.
 
@@ -82,15 +72,17 @@ def distill_synthetic_set(  # noqa: PLR0913
         foundation: frozen E and D.
         generator_checkpoint: trained SCDG.
         params: ``params:distill``.
-        data, foundation_params, generator_params, seed, device, progress:
-            shared parameters.
+        data, foundation_params, generator_params: the groups of the data
+            and of the models that made the set (recorded with it).
+
+    The run's ``seed``, ``device`` and ``progress`` drive the optimisation.
 
     Returns:
         The synthetic AnnData (genes in the foundation gene order with the
         input's ``var`` columns, labels, codes in ``obsm["X_optimised_codes"]``,
         provenance, scanpy's ``uns["log1p"]``) and the loss history.
     """
-    start = time.perf_counter()
+    start, run = time.perf_counter(), current_run()
     key, method = data.label_key, params.method
     inputs, categories, stats = prepare_inputs(
         train,
@@ -98,7 +90,6 @@ def distill_synthetic_set(  # noqa: PLR0913
         foundation,
         generator_checkpoint if method in NEEDS_GENERATOR else None,
         label_key=key,
-        min_gene_overlap=foundation_params.min_gene_overlap,
         stats=RealCellStats.from_checkpoint(real_cell_stats),
     )
     logger.info(
@@ -114,9 +105,9 @@ def distill_synthetic_set(  # noqa: PLR0913
         stats,
         params=params,
         label_key=key,
-        seed=seed,
-        device=resolve_device(device),
-        progress=progress,
+        seed=run.seed,
+        device=run.torch_device,
+        progress=run.show_progress,
     )
     synthetic.var = input_var(train.var, synthetic.var_names)
     privacy = scoring.privacy(
@@ -126,24 +117,22 @@ def distill_synthetic_set(  # noqa: PLR0913
             train_embeddings,
             foundation,
             label_key=key,
-            min_gene_overlap=foundation_params.min_gene_overlap,
             chunk_size=foundation_params.embed.chunk_size,
-            device=resolve_device(device),
+            device=run.torch_device,
         ),
         train=train,
         train_embeddings=train_embeddings,
         heldout=validation,
         heldout_embeddings=validation_embeddings,
         params=params.privacy,
-        min_gene_overlap=foundation_params.min_gene_overlap,
-        seed=seed,
+        seed=run.seed,
     )
     apply_guard(synthetic, privacy, params.privacy)
     weights = [foundation.encoder, foundation.decoder]
     models = {"foundation": (foundation_params, weights)}
     if method in NEEDS_GENERATOR:
         models["generator"] = (generator_params, generator_checkpoint)
-    _record_stages(synthetic, train, models, params, data, seed)
+    _record_stages(synthetic, train, models, params, data, run.seed)
     logger.info(
         "Synthetic set: %d cells x %d genes from %d real cells in %.1f s",
         synthetic.n_obs,

@@ -11,6 +11,7 @@ import anndata as ad
 from scdd import preprocessing as pp
 from scdd.preprocessing_config import DataParams, PreprocessParams
 from scdd.provenance import record_provenance
+from scdd.run_context import current_run
 
 logger = logging.getLogger(__name__)
 
@@ -127,10 +128,10 @@ def split_adata(
     adata: ad.AnnData,
     summary: dict[str, Any],
     data: DataParams,
-    seed: int,
     params: PreprocessParams,
 ) -> tuple[ad.AnnData, ad.AnnData, ad.AnnData, dict[str, Any]]:
-    """Stratified, seeded train/validation/test split; completes the report.
+    """Stratified train/validation/test split seeded by the run's ``seed``;
+    completes the report.
 
     The test split is drawn first (``test_size`` of the cells), then
     ``validation_size`` of the remaining training cells become the validation
@@ -139,6 +140,7 @@ def split_adata(
     Returns:
         Train, validation and test AnnData and the preprocessing report.
     """
+    seed = current_run().seed
     train, test = pp.stratified_split(
         adata, label_key=data.label_key, test_size=params.test_size, seed=seed
     )

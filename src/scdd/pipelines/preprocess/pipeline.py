@@ -22,7 +22,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "preprocessed_adata",
                     "preprocess_summary",
                     "params:data",
-                    "params:seed",
                     "params:preprocess",
                 ],
                 outputs=[

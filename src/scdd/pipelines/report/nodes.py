@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from scdd.plots import correlation_figure, hvg_figure, loss_figure, umap_figure
 from scdd.preprocessing_config import DataParams
 from scdd.report_config import ReportParams
+from scdd.run_context import current_run
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +28,9 @@ def plot_umap(
     synthetic_embeddings: ad.AnnData,
     data: DataParams,
     report: ReportParams,
-    seed: int,
 ) -> Figure:
-    """UMAP of F(synthetic) (stars) over F(train), coloured by class.
+    """UMAP of F(synthetic) (stars) over F(train), coloured by class (the
+    run's ``seed`` is UMAP's random state).
 
     Args:
         train_embeddings: cached F(train), ``X`` = latents.
@@ -37,7 +38,6 @@ def plot_umap(
             stored features of a feature-only set).
         data: ``params:data`` (``label_key``).
         report: ``params:report`` (``umap``, ``figsize``).
-        seed: UMAP random state.
 
     Returns:
         The UMAP figure.
@@ -52,7 +52,7 @@ def plot_umap(
         synthetic_embeddings,
         data.label_key,
         report=report,
-        seed=seed,
+        seed=current_run().seed,
     )
 
 

@@ -22,7 +22,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "synthetic_embeddings",
                     "params:data",
                     "params:report",
-                    "params:seed",
                 ],
                 outputs="umap_plot",
                 name="plot_umap",
