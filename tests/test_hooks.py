@@ -193,3 +193,25 @@ def test_kedro_run_on_a_local_cluster_embeds_as_in_process(
         assert list(after.obs_names) == list(before.obs_names)
         np.testing.assert_allclose(after.X, before.X, atol=1e-5)
 
+
+def test_threads_null_is_sampled_per_node_and_released_after_the_run(
+    monkeypatch,
+) -> None:
+    from kedro.pipeline import node
+
+    from scdd import threads
+    from scdd.hooks import RunSetupHooks
+
+    follower, applied = threads.CoreFollower(), []
+    monkeypatch.setattr("scdd.hooks.FOLLOWER", follower)
+    monkeypatch.setattr(threads, "apply_threads", applied.append)
+    monkeypatch.setattr(threads, "available_cores", lambda: 3)
+    busy = iter([0.0, 1.0])
+    monkeypatch.setattr(threads, "busy_cores", lambda sample_s: next(busy))
+    catalog = DataCatalog({"parameters": MemoryDataset({"threads": None})})
+    hooks = RunSetupHooks()
+    hooks.before_pipeline_run({}, catalog)
+    hooks.before_node_run(node(abs, "a", "b", name="n"))
+    assert (follower.automatic, applied) == (True, [3, 2])
+    hooks.after_pipeline_run()
+    assert follower.count == 0  # library calls after the run change nothing

@@ -33,7 +33,7 @@ from scdd.logs import tidy_console
 from scdd.params import GROUPS, check_run_params, run_group
 from scdd.run_context import RunParams, set_run
 from scdd.run_summary import REPORTED, summary_text
-from scdd.threads import apply_threads, resolve_threads
+from scdd.threads import FOLLOWER
 
 logger = logging.getLogger(__name__)
 
@@ -91,15 +91,14 @@ class RunSetupHooks:
 
     Nodes draw their randomness from explicit generators seeded by the
     ``seed`` parameter; the global seeds only guard library code that does not
-    take a generator. The thread count is re-applied before every node, since
-    libraries (numba's OpenMP layer, BLAS) may reset it; with ``threads:
-    null`` it is chosen again from the cores free at that moment, so work
+    take a generator. The thread count (:data:`scdd.threads.FOLLOWER`) is
+    re-applied before every node, since libraries (numba's OpenMP layer,
+    BLAS) may reset it; with ``threads: null`` it is chosen again from the
+    cores free at that moment, and inside long loops every ~10 s, so work
     that starts beside a long run is not oversubscribed for the rest of it.
     """
 
     def __init__(self) -> None:
-        self._threads = 0
-        self._automatic = False
         self._started: dict[str, float] = {}
 
     @hook_impl
@@ -114,24 +113,16 @@ class RunSetupHooks:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        self._automatic = params.get("threads") is None
-        self._threads, why = resolve_threads(params.get("threads"))
-        apply_threads(self._threads)
+        why = FOLLOWER.start(params.get("threads"))
         logger.info(
             "Using %d CPU thread(s) (%s; pin with --params threads=N)",
-            self._threads,
+            FOLLOWER.count,
             why,
         )
 
     @hook_impl
     def before_node_run(self, node: Node) -> None:
-        if self._automatic:
-            threads, why = resolve_threads(None, sample_s=0.1)
-            if threads != self._threads:
-                logger.info("Now %d CPU thread(s) (%s)", threads, why)
-                self._threads = threads
-        if self._threads:
-            apply_threads(self._threads)
+        FOLLOWER.before_node()
         self._started[node.name] = time.perf_counter()
 
     @hook_impl
@@ -145,6 +136,14 @@ class RunSetupHooks:
             elapsed,
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         )
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        FOLLOWER.stop()  # library calls after the run leave the count alone
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        FOLLOWER.stop()
 
 
 class RunContextHooks:

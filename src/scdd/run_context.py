@@ -37,7 +37,8 @@ class RunParams(ParamGroup):
     device: str = "auto"
     #: Progress bars in long loops; ``None``: only on a terminal.
     progress: bool | None = None
-    #: torch/numba/BLAS threads; ``None``: the CPU cores not busy at the start.
+    #: torch/numba/BLAS threads; ``None``: the CPU cores not busy with other
+    #: work, re-checked as the run goes.
     threads: PositiveInt | None = None
 
     @field_validator("device")

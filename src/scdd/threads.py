@@ -6,6 +6,11 @@ with one other busy process ran torch 8x slower with 2 threads than with 1.
 And numba's OpenMP layer (used by ``sc.pp.normalize_total``) silently resets
 torch's thread count to the number of cores on its first parallel call unless
 numba itself is held to the same count, so setting torch alone is not enough.
+
+A run's count is held by :data:`FOLLOWER`: with ``threads: null`` it is
+chosen again before each node and, through :func:`follow_cores`, every
+:data:`FOLLOW_INTERVAL_S` seconds inside long loops (training, distillation,
+sampling), so a node of half an hour follows the machine too.
 """
 
 from __future__ import annotations
@@ -20,6 +25,12 @@ import torch
 from threadpoolctl import threadpool_limits
 
 logger = logging.getLogger(__name__)
+
+#: Seconds of work between two looks at the free cores inside a node: a
+#: 0.1 s sample every 10 s costs ~1 % and still follows a neighbour's minutes.
+FOLLOW_INTERVAL_S = 10.0
+#: Seconds of ``/proc/stat`` one look samples (before a node or in a loop).
+FOLLOW_SAMPLE_S = 0.1
 
 
 def available_cores() -> int:
@@ -85,3 +96,82 @@ def apply_threads(n: int) -> None:
     torch.set_num_threads(n)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     threadpool_limits(n)
+
+
+def _in_worker_task() -> bool:
+    """Whether this thread runs a task on a ``distributed`` worker, whose
+    threads stay at one (:func:`scdd.dask_engine.pin_task_thread`)."""
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+class CoreFollower:
+    """The run's CPU thread count, kept to the cores other work leaves free.
+
+    The run hook starts it from the ``threads`` parameter. An automatic count
+    (``threads: null``) is sampled again before each node and, through
+    :meth:`follow`, every ``interval_s`` seconds inside long loops, so a long
+    node neither oversubscribes a machine that got busy nor stays small after
+    it got idle; a change is applied and logged once. A pinned count is never
+    re-sampled. Not started (the library used without a Kedro run): inert.
+    """
+
+    def __init__(self, interval_s: float = FOLLOW_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self.automatic = False
+        self.count = 0  # 0: not started
+        self.checked = 0.0  # time.monotonic() of the last look
+
+    def start(self, threads: int | None) -> str:
+        """Choose and apply the count for a run's ``threads``; returns why."""
+        self.automatic = threads is None
+        self.count, why = resolve_threads(threads)
+        self.checked = time.monotonic()
+        apply_threads(self.count)
+        return why
+
+    def stop(self) -> None:
+        """The run is over: inert again (library calls after it change nothing)."""
+        self.automatic, self.count = False, 0
+
+    def before_node(self) -> None:
+        """Look again now when automatic; re-apply the count either way, since
+        numba's OpenMP layer and BLAS may have reset it during the last node."""
+        if not self.count:
+            return
+        if self.automatic:
+            self._look()
+        apply_threads(self.count)
+
+    def follow(self) -> None:
+        """One step of a loop: once ``interval_s`` passed, look again and apply
+        a changed count. Costs a clock read otherwise; leaves Dask worker
+        tasks alone."""
+        if not self.automatic or time.monotonic() - self.checked < self.interval_s:
+            return
+        if not _in_worker_task() and self._look():
+            apply_threads(self.count)
+
+    def _look(self) -> bool:
+        """Sample the free cores; True (logged) when the count changed."""
+        count, why = resolve_threads(None, sample_s=FOLLOW_SAMPLE_S)
+        self.checked = time.monotonic()
+        if count == self.count:
+            return False
+        logger.info("Now %d CPU thread(s) (%s)", count, why)
+        self.count = count
+        return True
+
+
+#: The count of the run in this process (started by ``RunSetupHooks``).
+FOLLOWER = CoreFollower()
+
+
+def follow_cores() -> None:
+    """Call once per step of a long loop: :meth:`CoreFollower.follow`."""
+    FOLLOWER.follow()

@@ -175,3 +175,11 @@ def test_bad_inputs_raise() -> None:
     generator, encoder, bank, codes, labels = _setup()
     with pytest.raises(ValueError, match="labels must lie"):
         distill(codes, labels + 1, generator, encoder, bank, _config(), progress=False)
+
+
+def test_each_step_follows_the_free_cores(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr("scdd.distill.optimise.follow_cores", lambda: calls.append(1))
+    generator, encoder, bank, codes, labels = _setup()
+    distill(codes, labels, generator, encoder, bank, _config(steps=4), progress=False)
+    assert len(calls) == 4

@@ -273,3 +273,17 @@ def test_a_pretrained_source_needs_a_model_directory() -> None:
     assert FoundationParams().source == "local"
     with pytest.raises(ValueError, match="needs foundation.pretrained_path"):
         FoundationParams(source="pretrained")
+
+
+def test_each_batch_follows_the_free_cores(trained, monkeypatch) -> None:
+    adata, calls = trained[0], []
+    monkeypatch.setattr(foundation_training, "follow_cores", lambda: calls.append(1))
+    train_foundation(
+        adata.X,
+        gene_order=list(adata.var_names),
+        architecture=ARCH,
+        config=TrainConfig(epochs=50, batch_size=32, patience=50, max_cells_seen=200),
+        seed=0,
+        progress=False,
+    )
+    assert len(calls) == 8  # 32 + 32 + 17 cells per pass, the budget in the 3rd

@@ -198,3 +198,12 @@ def test_unconditional_build_and_training() -> None:
     model, history = train_scdg(z, None, config, train=train, progress=False)
     assert len(history) == 3
     assert model.sample(None, n_samples=2).shape == (2, DIM)
+
+
+def test_each_step_follows_the_free_cores(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setattr("scdd.models.scdg.follow_cores", lambda: calls.append(1))
+    z, labels, _ = _toy_data(64)
+    train = GeneratorTrainParams(steps=5, batch_size=16)
+    train_scdg(z, labels, CONFIG, train=train, progress=False)
+    assert len(calls) == 5

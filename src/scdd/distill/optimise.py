@@ -30,6 +30,7 @@ from scdd.distill.losses import (
 )
 from scdd.distill.task_network import TaskNetwork, random_linear
 from scdd.models.device import make_generator
+from scdd.threads import follow_cores
 
 logger = logging.getLogger(__name__)
 
@@ -414,6 +415,7 @@ def _optimise(
 
     bar = tqdm(range(config.steps), desc="distill", disable=not progress)
     for step in bar:
+        follow_cores()
         optimizer.zero_grad(set_to_none=True)
         loss = backward_through_generator(
             codes, labels, generator_fn, loss_on_samples, config.chunk_size

@@ -31,6 +31,7 @@ from scdd.cellstore import row_chunks
 from scdd.evaluation.config import CelltypistParams
 from scdd.evaluation.gene_classifier import require_in_memory
 from scdd.evaluation.summary import score_predictions, summarise_inits
+from scdd.threads import follow_cores
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ def evaluate_celltypist(
     mini_batch_above = params.mini_batch_above
     per_init, models = [], []
     for init in range(params.n_inits):
+        follow_cores()  # n_jobs below: the run's count now
         kwargs = {
             "use_SGD": True,
             "check_expression": False,

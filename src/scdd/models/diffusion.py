@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from scdd.models.denoiser import ConditionalDenoiser
 from scdd.models.schedule import get_beta_schedule
+from scdd.threads import follow_cores
 
 _MIN_STD = 1e-6
 
@@ -285,6 +286,7 @@ class LatentDiffusion(nn.Module):
         steps = steps.round().long().tolist()
         z0 = z
         for i, t in enumerate(tqdm(steps, disable=not progress, desc="sampling")):
+            follow_cores()
             z0 = self.predict_z0(z, t, cond, guidance_scale)
             if i + 1 < len(steps):
                 eps = (z - self.sqrt_alphas_cumprod[t] * z0) / (

@@ -57,7 +57,7 @@ from scdd.models.foundation import (
     save_model_dir,
 )
 from scdd.param_group import ParamGroup
-from scdd.threads import apply_threads
+from scdd.threads import apply_threads, follow_cores
 
 logger = logging.getLogger(__name__)
 
@@ -430,6 +430,9 @@ class FoundationModule(pl.LightningModule):
         return loss
 
     def on_train_batch_end(self, *_: Any) -> None:
+        # one rank per machine: ranks sharing one would count each other busy
+        if self.trainer.world_size == self.trainer.num_nodes:
+            follow_cores()
         # no batch of two cells per rank left (BatchNorm needs two)
         spent = self.budget - self.cells_seen < 2 * self.trainer.world_size
         if self.cells_seen >= self.next_eval or spent:

@@ -21,6 +21,7 @@ from scdd.models.denoiser import ConditionalDenoiser
 from scdd.models.device import fused_adam, make_generator
 from scdd.models.diffusion import LatentDiffusion
 from scdd.models.generator_config import GeneratorModelParams, GeneratorTrainParams
+from scdd.threads import follow_cores
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ def train_scdg(
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed + 1)
         for step in bar:
+            follow_cores()
             if order.numel() < batch_size:
                 order = torch.randperm(n, generator=generator, device=device)
             idx, order = order[:batch_size], order[batch_size:]
