@@ -30,8 +30,11 @@ def test_training_history_and_frozen_model(trained) -> None:
     assert model.hyperparameters["label_blind"] is True
 
 
-def test_a_budget_of_cells_seen_ends_training_before_the_epochs(trained) -> None:
-    adata = trained[0]  # 90 cells: 81 trained on, 9 held out
+def test_a_budget_of_cells_seen_ends_training_before_the_epochs(
+    trained, monkeypatch
+) -> None:
+    adata, calls = trained[0], []  # 90 cells: 81 trained on, 9 held out
+    monkeypatch.setattr(foundation_training, "follow_cores", lambda: calls.append(1))
     _, history = train_foundation(
         adata.X,
         gene_order=list(adata.var_names),
@@ -41,6 +44,7 @@ def test_a_budget_of_cells_seen_ends_training_before_the_epochs(trained) -> None
         progress=False,
     )
     assert history["cells_seen"].tolist() == [81, 162, 200]  # 81 + 81 + 38 cells
+    assert len(calls) == 8  # each batch follows the free cores: 3 + 3 + 2
 
 
 def test_validation_every_so_many_cells_across_passes(trained) -> None:
@@ -274,16 +278,3 @@ def test_a_pretrained_source_needs_a_model_directory() -> None:
     with pytest.raises(ValueError, match="needs foundation.pretrained_path"):
         FoundationParams(source="pretrained")
 
-
-def test_each_batch_follows_the_free_cores(trained, monkeypatch) -> None:
-    adata, calls = trained[0], []
-    monkeypatch.setattr(foundation_training, "follow_cores", lambda: calls.append(1))
-    train_foundation(
-        adata.X,
-        gene_order=list(adata.var_names),
-        architecture=ARCH,
-        config=TrainConfig(epochs=50, batch_size=32, patience=50, max_cells_seen=200),
-        seed=0,
-        progress=False,
-    )
-    assert len(calls) == 8  # 32 + 32 + 17 cells per pass, the budget in the 3rd
