@@ -67,3 +67,19 @@ def test_deeper_counts_are_less_sparse_and_closer_to_the_smooth_cells() -> None:
     deep = sample_counts_like_real(cells, wanted, target_sum=1e4, seed=1, depth=4.0)
     assert (deep == 0).float().mean() < (shallow == 0).float().mean() - 0.1
     assert (deep - cells).abs().mean() < (shallow - cells).abs().mean()
+
+
+def test_the_library_size_bisection_solves_uniform_profiles_to_float_precision():
+    """Uniform proportions over G genes are zero for a fraction exp(-L / G),
+    so L = -G log(zero fraction); the bisection stops once float32 cannot
+    halve its bounds any more, at that solution."""
+    from scdd.distill.expression import library_size_for_zero_fraction
+
+    genes = 1000
+    proportions = torch.full((3, genes), 1.0 / genes)
+    zero_fraction = torch.tensor([0.5, 0.8, 0.95])
+    library = library_size_for_zero_fraction(
+        proportions, zero_fraction, low=10.0, high=1e5
+    )
+    expected = -genes * torch.log(zero_fraction)
+    torch.testing.assert_close(library, expected, rtol=1e-5, atol=0)

@@ -47,8 +47,13 @@ def library_size_for_zero_fraction(
         mid = (lo + hi) / 2
         zeros = torch.exp(-proportions * mid.exp().unsqueeze(1)).mean(1)
         too_sparse = zeros > zero_fraction
-        lo = torch.where(too_sparse, mid, lo)
-        hi = torch.where(too_sparse, hi, mid)
+        new_lo = torch.where(too_sparse, mid, lo)
+        new_hi = torch.where(too_sparse, hi, mid)
+        # each row's step depends on its bounds alone: once a step moves no
+        # bound (float32 has ~24 halvings to give), no later one would
+        if torch.equal(new_lo, lo) and torch.equal(new_hi, hi):
+            break
+        lo, hi = new_lo, new_hi
     return ((lo + hi) / 2).exp()
 
 
