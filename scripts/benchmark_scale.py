@@ -9,6 +9,7 @@ of the process, and the slowest nodes (from the per-node log lines).
 
     python scripts/benchmark_scale.py --workdir /tmp/scale \\
         [--dataset human_kidney] [--sizes 10000 100000] [--threads N]
+        [--pipelines distill] [--params foundation.trainer.precision=bf16-mixed]
 """
 
 from __future__ import annotations
@@ -84,6 +85,9 @@ def main() -> None:
     parser.add_argument(
         "--pipelines", nargs="+", default=["distill", "evaluate"], help="run in order"
     )
+    parser.add_argument(
+        "--params", help="more `kedro run --params` (dotted, comma-separated)"
+    )
     args = parser.parse_args()
     source = SHARED / f"{args.dataset}.h5ad"
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -97,6 +101,8 @@ def main() -> None:
         params = f"data.input={data},data.label_key={args.label_key},progress=false"
         if args.threads:
             params += f",threads={args.threads}"
+        if args.params:
+            params += f",{args.params}"
         for pipeline in args.pipelines:
             seconds, peak, log = timed_run(project, pipeline, params)
             rows.append((n, pipeline, seconds, peak, slowest(log)))

@@ -13,6 +13,7 @@ from scdd.models.foundation_training import (
     TrainConfig,
     TrainerConfig,
     batch_hard_triplet_loss,
+    resolved_precision,
     train_foundation,
 )
 from tests.evaluation.lazy_helpers import no_whole_matrix, spied
@@ -278,3 +279,15 @@ def test_a_pretrained_source_needs_a_model_directory() -> None:
     with pytest.raises(ValueError, match="needs foundation.pretrained_path"):
         FoundationParams(source="pretrained")
 
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_on_a_cpu_that_computes_it(
+    monkeypatch, native
+) -> None:
+    monkeypatch.setattr(foundation_training, "native_cpu_bf16", lambda: native)
+    expected = "bf16-mixed" if native else "32-true"
+    assert resolved_precision("auto", "cpu") == expected
+    assert resolved_precision("auto", "gpu") == "32-true"
+    assert resolved_precision("32-true", "cpu") == "32-true"
+    assert resolved_precision("bf16-mixed", "gpu") == "bf16-mixed"
