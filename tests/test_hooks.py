@@ -91,6 +91,26 @@ def test_a_seed_passed_on_the_command_line_reaches_the_nodes(project_copy) -> No
     assert current_run() == RunParams()  # reset when the run ended
 
 
+@pytest.mark.slow
+def test_spawned_node_processes_read_the_runs_seed(project_copy, monkeypatch) -> None:
+    """A ``ParallelRunner`` worker started by spawn (the default start method
+    on macOS) imports everything afresh: the hook hands it the run group."""
+    import multiprocessing
+
+    from kedro.runner import ParallelRunner
+
+    monkeypatch.setenv("KEDRO_MP_CONTEXT", "spawn")
+    previous = multiprocessing.get_start_method()
+    multiprocessing.set_start_method("spawn", force=True)  # as on macOS
+    try:
+        runner = ParallelRunner(max_workers=2)
+        params = {"seed": 3, "threads": 1}
+        run_session(project_copy, "preprocess", params, runner=runner)
+    finally:
+        multiprocessing.set_start_method(previous, force=True)
+    assert json.loads((project_copy / REPORT).read_text())["seed"] == 3
+
+
 def test_outputs_follow_the_umask_and_threads_are_logged(project_copy, caplog) -> None:
     previous = os.umask(0o022)
     try:

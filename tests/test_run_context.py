@@ -39,4 +39,19 @@ def test_using_run_restores_the_previous_group_also_on_error() -> None:
     try:
         assert current_run().seed == 2
     finally:
-        set_run(RunParams())
+        set_run(None)
+
+
+def test_a_process_without_a_run_of_its_own_reads_the_one_handed_down() -> None:
+    """What a node process started by spawn sees: no group set in it, the
+    parent's in the environment."""
+    from scdd.run_context import hand_down
+
+    hand_down(RunParams(seed=5, device="cpu"))
+    try:
+        assert current_run() == RunParams(seed=5, device="cpu")
+        with using_run(RunParams(seed=6)):  # one set here comes first
+            assert current_run().seed == 6
+    finally:
+        hand_down(None)
+    assert current_run() == RunParams()

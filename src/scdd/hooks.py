@@ -31,7 +31,7 @@ from scdd.lineage import (
 )
 from scdd.logs import tidy_console
 from scdd.params import GROUPS, check_run_params, run_group
-from scdd.run_context import RunParams, set_run
+from scdd.run_context import hand_down, set_run
 from scdd.run_summary import REPORTED, summary_text
 from scdd.threads import FOLLOWER
 
@@ -149,10 +149,17 @@ class RunSetupHooks:
 class RunContextHooks:
     """Hand nodes the run-wide group (:func:`scdd.run_context.current_run`).
 
-    Set from the run's parameters before every node, so node processes that
-    Kedro's ``ParallelRunner`` starts read the same values as the parent;
-    reset to the defaults when the run ends.
+    Set from the run's parameters before the run and before every node, and
+    handed down to the node processes Kedro's ``ParallelRunner`` starts (by
+    fork they inherit it; by spawn or forkserver they run no project hooks
+    and read it from the environment); dropped when the run ends.
     """
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, catalog: Any) -> None:
+        run = run_group(_parameters(catalog))
+        set_run(run)
+        hand_down(run)
 
     @hook_impl(tryfirst=True)
     def before_node_run(self, catalog: Any) -> None:
@@ -160,11 +167,16 @@ class RunContextHooks:
 
     @hook_impl
     def after_pipeline_run(self) -> None:
-        set_run(RunParams())
+        self._end()
 
     @hook_impl
     def on_pipeline_error(self) -> None:
-        set_run(RunParams())
+        self._end()
+
+    @staticmethod
+    def _end() -> None:
+        set_run(None)
+        hand_down(None)
 
 
 class DaskHooks:

@@ -3,15 +3,17 @@ once per run and handed to nodes through a small context.
 
 A node takes its artefacts and its own stage's parameter group; the
 run-wide values come from :func:`current_run`, which
-:class:`scdd.hooks.RunSetupHooks` sets from the run's parameters before
-every node (also in the worker processes of Kedro's ``ParallelRunner``). A
-script or notebook calling nodes directly sets it with :func:`using_run`.
+:class:`scdd.hooks.RunContextHooks` sets from the run's parameters before
+the run and every node, and hands down to the worker processes of Kedro's
+``ParallelRunner`` however they are started. A script or notebook calling
+nodes directly sets it with :func:`using_run`.
 Library functions below the nodes still take ``seed``, ``device`` and
 ``progress`` as arguments: only nodes read the context.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -72,18 +74,38 @@ class RunParams(ParamGroup):
         }
 
 
-_current = RunParams()
+#: Environment variable that hands the run group to node processes Kedro's
+#: ``ParallelRunner`` starts by spawn or forkserver: they import this module
+#: afresh and run none of the project's hooks.
+RUN_ENV = "SCDD_RUN_PARAMS"
+
+_current: RunParams | None = None
 
 
 def current_run() -> RunParams:
-    """The run-wide group of the run in progress (defaults outside a run)."""
-    return _current
+    """The run-wide group of the run in progress: the one set in this
+    process, else the one a parent run handed down (:data:`RUN_ENV`), else
+    the defaults."""
+    if _current is not None:
+        return _current
+    inherited = os.environ.get(RUN_ENV)
+    return RunParams.model_validate_json(inherited) if inherited else RunParams()
 
 
-def set_run(run: RunParams) -> None:
-    """Make ``run`` the group :func:`current_run` returns."""
+def set_run(run: RunParams | None) -> None:
+    """Make ``run`` the group :func:`current_run` returns (``None``: back to
+    the inherited or default one)."""
     global _current  # noqa: PLW0603 - one run per process at a time
     _current = run
+
+
+def hand_down(run: RunParams | None) -> None:
+    """Pass ``run`` to the node processes this one starts from now on
+    (``None``: stop passing one)."""
+    if run is None:
+        os.environ.pop(RUN_ENV, None)
+    else:
+        os.environ[RUN_ENV] = run.model_dump_json()
 
 
 @contextmanager
