@@ -14,6 +14,7 @@ import torch
 from scipy import sparse
 
 from scdd.models.generator_config import GeneratorModelParams
+from scdd.preprocessing import log_normalise
 from scdd.run_context import RunParams, using_run
 
 # The tests run tiny models: one intra-op thread avoids torch's worker threads
@@ -49,6 +50,26 @@ TINY_SCDG_MODEL = GeneratorModelParams(
     schedule="linear",
     p_uncond=0.1,
 )
+
+
+def make_log_splits(
+    n_genes: int,
+    train_sizes: tuple[int, ...] = (20, 15, 10),
+    test_sizes: tuple[int, ...] | None = None,
+) -> tuple[ad.AnnData, ad.AnnData]:
+    """Log-normalised training (seed 0) and test (seed 1) cells of
+    :func:`make_counts_adata`; the test cells are named ``test_i`` so the two
+    splits never share a cell name."""
+    train, test = (
+        log_normalise(
+            make_counts_adata(sizes, n_genes=n_genes, seed=seed),
+            target_sum=1e4,
+            keep_counts=False,
+        )
+        for sizes, seed in ((train_sizes, 0), (test_sizes or train_sizes, 1))
+    )
+    test.obs_names = [f"test_{i}" for i in range(test.n_obs)]
+    return train, test
 
 
 def make_counts_adata(

@@ -5,7 +5,6 @@ categories scored."""
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 import pandas as pd
@@ -14,35 +13,16 @@ import torch
 
 from scdd.evaluation.celltypist_eval import evaluate_celltypist
 from scdd.evaluation.config import CelltypistParams
-from scdd.preprocessing import log_normalise
-from tests.conftest import make_counts_adata
+from tests.conftest import make_log_splits
 
 KEY = "cell_type"
 CATEGORIES = ["type_0", "type_1", "type_2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op torch thread: much faster on a busy 2-core machine."""
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(os.cpu_count() or 1)
-
-
 @pytest.fixture(scope="module")
 def splits():
     """45 training and 45 test cells in 3 separable classes, 30 genes."""
-    train = log_normalise(
-        make_counts_adata((20, 15, 10), n_genes=30, seed=0),
-        target_sum=1e4,
-        keep_counts=False,
-    )
-    test = log_normalise(
-        make_counts_adata((20, 15, 10), n_genes=30, seed=1),
-        target_sum=1e4,
-        keep_counts=False,
-    )
-    test.obs_names = [f"test_{i}" for i in range(test.n_obs)]
+    train, test = make_log_splits(30)
     return train, test
 
 

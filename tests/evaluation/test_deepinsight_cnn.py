@@ -13,8 +13,7 @@ from scdd.evaluation.deepinsight_cnn import (
     evaluate_deepinsight_cnn,
     fit_pixel_layout,
 )
-from scdd.preprocessing import log_normalise
-from tests.conftest import make_counts_adata
+from tests.conftest import make_log_splits
 
 
 def test_rotation_aligns_a_tilted_rectangle() -> None:
@@ -57,16 +56,7 @@ def test_gene_image_averages_genes_that_share_a_pixel() -> None:
 
 
 def test_cnn_learns_marker_genes() -> None:
-    train = log_normalise(
-        make_counts_adata((20, 15, 10), n_genes=40, seed=0),
-        target_sum=1e4,
-        keep_counts=False,
-    )
-    test = log_normalise(
-        make_counts_adata((20, 15, 10), n_genes=40, seed=1),
-        target_sum=1e4,
-        keep_counts=False,
-    )
+    train, test = make_log_splits(40)
     codes = [
         a.obs["cell_type"].cat.codes.to_numpy().astype(np.int64) for a in (train, test)
     ]

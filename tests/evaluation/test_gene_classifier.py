@@ -3,8 +3,6 @@ driven with a tiny network so each run takes milliseconds."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -18,34 +16,16 @@ from scdd.evaluation.gene_classifier import (
     evaluate_gene_classifier,
     require_in_memory,
 )
-from scdd.preprocessing import log_normalise
-from tests.conftest import make_counts_adata
+from tests.conftest import make_log_splits
 
 KEY = "cell_type"
 N_GENES = 30
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op torch thread: much faster on a busy 2-core machine."""
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(os.cpu_count() or 1)
-
-
 @pytest.fixture(scope="module")
 def splits():
     """45 training and 45 test cells, 3 classes with marker genes (separable)."""
-    train = log_normalise(
-        make_counts_adata((20, 15, 10), n_genes=N_GENES, seed=0),
-        target_sum=1e4,
-        keep_counts=False,
-    )
-    test = log_normalise(
-        make_counts_adata((20, 15, 10), n_genes=N_GENES, seed=1),
-        target_sum=1e4,
-        keep_counts=False,
-    )
+    train, test = make_log_splits(N_GENES)
     return (
         train.X,
         train.obs[KEY].cat.codes.to_numpy().astype(np.int64),

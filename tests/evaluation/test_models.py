@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy import sparse
 
 from scdd.cellstore import as_lazy
@@ -20,34 +17,15 @@ from scdd.evaluation.config import (
 )
 from scdd.evaluation.gene_mlp import evaluate_gene_mlp
 from scdd.evaluation.suite import check_models, compact, with_retention
-from scdd.preprocessing import log_normalise
-from tests.conftest import make_counts_adata
+from tests.conftest import make_log_splits
 
 KEY = "cell_type"
 CATEGORIES = ["type_0", "type_1", "type_2"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op torch thread: much faster on a busy 2-core machine."""
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(os.cpu_count() or 1)
-
-
 @pytest.fixture(scope="module")
 def splits():
-    train = log_normalise(
-        make_counts_adata((20, 15, 10), n_genes=40, seed=0),
-        target_sum=1e4,
-        keep_counts=False,
-    )
-    test = log_normalise(
-        make_counts_adata((20, 15, 10), n_genes=40, seed=1),
-        target_sum=1e4,
-        keep_counts=False,
-    )
-    test.obs_names = [f"test_{i}" for i in range(test.n_obs)]
+    train, test = make_log_splits(40)
     return train, test
 
 

@@ -4,7 +4,6 @@ function, on tiny splits and an untrained tiny F (no foundation training)."""
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, replace
 
 import anndata as ad
@@ -23,9 +22,8 @@ from scdd.models.foundation import (
     build_autoencoder,
     embed_cells,
 )
-from scdd.preprocessing import log_normalise
 from scdd.sampling import stratified_rows
-from tests.conftest import make_counts_adata
+from tests.conftest import make_counts_adata, make_log_splits
 
 KEY = "cell_type"
 CATEGORIES = ["type_0", "type_1", "type_2"]
@@ -50,14 +48,6 @@ PARAMS = EvaluateParams.model_validate(
 PRIVACY = PrivacyParams(chunk_size=16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op torch thread: much faster on a busy 2-core machine."""
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(os.cpu_count() or 1)
-
-
 @dataclass
 class Splits:
     train: ad.AnnData
@@ -79,17 +69,7 @@ def _embeddings(foundation: FoundationModel, adata: ad.AnnData) -> ad.AnnData:
 def splits() -> Splits:
     """37 training and 37 test cells (3 classes, 30 genes); F untrained (E
     30 -> 16 -> 8, seeded), which is all scoring needs of it."""
-    train = log_normalise(
-        make_counts_adata((15, 12, 10), n_genes=N_GENES, seed=0),
-        target_sum=1e4,
-        keep_counts=False,
-    )
-    test = log_normalise(
-        make_counts_adata((15, 12, 10), n_genes=N_GENES, seed=1),
-        target_sum=1e4,
-        keep_counts=False,
-    )
-    test.obs_names = [f"test_{i}" for i in range(test.n_obs)]
+    train, test = make_log_splits(N_GENES, (15, 12, 10))
     torch.manual_seed(0)
     encoder, decoder = build_autoencoder(
         N_GENES,

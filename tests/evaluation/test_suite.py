@@ -4,17 +4,13 @@ the compact JSON layout."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-import torch
 
 from scdd.evaluation import suite
 from scdd.evaluation.config import MODELS, EvaluateParams
 from scdd.evaluation.suite import check_models, compact, run_models, with_retention
-from scdd.preprocessing import log_normalise
-from tests.conftest import make_counts_adata
+from tests.conftest import make_log_splits
 
 KEY = "cell_type"
 CATEGORIES = ["type_0", "type_1", "type_2"]
@@ -54,14 +50,6 @@ RESULT_FIELDS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op torch thread: much faster on a busy 2-core machine."""
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(os.cpu_count() or 1)
-
-
 def _one_hot_features(labels: np.ndarray, seed: int) -> np.ndarray:
     """Separable 8-d stand-ins for F's features: class one-hot plus noise."""
     rng = np.random.default_rng(seed)
@@ -73,17 +61,7 @@ def _one_hot_features(labels: np.ndarray, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def data() -> dict:
     """``run_models`` keyword arguments: 30 training and 45 test cells."""
-    train = log_normalise(
-        make_counts_adata((12, 10, 8), n_genes=32, seed=0),
-        target_sum=1e4,
-        keep_counts=False,
-    )
-    test = log_normalise(
-        make_counts_adata((20, 15, 10), n_genes=32, seed=1),
-        target_sum=1e4,
-        keep_counts=False,
-    )
-    test.obs_names = [f"test_{i}" for i in range(test.n_obs)]
+    train, test = make_log_splits(32, (12, 10, 8), (20, 15, 10))
     y = train.obs[KEY].cat.codes.to_numpy().astype(np.int64)
     y_test = test.obs[KEY].cat.codes.to_numpy().astype(np.int64)
     return {

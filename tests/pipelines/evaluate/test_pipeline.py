@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
@@ -39,7 +37,7 @@ from scdd.pipelines.evaluate.nodes import (
 )
 from scdd.preprocessing import log_normalise
 from scdd.run_context import using_run
-from tests.conftest import CPU_RUN, make_counts_adata
+from tests.conftest import CPU_RUN, make_counts_adata, make_log_splits
 from tests.evaluation.lazy_helpers import BlockReads, no_whole_matrix, spied
 
 KEY = "cell_type"
@@ -101,14 +99,6 @@ DISTILL = DistillParams.model_validate({"privacy": {"chunk_size": 16}})
 pytestmark = pytest.mark.usefixtures("cpu_run")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op torch thread: much faster on a busy 2-core machine."""
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(os.cpu_count() or 1)
-
-
 @dataclass
 class Tiny:
     train: ad.AnnData
@@ -130,18 +120,8 @@ def _embeddings(foundation: FoundationModel, adata: ad.AnnData) -> ad.AnnData:
 @pytest.fixture(scope="module")
 def tiny() -> Tiny:
     """3 classes x 40 genes; F with one hidden layer of 32, latent 8, 3 epochs."""
-    train = log_normalise(
-        make_counts_adata((30, 20, 15), n_genes=40, seed=0),
-        target_sum=1e4,
-        keep_counts=False,
-    )
     # as large as train: nearest-neighbour distances to both are comparable
-    test = log_normalise(
-        make_counts_adata((30, 20, 15), n_genes=40, seed=1),
-        target_sum=1e4,
-        keep_counts=False,
-    )
-    test.obs_names = [f"test_{i}" for i in range(test.n_obs)]
+    train, test = make_log_splits(40, (30, 20, 15))
     foundation, _ = train_foundation(
         train.X,
         gene_order=list(train.var_names),
