@@ -78,7 +78,7 @@ def test_nodes_read_the_run_group_set_from_the_parameters() -> None:
     params = {"seed": 7, "device": "cpu", "progress": False, "threads": 1}
     catalog = DataCatalog({"parameters": MemoryDataset(params)})
     hooks = RunContextHooks()
-    hooks.before_node_run(catalog)
+    hooks.before_pipeline_run(catalog)
     assert current_run() == RunParams(**params)
     hooks.after_pipeline_run()
     assert current_run() == RunParams()

@@ -149,10 +149,10 @@ class RunSetupHooks:
 class RunContextHooks:
     """Hand nodes the run-wide group (:func:`scdd.run_context.current_run`).
 
-    Set from the run's parameters before the run and before every node, and
-    handed down to the node processes Kedro's ``ParallelRunner`` starts (by
-    fork they inherit it; by spawn or forkserver they run no project hooks
-    and read it from the environment); dropped when the run ends.
+    Set from the run's parameters before the run and handed down to the node
+    processes Kedro's ``ParallelRunner`` starts (by fork they inherit it; by
+    spawn or forkserver they run no project hooks and read it from the
+    environment); dropped when the run ends.
     """
 
     @hook_impl(tryfirst=True)
@@ -160,10 +160,6 @@ class RunContextHooks:
         run = run_group(_parameters(catalog))
         set_run(run)
         hand_down(run)
-
-    @hook_impl(tryfirst=True)
-    def before_node_run(self, catalog: Any) -> None:
-        set_run(run_group(catalog.get("parameters").load()))
 
     @hook_impl
     def after_pipeline_run(self) -> None:

@@ -4,7 +4,7 @@ once per run and handed to nodes through a small context.
 A node takes its artefacts and its own stage's parameter group; the
 run-wide values come from :func:`current_run`, which
 :class:`scdd.hooks.RunContextHooks` sets from the run's parameters before
-the run and every node, and hands down to the worker processes of Kedro's
+the run starts, and hands down to the worker processes of Kedro's
 ``ParallelRunner`` however they are started. A script or notebook calling
 nodes directly sets it with :func:`using_run`.
 Library functions below the nodes still take ``seed``, ``device`` and

@@ -519,12 +519,15 @@ class FoundationModule(pl.LightningModule):
             "rounds": len(self.history),
             "best_val_mse": self.best,
         }
+        genes, labels = hyper.pop("gene_order"), hyper.pop("label_names")
+        overlap = hyper.pop("min_gene_overlap")
         model = FoundationModel(
             copy.deepcopy(self.encoder).float().cpu(),
             copy.deepcopy(self.decoder).float().cpu(),
-            hyper.pop("gene_order"),
-            hyper.pop("label_names"),
+            genes,
+            labels,
             hyper,
+            overlap,
         )
         with atomic_path(Path(self.out_dir), directory=True) as out:
             save_model_dir(model, out)
@@ -625,6 +628,7 @@ def train_foundation(  # noqa: PLR0913
     progress: bool = True,
     chunk_rows: int = CHUNK_ROWS,
     out_dir: Path | str | None = None,
+    min_gene_overlap: int = MIN_GENE_OVERLAP,
 ) -> tuple[FoundationModel, pd.DataFrame]:
     """Train E and D on log-normalised cells ``x`` ``[N, G]`` by reconstruction.
 
@@ -643,7 +647,8 @@ def train_foundation(  # noqa: PLR0913
     and D. ``trainer`` (default: one process on ``device``) says how
     Lightning runs it; with several ranks each reads its share of the
     blocks. The model is written in SCimilarity's layout to ``out_dir`` (a
-    temporary directory when ``None``) by rank 0 and read back from there.
+    temporary directory when ``None``) by rank 0 and read back from there,
+    with ``min_gene_overlap``, the floor of genes data must share with it.
 
     Label-blind unless ``config.triplet_weight > 0`` (then ``labels`` — ints
     ``[N]`` — add a batch-hard triplet term).
@@ -702,6 +707,7 @@ def train_foundation(  # noqa: PLR0913
         "n_val_cells": n_val,
         "gene_order": list(gene_order),
         "label_names": list(label_names or []),
+        "min_gene_overlap": min_gene_overlap,
     }
     devices = [device] if device.type == "cuda" else []
     with (

@@ -70,14 +70,15 @@ def embed_synthetic_set(
         AnnData with ``X`` = features ``[n_synthetic, d]`` and the synthetic
         cells' ``obs`` (see :func:`scdd.evaluation.scoring.embed_synthetic`).
     """
+    run = current_run()
     return scoring.embed_synthetic(
         synthetic,
         train_embeddings,
         foundation,
         label_key=data.label_key,
         chunk_size=foundation_params.embed.chunk_size,
-        device=current_run().torch_device,
-        progress=current_run().show_progress,
+        device=run.torch_device,
+        progress=run.show_progress,
     )
 
 

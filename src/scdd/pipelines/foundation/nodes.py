@@ -70,9 +70,8 @@ def build_foundation_model(
         device=run.torch_device,
         progress=run.show_progress,
         out_dir=out_dir,
+        min_gene_overlap=params.min_gene_overlap,
     )
-    if model is not None:  # ranks other than 0 get None
-        model.min_gene_overlap = params.min_gene_overlap
     return model, history
 
 
