@@ -165,6 +165,7 @@ def run(method: str, inputs: DistillInputs, **kwargs: Any):
         "sample_steps": 2,
         "zero_threshold": None,
         "decoder_bias": False,  # the decode path itself; the bias has its test
+        "gene_residual": 0.0,  # ... and so has the residual
         "method": method,
     }
     options = {"seed": 0, "progress": False}
@@ -373,6 +374,28 @@ def test_decoder_bias_adds_each_classs_bias_to_the_decoded_cells(
     assert inputs.decoder_biases == cached and len(cached) == 1
     with pytest.raises(ValueError, match="class means"):
         run("scdd", replace(inputs, class_means=None), config=config, decoder_bias=True)
+
+
+@pytest.mark.parametrize("method", ["scdd", "scdd_decoder"])
+def test_gene_residual_starts_at_zero_and_lowers_the_loss(
+    method: str, inputs: DistillInputs
+) -> None:
+    config = CONFIG.model_copy(update={"lambda_dc": 0.0, "steps": 40})
+    plain = run(method, inputs, config=config)
+    fixed = run(method, inputs, config=config, gene_residual=0.5)
+    # the residual starts at zero: the first step sees the codes' cells alone
+    assert fixed.history[0]["loss"] == pytest.approx(plain.history[0]["loss"])
+    assert fixed.history[-1]["loss"] < plain.history[-1]["loss"]
+    # only the latent codes are kept as codes; the genes carry the residual
+    assert fixed.codes.shape == plain.codes.shape
+    assert not np.allclose(fixed.genes, plain.genes, atol=1e-3)
+    unmoved = run(
+        method, inputs, config=config.model_copy(update={"steps": 0}), gene_residual=0.5
+    )
+    np.testing.assert_allclose(
+        unmoved.genes,
+        run(method, inputs, config=config.model_copy(update={"steps": 0})).genes,
+    )
 
 
 def test_scdd_decoder_stores_d_of_normalised_codes(

@@ -111,6 +111,10 @@ class DistillParams(ParamGroup):
     #: Add each class's decoder bias (real class mean minus the mean of its
     #: decoded training cells) to scdd's decoded cells.
     decoder_bias: bool = True
+    #: Step scale of a per-cell residual in gene space (log1p units per unit
+    #: of code), optimised with scdd's codes from zero, so F-space matching
+    #: can correct what D does not reconstruct; 0: off.
+    gene_residual: NonNegativeFloat = 0.1
     #: The real cells every optimised method starts from: ``medoid`` (the
     #: cells nearest the centres of SPC equal-size k-means parts per class)
     #: or ``random``.

@@ -389,19 +389,28 @@ class SeededRun:
 
     def optimise_decoded(self, codes: Tensor, decode: GeneratorFn) -> MethodOutput:
         """:meth:`optimise` of codes that ``decode`` maps to genes (plus the
-        decoder bias with ``decoder_bias``), written as :meth:`as_cells`."""
+        decoder bias with ``decoder_bias``, and a gene-level residual
+        optimised with them with ``gene_residual``), written as
+        :meth:`as_cells`."""
+        params, width = self.run.params, codes.shape[1]
         bias = None
-        if self.run.params.decoder_bias:
+        if params.decoder_bias:
             bias = _decoder_bias(self.run.inputs, self.decoder, self.run.seed)
+        scale = params.gene_residual
+        if scale:  # the residual rides on the codes, from zero
+            n_genes = len(self.run.inputs.foundation.gene_order)
+            codes = torch.cat([codes, codes.new_zeros(codes.shape[0], n_genes)], 1)
 
         def cells(c: Tensor, labels: Tensor) -> Tensor:
-            genes = decode(c, labels)
+            genes = decode(c[:, :width], labels)
+            if scale:
+                genes = genes + scale * c[:, width:]
             return self.as_cells(
                 genes if bias is None else genes + bias[labels], labels
             )
 
         genes, output = self.optimise(codes, cells, self.encoder)
-        output.genes = genes
+        output.genes, output.codes = genes, output.codes[:, :width]
         return output
 
 

@@ -69,6 +69,7 @@ PARAMS = DistillParams(
     zero_threshold=None,
     sample_counts_from_spc=None,  # smooth cells: X is a function of the codes
     decoder_bias=False,  # ... of the codes alone (the bias: tests/distill)
+    gene_residual=0.0,  # (the residual: tests/distill)
     optim=OPTIM,
 )
 
