@@ -235,3 +235,15 @@ def test_threads_null_is_sampled_per_node_and_released_after_the_run(
     assert (follower.automatic, applied) == (True, [3, 2])
     hooks.after_pipeline_run()
     assert follower.count == 0  # library calls after the run change nothing
+
+
+def test_a_stale_artefact_is_found_where_its_dataset_writes(tmp_path) -> None:
+    # A run with --only-missing-outputs wraps stale artefacts; the run summary
+    # reads the synthetic set's path through the wrapper (it used to read the
+    # wrapper's repr as a file name and fail after a successful run).
+    from scdd.datasets import H5ADDataset  # noqa: PLC0415
+    from scdd.hooks import _Stale, _where  # noqa: PLC0415
+
+    path = tmp_path / "synthetic.h5ad"
+    dataset = H5ADDataset(filepath=str(path))
+    assert _where(_Stale(dataset)) == _where(dataset) == str(path)

@@ -269,7 +269,9 @@ class _Stale(AbstractDataset):
         return False
 
     def _describe(self) -> dict[str, Any]:
-        return {"stale": self._dataset._describe()}
+        # the wrapped dataset's own description (its filepath among it), so
+        # whatever reads where an artefact lives reads through the wrapper
+        return {**self._dataset._describe(), "stale": True}
 
 
 def _where(dataset: AbstractDataset) -> str:
