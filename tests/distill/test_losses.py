@@ -12,6 +12,7 @@ from scdd.distill.losses import (
     distribution_matching_loss,
     gradient_distance,
     gradient_matching_loss,
+    prototype_loss,
 )
 
 
@@ -106,3 +107,43 @@ def test_weight_gradient_matches_autograd() -> None:
     (got_grad,) = torch.autograd.grad(got, syn)
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(got_grad, expected_grad)
+
+
+def test_prototype_loss_is_the_cross_entropy_of_the_centred_mean_rule() -> None:
+    bank = _bank(dim=4)
+    labels = torch.tensor([0, 0, 1, 2])
+    syn = torch.randn(4, bank.dim, generator=torch.Generator().manual_seed(1))
+    means = torch.stack([syn[labels == c].mean(0) for c in range(3)])
+    logits = 5.0 * bank.embeddings @ (means - means.mean(0)).T
+    expected = F.cross_entropy(logits, bank.labels)
+    loss = prototype_loss(
+        syn, labels, bank.embeddings, bank.labels, num_classes=3, temperature=5.0
+    )
+    torch.testing.assert_close(loss, expected)
+    # prototypes that point at their class score lower than swapped ones
+    right = prototype_loss(
+        bank.class_means,
+        torch.arange(3),
+        bank.embeddings,
+        bank.labels,
+        num_classes=3,
+        temperature=5.0,
+    )
+    swapped = prototype_loss(
+        bank.class_means.flip(0),
+        torch.arange(3),
+        bank.embeddings,
+        bank.labels,
+        num_classes=3,
+        temperature=5.0,
+    )
+    assert right < swapped
+    with pytest.raises(ValueError, match="labels must lie"):
+        prototype_loss(
+            syn,
+            labels + 1,
+            bank.embeddings,
+            bank.labels,
+            num_classes=3,
+            temperature=5.0,
+        )

@@ -133,6 +133,19 @@ def test_dm_distillation_reduces_loss_and_class_mean_gap() -> None:
     assert gap_after < 0.5 * gap_before
 
 
+def test_the_prototype_loss_is_recorded_and_lowered() -> None:
+    generator, encoder, bank, codes, labels = _setup()
+    config = _config(lambda_dc=0, lambda_proto=1.0, proto_temperature=5.0)
+    result = distill(codes, labels, generator, encoder, bank, config, progress=False)
+    history = result.history
+    assert history[-1]["proto"] < history[0]["proto"]
+    plain = distill(
+        codes, labels, generator, encoder, bank, _config(lambda_dc=0), progress=False
+    )
+    assert all(entry["proto"] == 0.0 for entry in plain.history)
+    assert not torch.equal(result.codes, plain.codes)
+
+
 def test_dc_only_with_chunks_and_sgd_changes_codes() -> None:
     generator, encoder, bank, codes, labels = _setup()
     config = _config(steps=5, lambda_dm=0, chunk_size=5, optimizer="sgd")

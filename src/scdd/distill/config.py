@@ -46,6 +46,13 @@ class DistillOptimParams(ParamGroup):
     #: Match each cell to its k-means part of the class (scdd, scdd_decoder;
     #: :mod:`scdd.distill.parts`); 0 skips it.
     lambda_part: NonNegativeFloat = 1.0
+    #: Weight of the prototype loss (scdd, scdd_decoder): real embeddings
+    #: classified by the set's centred class means, cross-entropy
+    #: (:func:`scdd.distill.losses.prototype_loss`); 0 skips it.
+    lambda_proto: NonNegativeFloat = 0.0
+    #: Inverse temperature of the prototype loss's logits (F's embeddings
+    #: have unit norm, so class-mean dot products differ by tenths).
+    proto_temperature: PositiveFloat = 30.0
     #: Ablation (scdd, with DC): hidden widths of DC's task head, a ReLU MLP
     #: on F; empty: the paper's linear head (ablation of its Fig. 4).
     head_hidden: list[PositiveInt] = []
@@ -57,7 +64,7 @@ class DistillOptimParams(ParamGroup):
     inner_steps: PositiveInt = 5
     #: SGD learning rate of the DC head.
     head_lr: PositiveFloat = 0.01
-    #: Real embeddings sampled per class for DC.
+    #: Real embeddings sampled per class for DC and the prototype loss.
     real_batch_size: PositiveInt = 256
     #: Codes per chunk when backpropagating through G; 0 or ``None`` = all at
     #: once.

@@ -168,6 +168,45 @@ def part_matching_loss(syn_embeddings: Tensor, part_means: Tensor, spc: int) -> 
     return (part_means - syn_embeddings).pow(2).sum() / spc
 
 
+def prototype_loss(
+    syn_embeddings: Tensor,
+    syn_labels: Tensor,
+    real_embeddings: Tensor,
+    real_labels: Tensor,
+    *,
+    num_classes: int,
+    temperature: float,
+) -> Tensor:
+    """Cross-entropy of real embeddings classified by the synthetic class means.
+
+    A linear head trained briefly on a few cells per class scores a cell by
+    its dot product with each class's mean minus the mean over classes; this
+    loss asks the synthetic set's means to be prototypes that classify real
+    cells correctly under that rule, a discriminative signal that matching
+    means alone lacks. Real cells enter only as a batch of embeddings.
+
+    Args:
+        syn_embeddings: ``[n, D]`` embeddings of the synthetic cells (every
+            class represented).
+        syn_labels: ``[n]`` int64 classes of the synthetic cells.
+        real_embeddings: ``[m, D]`` real embeddings; ``real_labels`` ``[m]``.
+        num_classes: ``C``.
+        temperature: inverse temperature of the logits.
+
+    Returns:
+        Scalar mean cross-entropy over the real batch.
+    """
+    validate_labels(syn_labels, num_classes, syn_embeddings.shape[0])
+    validate_labels(real_labels, num_classes, real_embeddings.shape[0])
+    sums = syn_embeddings.new_zeros(num_classes, syn_embeddings.shape[1])
+    sums = sums.index_add(0, syn_labels, syn_embeddings)
+    counts = torch.bincount(syn_labels, minlength=num_classes).clamp_min(1)
+    means = sums / counts.unsqueeze(1).to(sums.dtype)
+    prototypes = means - means.mean(0, keepdim=True)
+    logits = temperature * real_embeddings @ prototypes.T
+    return F.cross_entropy(logits, real_labels)
+
+
 def gradient_distance(g_real: Tensor, g_syn: Tensor) -> Tensor:
     """Sum over rows (output units) of ``1 - cosine(g_real_row, g_syn_row)``.
 

@@ -87,7 +87,7 @@ def loss_weights(method: str, config: DistillOptimParams) -> DistillOptimParams:
     ``+dcdm`` variants the configured ones with a weight of 1 for a loss the
     configuration switches off (scdd's default ``lambda_dc: 0`` would make
     them DM-only copies of their base method). Only :data:`SCDD_METHODS` keep
-    ``lambda_part``, ``head_hidden`` and ``finetune_encoder``."""
+    ``lambda_part``, ``lambda_proto``, ``head_hidden`` and ``finetune_encoder``."""
     lambda_dm, lambda_dc = _LOSSES.get(method, (None, None))
     config = config.model_copy(
         update={
@@ -97,7 +97,12 @@ def loss_weights(method: str, config: DistillOptimParams) -> DistillOptimParams:
     )
     if method not in SCDD_METHODS:
         config = config.model_copy(
-            update={"lambda_part": 0.0, "head_hidden": [], "finetune_encoder": False}
+            update={
+                "lambda_part": 0.0,
+                "lambda_proto": 0.0,
+                "head_hidden": [],
+                "finetune_encoder": False,
+            }
         )
     if method.endswith("+dcdm"):
         config = config.model_copy(

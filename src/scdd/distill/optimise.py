@@ -26,6 +26,7 @@ from scdd.distill.losses import (
     distribution_matching_loss,
     gradient_matching_loss,
     part_matching_loss,
+    prototype_loss,
     validate_labels,
 )
 from scdd.distill.task_network import TaskNetwork, random_linear
@@ -72,12 +73,13 @@ def _sgd_step(head: nn.Linear, embeddings: Tensor, labels: Tensor, lr: float) ->
 
 
 class MatchingLoss:
-    """The DM + DC (+ part) loss on synthetic samples that :func:`distill`
-    minimises (Algorithm 1's objective).
+    """The DM + DC (+ part, + prototype) loss on synthetic samples that
+    :func:`distill` minimises (Algorithm 1's objective).
 
-    ``loss(samples, labels, generator) -> (total, {"dm", "dc", "part"})``; a
-    term is 0.0 when its weight is 0 (and it is not computed). The generator
-    draws the DC task network's init and the real batches.
+    ``loss(samples, labels, generator) -> (total, {"dm", "dc", "part",
+    "proto"})``; a term is 0.0 when its weight is 0 (and it is not
+    computed). The generator draws the DC task network's init and the real
+    batches.
 
     Args:
         encoder: frozen ``F`` mapping samples ``[n, G]`` to ``[n, D]``; ``None``
@@ -124,13 +126,14 @@ class MatchingLoss:
     def __call__(
         self, samples: Tensor, labels: Tensor, generator: torch.Generator
     ) -> tuple[Tensor, dict[str, float]]:
-        """``lambda_dm * DM + lambda_dc * DC + lambda_part * part`` of
-        ``samples`` ``[n, G]`` of class ``labels`` ``[n]``, and each term."""
+        """``lambda_dm * DM + lambda_dc * DC + lambda_part * part +
+        lambda_proto * proto`` of ``samples`` ``[n, G]`` of class ``labels``
+        ``[n]``, and each term."""
         config = self.config
         network = self.task_network(samples, generator)
         embeddings = self.embed(samples, network)
         total = embeddings.new_zeros(())
-        parts = {"dm": 0.0, "dc": 0.0, "part": 0.0}
+        parts = {"dm": 0.0, "dc": 0.0, "part": 0.0, "proto": 0.0}
         if config.lambda_dm > 0:
             dm = self.dm_loss(embeddings, labels, network, generator)
             total = total + config.lambda_dm * dm
@@ -143,6 +146,10 @@ class MatchingLoss:
             part = self.part_loss(embeddings, labels)
             total = total + config.lambda_part * part
             parts["part"] = part.item()
+        if config.lambda_proto > 0:
+            proto = self.proto_loss(embeddings, labels, generator)
+            total = total + config.lambda_proto * proto
+            parts["proto"] = proto.item()
         return total, parts
 
     def task_network(
@@ -222,6 +229,27 @@ class MatchingLoss:
         if network.tunes_encoder:
             self.tuned_encoder = network.encoder_params()
         return loss
+
+    def proto_loss(
+        self, embeddings: Tensor, labels: Tensor, generator: torch.Generator
+    ) -> Tensor:
+        """A real batch of ``real_batch_size`` cells per class, classified by
+        the set's class means (:func:`prototype_loss`)."""
+        bank, size = self.bank, self.config.real_batch_size
+        real = torch.cat(
+            [bank.sample_batch(c, size, generator) for c in range(bank.num_classes)]
+        )
+        real_labels = torch.arange(
+            bank.num_classes, device=real.device
+        ).repeat_interleave(size)
+        return prototype_loss(
+            embeddings,
+            labels,
+            real,
+            real_labels,
+            num_classes=bank.num_classes,
+            temperature=self.config.proto_temperature,
+        )
 
     def part_loss(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """Each sample against the centre of its k-means part of its class."""
