@@ -49,7 +49,7 @@ class DistillOptimParams(ParamGroup):
     #: Weight of the prototype loss (scdd, scdd_decoder): real embeddings
     #: classified by the set's centred class means, cross-entropy
     #: (:func:`scdd.distill.losses.prototype_loss`); 0 skips it.
-    lambda_proto: NonNegativeFloat = 0.0
+    lambda_proto: NonNegativeFloat = 3.0
     #: Inverse temperature of the prototype loss's logits (F's embeddings
     #: have unit norm, so class-mean dot products differ by tenths).
     proto_temperature: PositiveFloat = 30.0
