@@ -73,13 +73,15 @@ def _setup() -> tuple[ToyGenerator, ToyEncoder, RealEmbeddingBank, Tensor, Tenso
 
 
 def _config(**overrides: object) -> DistillOptimParams:
-    """Small settings; DM + DC, no part loss, no chunks unless overridden."""
+    """Small settings; DM + DC, no part or prototype loss, no chunks unless
+    overridden."""
     settings = (
         dict(
             steps=30,
             lr=0.05,
             lambda_dc=1.0,
             lambda_part=0.0,
+            lambda_proto=0.0,
             inner_steps=2,
             real_batch_size=8,
             chunk_size=None,
