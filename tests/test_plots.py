@@ -147,11 +147,13 @@ def test_loss_curve_skips_zero_terms_and_uses_log_scale() -> None:
             "loss": [2.0, 1.0, 0.5],
             "dm": [2.0, 1.0, 0.5],
             "dc": [0.0, 0.0, 0.0],
+            "part": [0.0, 0.0, 0.0],
+            "proto": [1.0, 0.8, 0.6],
         }
     )
     fig = loss_figure(history, report=REPORT)
     (ax,) = fig.axes
-    assert [line.get_label() for line in ax.lines] == ["loss", "dm"]
+    assert [line.get_label() for line in ax.lines] == ["loss", "dm", "proto"]
     assert ax.get_yscale() == "log"
 
 

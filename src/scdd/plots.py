@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from scipy import sparse
 
 from scdd.cellstore import is_lazy, take_matrix_rows
+from scdd.distill.names import LOSS_TERMS
 from scdd.provenance import recorded_params
 from scdd.report_config import ReportParams
 from scdd.sampling import stratified_rows
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["correlation_figure", "hvg_figure", "loss_figure", "umap_figure"]
 
-_LOSS_TERMS = ("loss", "dm", "dc")
+_LOSS_TERMS = ("loss", *LOSS_TERMS)
 
 
 def _categories(adata: ad.AnnData, label_key: str) -> list[str]:

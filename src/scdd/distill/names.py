@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from scdd.distill.coresets import CORESETS
 
-#: Methods that take scdd's own options (``lambda_part``, ``sample_counts``)
+#: Methods that take scdd's own options (``lambda_part``, ``lambda_proto``,
+#: ``gene_residual``, ``sample_counts``)
 #: and the ablations (``head_hidden``, ``finetune_encoder``); the baselines
 #: stay as the paper defines them.
 SCDD_METHODS = ("scdd_decoder", "scdd")
@@ -40,3 +41,8 @@ METHODS = (
     "full",
 )
 NEEDS_GENERATOR = ("generator_only", "scdd")
+
+#: The terms of the matching loss, as each step's history records them
+#: (:class:`scdd.distill.optimise.MatchingLoss`) beside ``step`` and the
+#: weighted total ``loss``.
+LOSS_TERMS = ("dm", "dc", "part", "proto")

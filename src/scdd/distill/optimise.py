@@ -29,6 +29,7 @@ from scdd.distill.losses import (
     prototype_loss,
     validate_labels,
 )
+from scdd.distill.names import LOSS_TERMS
 from scdd.distill.task_network import TaskNetwork, random_linear
 from scdd.models.device import make_generator
 from scdd.threads import follow_cores
@@ -133,7 +134,7 @@ class MatchingLoss:
         network = self.task_network(samples, generator)
         embeddings = self.embed(samples, network)
         total = embeddings.new_zeros(())
-        parts = {"dm": 0.0, "dc": 0.0, "part": 0.0, "proto": 0.0}
+        parts = dict.fromkeys(LOSS_TERMS, 0.0)
         if config.lambda_dm > 0:
             dm = self.dm_loss(embeddings, labels, network, generator)
             total = total + config.lambda_dm * dm

@@ -146,7 +146,7 @@ def test_node_writes_a_valid_synthetic_set(tiny: Tiny, method: str) -> None:
         assert "generator" not in scdd
     assert synthetic.uns["log1p"] == {"base": None}
     assert synthetic.X.min() >= 0 and np.isfinite(synthetic.X.data).all()
-    assert list(history.columns) == ["step", "loss", "dm", "dc"]
+    assert list(history.columns) == ["step", "loss", "dm", "dc", "part", "proto"]
     if method == "scdd":
         assert synthetic.obsm["X_optimised_codes"].shape == (6, 8)
         assert len(history) == OPTIM["steps"]

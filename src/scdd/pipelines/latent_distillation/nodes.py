@@ -12,6 +12,7 @@ import pandas as pd
 from scdd.distill.guard import apply_guard
 from scdd.distill.inputs import distill_synthetic, prepare_inputs
 from scdd.distill.methods import NEEDS_GENERATOR
+from scdd.distill.names import LOSS_TERMS
 from scdd.distill.real_cells import RealCellStats, summarise_real_cells
 from scdd.distill.synthetic import input_var
 from scdd.evaluation import scoring
@@ -140,7 +141,7 @@ def distill_synthetic_set(  # noqa: PLR0913
         train.n_obs,
         time.perf_counter() - start,
     )
-    history = pd.DataFrame(output.history or [], columns=["step", "loss", "dm", "dc"])
+    history = pd.DataFrame(output.history or [], columns=["step", "loss", *LOSS_TERMS])
     return synthetic, history
 
 
