@@ -139,13 +139,21 @@ def distribution_matching_loss(
             f"{tuple(syn_embeddings.shape)}"
         )
     validate_labels(syn_labels, num_classes, syn_embeddings.shape[0])
-    sums = syn_embeddings.new_zeros(num_classes, dim).index_add(
-        0, syn_labels, syn_embeddings
-    )
-    counts = torch.bincount(syn_labels, minlength=num_classes).to(sums.dtype)
-    syn_means = sums / counts.clamp_min(1).unsqueeze(1)
+    syn_means, counts = _class_means(syn_embeddings, syn_labels, num_classes)
     gaps = (real_class_means - syn_means).pow(2).sum(dim=1)
     return (gaps * (counts > 0)).sum()
+
+
+def _class_means(
+    embeddings: Tensor, labels: Tensor, num_classes: int
+) -> tuple[Tensor, Tensor]:
+    """Each class's mean row ``[C, D]`` (0 for an empty class) and its row
+    count ``[C]``."""
+    sums = embeddings.new_zeros(num_classes, embeddings.shape[1]).index_add(
+        0, labels, embeddings
+    )
+    counts = torch.bincount(labels, minlength=num_classes).to(sums.dtype)
+    return sums / counts.clamp_min(1).unsqueeze(1), counts
 
 
 def part_matching_loss(syn_embeddings: Tensor, part_means: Tensor, spc: int) -> Tensor:
@@ -198,10 +206,7 @@ def prototype_loss(
     """
     validate_labels(syn_labels, num_classes, syn_embeddings.shape[0])
     validate_labels(real_labels, num_classes, real_embeddings.shape[0])
-    sums = syn_embeddings.new_zeros(num_classes, syn_embeddings.shape[1])
-    sums = sums.index_add(0, syn_labels, syn_embeddings)
-    counts = torch.bincount(syn_labels, minlength=num_classes).clamp_min(1)
-    means = sums / counts.unsqueeze(1).to(sums.dtype)
+    means, _ = _class_means(syn_embeddings, syn_labels, num_classes)
     prototypes = means - means.mean(0, keepdim=True)
     logits = temperature * real_embeddings @ prototypes.T
     return F.cross_entropy(logits, real_labels)

@@ -236,19 +236,14 @@ class MatchingLoss:
     ) -> Tensor:
         """A real batch of ``real_batch_size`` cells per class, classified by
         the set's class means (:func:`prototype_loss`)."""
-        bank, size = self.bank, self.config.real_batch_size
-        real = torch.cat(
-            [bank.sample_batch(c, size, generator) for c in range(bank.num_classes)]
-        )
-        real_labels = torch.arange(
-            bank.num_classes, device=real.device
-        ).repeat_interleave(size)
+        batches = self._real_batches(self.bank, generator)
+        real_labels = torch.arange(len(batches), device=embeddings.device)
         return prototype_loss(
             embeddings,
             labels,
-            real,
-            real_labels,
-            num_classes=bank.num_classes,
+            torch.cat(batches),
+            real_labels.repeat_interleave(self.config.real_batch_size),
+            num_classes=self.bank.num_classes,
             temperature=self.config.proto_temperature,
         )
 
