@@ -62,7 +62,9 @@ def test_exact_copies_are_found_and_fail_the_guard(splits) -> None:
     report = _report(train[:20], train, heldout)
     genes = report["gene_space"]
     assert genes["exact_copies"] == 20
-    assert genes["nearest_record_ratio"] < 0.01
+    # a copied cell is in 300 of 400 training cells' samples: averaged over
+    # the sample pairs its ratio is about 1 - 300 / 400
+    assert genes["nearest_record_ratio"] < 0.35
     assert report["f_space"]["exact_copies"] == 20
     # 20 of 300 sampled training cells sit on a synthetic cell: the attack
     # picks them at no false positive
@@ -82,7 +84,7 @@ def test_near_copies_of_training_cells_are_found(splits) -> None:
         set(range(20)) & set(equal_samples(400, 400, max_cells=300, seed=0)[0])
     )
     assert genes["near_copies"] == sampled > 10
-    assert genes["nearest_record_ratio"] < 0.2
+    assert genes["nearest_record_ratio"] < 0.35
     assert report["guard"]["passes"] is False
 
 
@@ -167,6 +169,28 @@ def test_the_attack_fails_a_set_above_the_threshold_and_beyond_chance(
     assert all("against chance" in line for line in failures)
 
 
+def test_the_ratio_averaged_over_sample_pairs_is_steadier(splits) -> None:
+    """One sample pair's median ratio of a fixed set moves with the sample;
+    averaging the distances over pairs narrows it around the same value."""
+    train, heldout = _cells(2000, 0), _cells(300, 1)
+    synthetic = _features(_cells(30, 2))
+
+    def ratios(count: int) -> np.ndarray:
+        params = PrivacyParams(max_cells=300, ratio_samples=count)
+        return np.array(
+            [
+                privacy_report(
+                    synthetic, _features(train), _features(heldout), params, seed=s
+                )["f_space"]["nearest_record_ratio"]
+                for s in range(12)
+            ]
+        )
+
+    one, eight = ratios(1), ratios(8)
+    assert np.ptp(eight) < 0.5 * np.ptp(one)
+    assert abs(np.median(eight) - np.median(one)) < 0.1
+
+
 def test_a_feature_only_set_has_no_gene_space_figures(splits) -> None:
     train, heldout = splits
     report = privacy_report(
@@ -182,7 +206,7 @@ def test_samples_are_equal_in_size_and_unequal_ones_refused(splits) -> None:
     train, heldout = splits
     with pytest.raises(ValueError, match="equal in size"):
         space_report(
-            train[:3], train, heldout[:10], near_copy_factor=0.5, chunk_size=4096
+            train[:3], [(train, heldout[:10])], near_copy_factor=0.5, chunk_size=4096
         )
 
 

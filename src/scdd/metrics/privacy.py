@@ -22,9 +22,12 @@ and in gene space (``1 - Pearson`` of log-normalised genes):
   prototype is close to training and held-out cells alike).
 
 The ratio, the attack and near copies use equal-size samples, so they see
-the training cells that fall in the sample (``n_sample / n_train`` of them):
-a set of real cells has a ratio near 1 when the held-out split is much
-smaller than the training split, and is caught by its copies and the attack.
+the training cells that fall in the sample (``n_sample / n_train`` of them).
+The ratio averages each synthetic cell's two distances over several sample
+pairs (``ratio_samples``): on one pair the median ratio of a fixed set moves
+by +-0.15 with the sample, and a guard on it fails sets on chance. Averaged,
+a set of real cells has a ratio of about ``1 - n_sample / n_train`` (its cells
+are in a sample that often), and is caught by its copies and the attack.
 
 Samples are capped (``max_cells`` of each split) and searched in chunks, so
 the cost does not grow with the number of cells; copies are also looked for
@@ -33,6 +36,8 @@ holds the settings and the guard's thresholds (:func:`guard_failures`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt
@@ -105,6 +110,11 @@ class PrivacyParams(ParamGroup):
 
     #: Training and held-out cells sampled (each, equal sizes), at most.
     max_cells: PositiveInt = 2000
+    #: Sample pairs the nearest-record ratio averages each synthetic cell's
+    #: distances over (one pair's median ratio moves by +-0.15 with the
+    #: sample: a guard on one pair fails sets on chance); the attack and
+    #: copies are judged on the first.
+    ratio_samples: PositiveInt = 8
     #: Rows per block of the nearest-neighbour search.
     chunk_size: PositiveInt = 4096
     #: A near copy is closer to a training cell than this times the 1%
@@ -151,10 +161,39 @@ def _attack(
     }
 
 
-def space_report(
+def _pair_figures(  # noqa: PLR0913
     synthetic: np.ndarray,
     train: np.ndarray,
     heldout: np.ndarray,
+    d_train: np.ndarray,
+    d_heldout: np.ndarray,
+    *,
+    nearest_train: np.ndarray | None,
+    near_copy_factor: float,
+    chunk_size: int,
+    copy_tolerance: float,
+) -> dict[str, float]:
+    """Copies and the attack, judged on one equal-size sample pair."""
+    fresh, _ = nearest_cosine_distance(heldout, train, chunk_size=chunk_size)
+    near = near_copy_factor * float(np.quantile(fresh, 0.01))
+    nearest = d_train if nearest_train is None else np.minimum(d_train, nearest_train)
+    exact = nearest <= copy_tolerance
+    # near: closer to a sampled training cell than fresh cells ever get, and
+    # much closer to it than to any held-out cell (a smooth prototype is close
+    # to training and held-out cells alike); judged on the equal-size samples,
+    # as a larger training side would hold closer cells by chance alone
+    near_copy = (d_train < near) & (d_train < near_copy_factor * d_heldout)
+    return {
+        "exact_copies": int(exact.sum()),
+        "near_copies": int((~exact & near_copy).sum()),
+        "near_copy_distance": near,
+        **_attack(synthetic, train, heldout, chunk_size),
+    }
+
+
+def space_report(
+    synthetic: np.ndarray,
+    samples: Iterable[tuple[np.ndarray, np.ndarray]],
     *,
     nearest_train: np.ndarray | None = None,
     near_copy_factor: float,
@@ -165,8 +204,11 @@ def space_report(
 
     Args:
         synthetic: synthetic cells ``[n, d]``.
-        train: a sample of training cells ``[m, d]``.
-        heldout: a sample of held-out cells of the same size ``[m, d]``.
+        samples: pairs of equal-size samples ``([m, d] training cells,
+            [m, d] held-out cells)``, one or more: the ratio averages each
+            synthetic cell's nearest distances over the pairs (one pair's
+            median ratio moves by +-0.15 with the sample), the copies and
+            the attack are judged on the first.
         nearest_train: ``[n]`` distance of each synthetic cell to training
             cells searched elsewhere (e.g. all of them in F-space); copies
             count the smaller of it and the sample's.
@@ -180,37 +222,45 @@ def space_report(
         ``median_d_heldout``, ``exact_copies``, ``near_copies``,
         ``near_copy_distance``, ``attack_tpr_at_1fpr``, ``attack_auc``.
     """
-    if len(train) != len(heldout):
-        raise ValueError(
-            f"train and held-out samples must be equal in size ({len(train)} vs "
-            f"{len(heldout)}): the ratio and the attack compare like with like"
+    sums, figures, pairs = np.zeros((2, len(synthetic))), None, 0
+    for train, heldout in samples:
+        if len(train) != len(heldout):
+            raise ValueError(
+                f"train and held-out samples must be equal in size ({len(train)} "
+                f"vs {len(heldout)}): the ratio and the attack compare like with like"
+            )
+        d_train, _ = nearest_cosine_distance(synthetic, train, chunk_size=chunk_size)
+        d_heldout, _ = nearest_cosine_distance(
+            synthetic, heldout, chunk_size=chunk_size
         )
-    d_train, _ = nearest_cosine_distance(synthetic, train, chunk_size=chunk_size)
-    d_heldout, _ = nearest_cosine_distance(synthetic, heldout, chunk_size=chunk_size)
-    ratio = (d_train + _EPS) / (d_heldout + _EPS)
-    fresh, _ = nearest_cosine_distance(heldout, train, chunk_size=chunk_size)
-    near = near_copy_factor * float(np.quantile(fresh, 0.01))
-    nearest = d_train if nearest_train is None else np.minimum(d_train, nearest_train)
-    exact = nearest <= copy_tolerance
-    # near: closer to a sampled training cell than fresh cells ever get, and
-    # much closer to it than to any held-out cell (a smooth prototype is close
-    # to training and held-out cells alike); judged on the equal-size samples,
-    # as a larger training side would hold closer cells by chance alone
-    near_copy = (d_train < near) & (d_train < near_copy_factor * d_heldout)
+        if figures is None:
+            figures = _pair_figures(
+                synthetic,
+                train,
+                heldout,
+                d_train,
+                d_heldout,
+                nearest_train=nearest_train,
+                near_copy_factor=near_copy_factor,
+                chunk_size=chunk_size,
+                copy_tolerance=copy_tolerance,
+            )
+        sums += (d_train, d_heldout)
+        pairs += 1
+    if figures is None:
+        raise ValueError("space_report needs at least one sample pair")
+    d_train, d_heldout = sums / pairs
     return {
-        "nearest_record_ratio": float(np.median(ratio)),
+        "nearest_record_ratio": float(np.median((d_train + _EPS) / (d_heldout + _EPS))),
         "frac_closer_to_train": float((d_train < d_heldout).mean()),
         "median_d_train": float(np.median(d_train)),
         "median_d_heldout": float(np.median(d_heldout)),
-        "exact_copies": int(exact.sum()),
-        "near_copies": int((~exact & near_copy).sum()),
-        "near_copy_distance": near,
-        **_attack(synthetic, train, heldout, chunk_size),
+        **figures,
     }
 
 
 def equal_samples(
-    n_train: int, n_heldout: int, *, max_cells: int, seed: int
+    n_train: int, n_heldout: int, *, max_cells: int, seed: int | Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted rows of equal-size seeded samples of the two splits."""
     size = min(max_cells, n_train, n_heldout)
@@ -219,10 +269,35 @@ def equal_samples(
     return train, np.sort(rng.choice(n_heldout, size, replace=False))
 
 
-def _centred_rows(x, rows: np.ndarray) -> np.ndarray:
-    """Rows ``rows`` of a lazy, sparse or dense gene matrix (only those read),
-    dense and centred (:func:`_centred`)."""
-    return _centred(take_matrix_rows(x, rows).toarray())
+def sample_pairs(
+    n_train: int, n_heldout: int, *, max_cells: int, seed: int, count: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``count`` :func:`equal_samples` pairs; the first is seeded by ``seed``
+    alone (the one the attack and copies are judged on), the others by
+    ``(seed, k)``."""
+    return [
+        equal_samples(
+            n_train, n_heldout, max_cells=max_cells, seed=seed if k == 0 else (seed, k)
+        )
+        for k in range(count)
+    ]
+
+
+def _gene_samples(
+    train_genes, heldout_genes, pairs: list[tuple[np.ndarray, np.ndarray]]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The pairs' centred gene rows, densified one pair at a time; each split
+    is read once for all pairs (a lazy matrix: one pass over its blocks)."""
+    train = take_matrix_rows(train_genes, np.concatenate([t for t, _ in pairs]))
+    heldout = take_matrix_rows(heldout_genes, np.concatenate([h for _, h in pairs]))
+    start = 0
+    for rows, _ in pairs:
+        stop = start + len(rows)
+        yield (
+            _centred(train[start:stop].toarray()),
+            _centred(heldout[start:stop].toarray()),
+        )
+        start = stop
 
 
 def privacy_report(
@@ -254,11 +329,12 @@ def privacy_report(
         ``{"f_space": {...}, "gene_space": {...} | None, "n_synthetic",
         "n_sample", "guard": {"passes", "failures", thresholds}}``.
     """
-    rows_train, rows_heldout = equal_samples(
+    pairs = sample_pairs(
         len(train_features),
         len(heldout_features),
         max_cells=params.max_cells,
         seed=seed,
+        count=params.ratio_samples,
     )
     options = {
         "near_copy_factor": params.near_copy_factor,
@@ -267,30 +343,32 @@ def privacy_report(
     nearest_all, where = nearest_cosine_distance(
         synthetic_features, train_features, chunk_size=params.chunk_size
     )
+    train_features = np.asarray(train_features)
+    heldout_features = np.asarray(heldout_features)
     report = {
         "n_synthetic": len(synthetic_features),
-        "n_sample": len(rows_train),
+        "n_sample": len(pairs[0][0]),
         "f_space": space_report(
             synthetic_features,
-            np.asarray(train_features)[rows_train],
-            np.asarray(heldout_features)[rows_heldout],
+            ((train_features[t], heldout_features[h]) for t, h in pairs),
             nearest_train=nearest_all,
             **options,
         ),
         "gene_space": None,
     }
     if synthetic_genes is not None:
-        synthetic = _centred_rows(synthetic_genes, np.arange(len(where)))
+        synthetic = _centred(
+            take_matrix_rows(synthetic_genes, np.arange(len(where))).toarray()
+        )
         # each synthetic cell's nearest training cell in F-space (all of them
         # searched) is a copy candidate beside the gene-space sample
-        candidates = _centred_rows(train_genes, where)
+        candidates = _centred(take_matrix_rows(train_genes, where).toarray())
         paired = 1.0 - np.sum(
             _unit_rows(synthetic, "synthetic") * _unit_rows(candidates, "train"), axis=1
         )
         report["gene_space"] = space_report(
             synthetic,
-            _centred_rows(train_genes, rows_train),
-            _centred_rows(heldout_genes, rows_heldout),
+            _gene_samples(train_genes, heldout_genes, pairs),
             nearest_train=np.clip(paired, 0.0, 2.0),
             **options,
         )
