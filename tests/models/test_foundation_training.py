@@ -15,6 +15,7 @@ from scdd.models.foundation_training import (
     batch_hard_triplet_loss,
     resolved_precision,
     train_foundation,
+    validation_rows,
 )
 from tests.evaluation.lazy_helpers import no_whole_matrix, spied
 from tests.models.conftest import ARCH
@@ -169,6 +170,21 @@ def test_validation_rows_are_never_trained_on(trained, monkeypatch) -> None:
     assert (counts == 2).all() and history["cells_seen"].tolist() == [70, 140]
 
 
+def test_validation_cells_of_an_atlas_come_from_a_few_blocks() -> None:
+    """Reading the validation cells touches 16 of 200 row blocks, not all;
+    data of 16 blocks or fewer keeps the draw over every row (the models
+    trained before stay the same)."""
+    blocks = (50,) * 200
+    rows = validation_rows(blocks, 100, np.random.default_rng(0))
+    assert len(np.unique(rows)) == 100 and (np.diff(rows) > 0).all()
+    assert len(np.unique(rows // 50)) <= 16
+    many = validation_rows(blocks, 1000, np.random.default_rng(0))
+    assert 16 < len(np.unique(many // 50)) < 200  # at least twice n_val rows
+    small = validation_rows((50,) * 16, 100, np.random.default_rng(3))
+    expected = np.sort(np.random.default_rng(3).choice(800, 100, replace=False))
+    np.testing.assert_array_equal(small, expected)
+
+
 def test_a_pass_covers_each_row_once_never_a_batch_of_one() -> None:
     x = sparse.random(
         50, 6, density=0.5, format="csr", dtype=np.float32, random_state=0
@@ -278,7 +294,6 @@ def test_a_pretrained_source_needs_a_model_directory() -> None:
     assert FoundationParams().source == "local"
     with pytest.raises(ValueError, match="needs foundation.pretrained_path"):
         FoundationParams(source="pretrained")
-
 
 
 @pytest.mark.parametrize("native", [True, False])

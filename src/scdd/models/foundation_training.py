@@ -187,6 +187,32 @@ def validation_size(n_cells: int, config: TrainConfig) -> int:
     return min(int(round(config.val_fraction * n_cells)), config.val_max_cells)
 
 
+#: The validation cells come from at least this many row blocks (all of them
+#: when there are fewer): enough to stand for a file sorted by donor or
+#: tissue, without reading every block of an atlas for them.
+VALIDATION_BLOCKS = 16
+
+
+def validation_rows(
+    block_rows: tuple[int, ...], n_val: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Sorted rows of ``n_val`` seeded validation cells.
+
+    On data of more than :data:`VALIDATION_BLOCKS` row blocks they are drawn
+    from a seeded random subset of the blocks (at least that many, holding at
+    least twice ``n_val`` rows), so reading them touches those blocks only;
+    otherwise from every row.
+    """
+    bounds = np.cumsum((0, *block_rows))
+    if len(block_rows) <= VALIDATION_BLOCKS:
+        return np.sort(rng.choice(bounds[-1], n_val, replace=False))
+    order = rng.permutation(len(block_rows))
+    held = np.cumsum(np.asarray(block_rows)[order])
+    k = max(VALIDATION_BLOCKS, int(np.searchsorted(held, 2 * n_val)) + 1)
+    pool = np.concatenate([np.arange(bounds[b], bounds[b + 1]) for b in order[:k]])
+    return np.sort(rng.choice(pool, n_val, replace=False))
+
+
 def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Index batches of ``order``; a trailing batch of one (BatchNorm) is merged."""
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -636,7 +662,8 @@ def train_foundation(  # noqa: PLR0913
     in memory (wrapped as ``chunk_rows``-row blocks); the same blocks give the
     same weights. Batches stream from the blocks in a seeded random order
     through a shuffle buffer of ``config.shuffle_blocks`` blocks. A seeded
-    random ``val_fraction`` of the cells (at most ``val_max_cells``) is read
+    random ``val_fraction`` of the cells (at most ``val_max_cells``; from a
+    subset of the row blocks on large data, :func:`validation_rows`) is read
     once and never trained on. Training runs until ``max_cells_seen`` cells
     were trained on or ``epochs`` passes are done; the validation loss is
     measured every ``eval_every_cells`` cells (once per pass on smaller data),
@@ -675,7 +702,7 @@ def train_foundation(  # noqa: PLR0913
             f"Too few cells ({n}) to train on with {n_val} held out for validation "
             f"and {trainer.world_size} rank(s)."
         )
-    val_rows = np.sort(rng.choice(n, n_val, replace=False)) if n_val else None
+    val_rows = validation_rows(x.chunks[0], n_val, rng) if n_val else None
     held_out = np.zeros(n, dtype=bool)
     if val_rows is not None:
         held_out[val_rows] = True
