@@ -19,7 +19,12 @@ SPC), and the privacy figures per (dataset, method, SPC).
         [--datasets pbmc_10x human_kidney] [--spcs 1 10] [--draws 3] \\
         [--models f_head celltypist ...] [--stage prepare|all] [--threads 1] \\
         [--name NAME] [--params '{"distill": {"zero_threshold": 0.0}}'] \\
-        [--split validation]
+        [--split validation] [--per-class 50]
+
+``--per-class N`` benchmarks a small-data proxy of each dataset instead: N
+seeded random cells of each class with at least N (the others dropped),
+written once to ``<workdir>/<dataset>_per<N>.h5ad`` and named so in the
+tables; a small training set is where a synthetic set can memorise cells.
 """
 
 from __future__ import annotations
@@ -169,6 +174,26 @@ def privacy_markdown(table: pd.DataFrame) -> str:
     return "\n".join([*lines, ""])
 
 
+def per_class_proxy(source: Path, n: int, workdir: Path, label_key: str) -> Path:
+    """``n`` seeded random cells of each class of ``source`` with at least
+    ``n`` (the others dropped), written once under ``workdir``."""
+    import anndata as ad
+    import numpy as np
+
+    target = workdir / f"{source.stem}_per{n}.h5ad"
+    if target.exists():
+        return target
+    adata = ad.read_h5ad(source)
+    rng = np.random.default_rng(0)
+    groups = adata.obs.groupby(label_key, observed=True).indices.values()
+    keep = [rng.choice(rows, n, replace=False) for rows in groups if len(rows) >= n]
+    proxy = adata[np.sort(np.concatenate(keep))].copy()
+    proxy.obs[label_key] = proxy.obs[label_key].cat.remove_unused_categories()
+    workdir.mkdir(parents=True, exist_ok=True)
+    proxy.write_h5ad(target, compression="gzip")
+    return target
+
+
 def _say(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
@@ -205,6 +230,12 @@ def parse_args() -> argparse.Namespace:
         default="test",
         help="the held-out cells scored (evaluate.split): validation to tune",
     )
+    parser.add_argument(
+        "--per-class",
+        type=int,
+        help="N cells of each class (seeded; smaller classes dropped): a "
+        "small-data proxy of each dataset",
+    )
     parser.add_argument("--name", default="benchmark_shared", help="output name")
     parser.add_argument(
         "--params",
@@ -219,15 +250,21 @@ def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.WARNING)
     tables = []
-    for dataset in args.datasets:
+    for shared_name in args.datasets:
+        source = SHARED / f"{shared_name}.h5ad"
+        suffix = f"_per{args.per_class}" if args.per_class else ""
+        dataset = shared_name + suffix
         kept = args.workdir / dataset / f"{args.name}.csv"
         if args.stage == "summary":
             if kept.exists():
                 tables.append(pd.read_csv(kept))
             continue
-        source = SHARED / f"{dataset}.h5ad"
         if not source.exists():
             sys.exit(f"{source} does not exist; see ../shared/data/README.md")
+        if args.per_class:
+            source = per_class_proxy(
+                source, args.per_class, args.workdir, args.label_key
+            )
         project = project_copy(args.workdir / dataset)
         params: dict[str, Any] = {
             "data": {"input": str(source), "label_key": args.label_key},
