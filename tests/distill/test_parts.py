@@ -53,6 +53,26 @@ def test_one_part_is_the_class_and_small_classes_repeat() -> None:
         class_parts(x, y, spc=1, num_classes=3, seed=0)
 
 
+def test_parts_hold_at_least_min_cells_and_their_slots_start_apart() -> None:
+    """Classes of 60 cells at SPC 4 with ``min_cells=30``: two parts (the
+    blobs), each the target of two slots seeded by distinct cells."""
+    x, y = _two_blobs_per_class()
+    parts = class_parts(x, y, spc=4, num_classes=2, seed=0, min_cells=30)
+    for c in (0, 1):
+        means = parts.means[4 * c : 4 * c + 4]
+        np.testing.assert_array_equal(means[:2], means[2:])  # 2 parts, in turn
+        assert np.abs(means[0] - means[1]).sum() > 5  # the two blobs
+        assert len(set(parts.seeds[4 * c : 4 * c + 4].tolist())) == 4
+    # too few cells for even one part of min_cells: the class is one part
+    one = class_parts(x, y, spc=4, num_classes=2, seed=0, min_cells=100)
+    np.testing.assert_allclose(
+        one.means[:4], np.tile(x[y == 0].mean(0), (4, 1)), atol=1e-5
+    )
+    # min_cells 1 (the default): SPC parts, as before
+    plain = class_parts(x, y, spc=4, num_classes=2, seed=0)
+    assert len({tuple(m) for m in plain.means[:4].round(4)}) == 4
+
+
 def test_part_loss_is_the_dm_loss_at_one_cell_per_class() -> None:
     syn = torch.randn(3, 4)
     labels = torch.tensor([0, 1, 2])

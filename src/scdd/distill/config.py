@@ -46,6 +46,10 @@ class DistillOptimParams(ParamGroup):
     #: Match each cell to its k-means part of the class (scdd, scdd_decoder;
     #: :mod:`scdd.distill.parts`); 0 skips it.
     lambda_part: NonNegativeFloat = 1.0
+    #: Fewest training cells in a part (a synthetic cell's own target): a
+    #: class of fewer than SPC x this has fewer parts, shared by its cells, so
+    #: no cell is matched to the mean of a handful of training cells.
+    part_min_cells: PositiveInt = 20
     #: Weight of the prototype loss (scdd, scdd_decoder): real embeddings
     #: classified by the set's centred class means, cross-entropy
     #: (:func:`scdd.distill.losses.prototype_loss`); 0 skips it.

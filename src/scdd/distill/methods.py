@@ -433,6 +433,7 @@ def _seeds_and_parts(
         spc=run.params.spc,
         num_classes=inputs.num_classes,
         seed=run.seed,
+        min_cells=config.part_min_cells,
     )
     seeds = parts.seeds if run.params.seeding == "medoid" else run.real_rows()
     return seeds, torch.as_tensor(parts.means)

@@ -85,20 +85,24 @@ class ClassParts:
     means: np.ndarray
 
 
-def class_parts(
+def class_parts(  # noqa: PLR0913
     embeddings: np.ndarray,
     labels: np.ndarray,
     *,
     spc: int,
     num_classes: int,
     seed: int,
+    min_cells: int = 1,
     max_cells: int = 5_000,
 ) -> ClassParts:
     """k-means of each class's embeddings into ``spc`` parts, with medoids.
 
     A class is clustered on a seeded sample of at most ``max_cells`` of its
-    cells (the cost stays bounded on atlases). A class with fewer cells than
-    ``spc`` has one part per cell, repeated to fill its ``spc`` slots.
+    cells (the cost stays bounded on atlases). Each part holds at least
+    ``min_cells`` cells where the class has them: a class of fewer than
+    ``spc * min_cells`` cells has fewer parts, taken in turn to fill its
+    ``spc`` slots (a part's ``r``-th slot is seeded by its ``r``-th nearest
+    cell, in turn over the part's size, so the slots start apart).
 
     Raises:
         ValueError: a class without cells.
@@ -108,7 +112,7 @@ def class_parts(
     for c in range(num_classes):
         members = class_members(labels, c, max_cells, rng)
         points = np.asarray(embeddings[members], dtype=np.float64)
-        k = min(spc, len(members))
+        k = max(1, min(spc, len(members) // min_cells))
         if k == 1:
             centres = points.mean(axis=0, keepdims=True)
         else:
@@ -116,10 +120,10 @@ def class_parts(
                 KMeans(n_clusters=k, n_init=3, random_state=seed).fit(points)
             ).cluster_centers_
             centres = _equal_size_centres(points, centres)
-        nearest = squared_distances(points, centres).argmin(axis=0)
-        order = np.resize(np.arange(k), spc)
-        seeds.append(members[nearest[order]])
-        means.append(centres[order])
+        nearest = np.argsort(squared_distances(points, centres), axis=0)
+        part, rank = np.arange(spc) % k, np.arange(spc) // k % (len(members) // k)
+        seeds.append(members[nearest[rank, part]])
+        means.append(centres[part])
     return ClassParts(
         seeds=np.concatenate(seeds),
         means=np.concatenate(means).astype(np.float32),
