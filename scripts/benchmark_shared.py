@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anndata as ad
+import numpy as np
 import pandas as pd
 
 from scdd.benchmark.table import privacy_cell
@@ -177,9 +179,6 @@ def privacy_markdown(table: pd.DataFrame) -> str:
 def per_class_proxy(source: Path, n: int, workdir: Path, label_key: str) -> Path:
     """``n`` seeded random cells of each class of ``source`` with at least
     ``n`` (the others dropped), written once under ``workdir``."""
-    import anndata as ad
-    import numpy as np
-
     target = workdir / f"{source.stem}_per{n}.h5ad"
     if target.exists():
         return target

@@ -283,6 +283,12 @@ def sample_pairs(
     ]
 
 
+def _centred_rows(x, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of a lazy, sparse or dense gene matrix (only those read),
+    dense and centred (:func:`_centred`)."""
+    return _centred(take_matrix_rows(x, rows).toarray())
+
+
 def _gene_samples(
     train_genes, heldout_genes, pairs: list[tuple[np.ndarray, np.ndarray]]
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -357,12 +363,10 @@ def privacy_report(
         "gene_space": None,
     }
     if synthetic_genes is not None:
-        synthetic = _centred(
-            take_matrix_rows(synthetic_genes, np.arange(len(where))).toarray()
-        )
+        synthetic = _centred_rows(synthetic_genes, np.arange(len(where)))
         # each synthetic cell's nearest training cell in F-space (all of them
         # searched) is a copy candidate beside the gene-space sample
-        candidates = _centred(take_matrix_rows(train_genes, where).toarray())
+        candidates = _centred_rows(train_genes, where)
         paired = 1.0 - np.sum(
             _unit_rows(synthetic, "synthetic") * _unit_rows(candidates, "train"), axis=1
         )
