@@ -293,7 +293,7 @@ def _centred_rows(x, rows: np.ndarray) -> np.ndarray:
     return _centred(take_matrix_rows(x, rows).toarray())
 
 
-def _gene_samples(
+def gene_samples(
     train_genes, heldout_genes, pairs: list[tuple[np.ndarray, np.ndarray]]
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The pairs' centred gene rows, densified one pair at a time; each split
@@ -376,7 +376,7 @@ def privacy_report(
         )
         report["gene_space"] = space_report(
             synthetic,
-            _gene_samples(train_genes, heldout_genes, pairs),
+            gene_samples(train_genes, heldout_genes, pairs),
             nearest_train=np.clip(paired, 0.0, 2.0),
             **options,
         )
