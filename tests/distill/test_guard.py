@@ -62,6 +62,20 @@ def test_enforce_refuses_a_failing_set_with_the_fix() -> None:
         )
 
 
+def test_an_auc_failure_names_its_cause_and_the_fix(caplog) -> None:
+    report = _report(passes=False)
+    report["guard"]["failures"] = ["gene_space membership attack AUC 0.700 > 0.6"]
+    with caplog.at_level(logging.WARNING):
+        apply_guard(_synthetic(real_cells=False), report, PrivacyParams())
+    assert "class means" in caplog.text and "distill.spc" in caplog.text
+    with pytest.raises(PrivacyGuardError, match="smaller distill.spc"):
+        apply_guard(_synthetic(False), report, PrivacyParams(enforce=True))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        apply_guard(_synthetic(False), _report(passes=False), PrivacyParams())
+    assert "class means" not in caplog.text
+
+
 def test_real_cells_are_measured_but_not_guarded(caplog) -> None:
     synthetic = _synthetic(real_cells=True)
     with caplog.at_level(logging.INFO):

@@ -23,6 +23,18 @@ class PrivacyGuardError(ValueError):
     """A synthetic set failed the privacy guard with ``enforce: true``."""
 
 
+def _cause(failures: list[str]) -> str:
+    """What an attack-AUC failure usually means, and what lowers it."""
+    if not any("AUC" in line for line in failures):
+        return ""
+    return (
+        " The attack AUC reads a leak spread over many training cells: each "
+        "synthetic cell is fit to the statistics of a few dozen cells in many "
+        "genes, where even the training class means are read. A smaller "
+        "distill.spc (targets of more cells) or more cells per class lower it."
+    )
+
+
 def apply_guard(
     synthetic: ad.AnnData, report: dict[str, Any], params: PrivacyParams
 ) -> None:
@@ -57,9 +69,11 @@ def apply_guard(
             f"The synthetic set fails the privacy guard ({failures}); nothing "
             "was written. Use a method or settings that do not copy training "
             "cells, or set distill.privacy.enforce to false to write it flagged."
+            + _cause(guard["failures"])
         )
     logger.warning(
         "The synthetic set FAILS the privacy guard (%s): it may carry training "
-        "cells; flagged in uns['scdd']['privacy'] and metrics.json.",
+        "cells; flagged in uns['scdd']['privacy'] and metrics.json.%s",
         failures,
+        _cause(guard["failures"]),
     )
