@@ -3,11 +3,12 @@
 Members and held-out cells are drawn from one distribution (exchangeable
 attack scores), so every failure is a false alarm. The attack flags the
 members above the ``floor(0.01 n) + 1``-th highest held-out score (its
-1%-FPR cut-off). Compares the guard's test (negative hypergeometric,
-:func:`scdd.metrics.privacy.attack_p_value`) with a binomial test that takes
-the cut-off as fixed, and the AUC test (:func:`auc_p_value`).
+1%-FPR cut-off; :func:`scdd.metrics.privacy.attack_figures`). Compares the
+guard's test (negative hypergeometric, :func:`attack_p_value`) with a
+binomial test that takes the cut-off as fixed, and the AUC test
+(:func:`auc_p_value`).
 
-    python scripts/attack_null_calibration.py --trials 4000
+    python scripts/attack_null_calibration.py --trials 20000
 """
 
 from __future__ import annotations
@@ -17,17 +18,14 @@ import sys
 
 import numpy as np
 from scipy.stats import binom
-from sklearn.metrics import roc_auc_score
 
-from scdd.metrics.privacy import attack_p_value, auc_p_value
+from scdd.metrics.privacy import attack_figures, attack_p_value, auc_p_value
 
 
 def _one_draw(n: int, rng: np.random.Generator) -> tuple[int, float]:
     """Members flagged at the 1%-FPR cut-off, and the AUC, of one null draw."""
-    members, heldout = rng.normal(size=n), rng.normal(size=n)
-    cut = np.sort(heldout)[::-1][int(0.01 * n)]
-    truth = np.r_[np.ones(n), np.zeros(n)]
-    return int((members > cut).sum()), roc_auc_score(truth, np.r_[members, heldout])
+    figures = attack_figures(rng.random(n), rng.random(n))
+    return round(figures["attack_tpr_at_1fpr"] * n), figures["attack_auc"]
 
 
 def main() -> None:

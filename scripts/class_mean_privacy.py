@@ -21,6 +21,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
+from scdd.metrics.fidelity import summarise_classes
 from scdd.metrics.privacy import (
     PrivacyParams,
     attack_p_value,
@@ -32,13 +33,11 @@ from scdd.metrics.privacy import (
 
 
 def _class_means(adata: ad.AnnData, key: str, classes: list[str]) -> np.ndarray:
-    """Centred per-class mean rows of the log-normalised genes."""
-    rows = [
-        np.asarray(adata.X[(adata.obs[key] == c).to_numpy()].mean(0)).ravel()
-        for c in classes
-        if (adata.obs[key] == c).any()
-    ]
-    means = np.stack(rows)
+    """Centred per-class mean rows of the log-normalised genes (one chunked
+    pass, :func:`summarise_classes`); classes without cells left out."""
+    labels = adata.obs[key].cat.set_categories(classes).cat.codes.to_numpy()
+    means = summarise_classes(adata.X, labels, num_classes=len(classes)).means
+    means = means[~np.isnan(means).any(axis=1)]
     return means - means.mean(1, keepdims=True)
 
 
