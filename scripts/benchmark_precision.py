@@ -2,7 +2,9 @@
 
 For each dataset, F is trained on the training split of a
 ``benchmark_shared.py`` workdir twice with the default settings and seed,
-once per ``foundation.trainer.precision``, in this process, side by side.
+once per ``foundation.trainer.precision`` and seed, in this process, side by
+side; several ``--seeds`` show how far F's own seed moves the same figures,
+the yardstick for a precision's effect.
 Printed per dataset and precision: the training seconds and cells/s, the
 best validation MSE, and a linear probe of the latents (trained on the
 training split's latents, scored on the validation split's), next to the
@@ -10,7 +12,8 @@ same probe on the genes. The weights written stay float32 either way; only
 the training arithmetic changes.
 
     python scripts/benchmark_precision.py --workdir /tmp/bench/val \\
-        [--datasets pbmc_10x ...] [--precisions 32-true bf16-mixed] [--threads 2]
+        [--datasets pbmc_10x ...] [--precisions 32-true bf16-mixed] \\
+        [--seeds 0 1 2] [--threads 2]
 """
 
 from __future__ import annotations
@@ -48,19 +51,19 @@ def _probe(train_x, train_y, val_x, val_y) -> float:
     return 100 * scores["accuracy"]
 
 
-def one_dataset(project: Path, name: str, label_key: str, precisions) -> None:
-    """Train F once per precision on one workdir's training split."""
+def one_dataset(project: Path, name: str, label_key: str, precisions, seeds) -> None:
+    """Train F once per precision and seed on one workdir's training split."""
     train, validation = _split(project, "train"), _split(project, "validation")
     y_train = train.obs[label_key].astype(str).to_numpy()
     y_val = validation.obs[label_key].astype(str).to_numpy()
     genes = _probe(train.X, y_train, validation.X, y_val)
-    for precision in precisions:
+    for precision, seed in ((p, s) for p in precisions for s in seeds):
         start = time.perf_counter()
         model, history = train_foundation(
             train.X,
             gene_order=list(train.var_names),
             trainer=TrainerConfig(precision=precision),
-            seed=0,
+            seed=seed,
             progress=False,
         )
         seconds = time.perf_counter() - start
@@ -72,7 +75,7 @@ def one_dataset(project: Path, name: str, label_key: str, precisions) -> None:
             y_val,
         )
         _write(
-            f"| {name} | {train.n_vars:,} | {precision} | {seconds:.0f} | "
+            f"| {name} | {train.n_vars:,} | {precision} | {seed} | {seconds:.0f} | "
             f"{seen / seconds:,.0f} | {history['val_loss'].min():.5f} | "
             f"{latent:.1f} | {genes:.1f} |"
         )
@@ -84,16 +87,19 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=DATASETS)
     parser.add_argument("--label-key", default="cell_type")
     parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     apply_threads(args.threads)
     _write(
-        "| dataset | genes | precision | train s | cells/s | best val MSE | "
+        "| dataset | genes | precision | seed | train s | cells/s | best val MSE | "
         "probe on latents (%) | probe on genes (%) |"
     )
-    _write("|---|---:|---|---:|---:|---:|---:|---:|")
+    _write("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for name in args.datasets:
-        one_dataset(args.workdir / name, name, args.label_key, args.precisions)
+        one_dataset(
+            args.workdir / name, name, args.label_key, args.precisions, args.seeds
+        )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     _write(f"\npeak RSS {peak:.0f} MB, {args.threads} thread(s)")
 

@@ -126,7 +126,7 @@ class TrainerConfig(ParamGroup):
     #: ``bf16-mixed`` / ``16-mixed`` (GPU) train in mixed precision; the
     #: weights written stay float32. ``auto``: ``bf16-mixed`` on a CPU that
     #: computes bf16 natively (AMX or AVX-512 BF16), else ``32-true``.
-    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     num_nodes: PositiveInt = 1
 
     @property
