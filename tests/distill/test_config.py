@@ -47,7 +47,7 @@ def test_zero_steps_and_whole_set_chunks_are_allowed() -> None:
 
 def test_count_depth_is_validated():
     with pytest.raises(ValueError, match="count_depth"):
-        DistillParams(count_depth=[])
+        DistillParams(count_depth=[1.0, 4.0])  # one depth, not a list
     with pytest.raises(ValueError, match="count_depth"):
         DistillParams(count_depth=0.5)
 

@@ -86,9 +86,6 @@ class DistillOptimParams(ParamGroup):
         return self
 
 
-Depth = Annotated[float, Field(ge=1)]
-
-
 class DistillParams(ParamGroup):
     """``params:distill``: the distillation method and its settings."""
 
@@ -109,16 +106,8 @@ class DistillParams(ParamGroup):
     #: (the others stay smooth).
     count_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
     #: Library size of the drawn counts, in multiples of the one that makes
-    #: them as sparse as the real class (deeper: less noisy); several: the
-    #: depth whose set ends closest to the real cells in F-space is kept.
-    count_depth: Depth | Annotated[list[Depth], Field(min_length=1)] = [1.0, 4.0]
-    #: With several depths, each is first optimised for this many steps (a
-    #: pilot: the loop has no schedule, so it is the start of a full run);
-    #: ``None``: every depth optimised in full.
-    count_depth_pilot_steps: PositiveInt | None = 30
-    #: After the pilot, a depth whose loss is more than this fraction above
-    #: the best one's is dropped; the others are optimised in full.
-    count_depth_pilot_margin: NonNegativeFloat = 0.5
+    #: them as sparse as the real class (deeper: less noisy).
+    count_depth: Annotated[float, Field(ge=1)] = 4.0
     #: Add each class's decoder bias (real class mean minus the mean of its
     #: decoded training cells) to scdd's decoded cells.
     decoder_bias: bool = True

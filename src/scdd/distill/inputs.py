@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import anndata as ad
@@ -22,8 +21,6 @@ from scdd.distill.real_cells import RealCellStats, summarise_real_cells
 from scdd.distill.synthetic import synthetic_adata
 from scdd.generation import check_embeddings_match, embedding_matrix, load_generator
 from scdd.models.foundation import FoundationModel
-
-logger = logging.getLogger(__name__)
 
 
 def condition_spec(
@@ -118,55 +115,28 @@ def distill_synthetic(
 
     The one place that turns ``params:distill`` into :func:`run_method` and
     :func:`synthetic_adata` calls, shared by the pipeline node, the benchmark
-    pipeline and the benchmark script. Where counts are drawn, each
-    ``count_depth`` is tried for ``count_depth_pilot_steps`` steps, those
-    within ``count_depth_pilot_margin`` of the best pilot loss are optimised
-    in full (all of them when the pilot is ``None``), the one that ends
-    closest to the real cells in F-space (lowest loss) is kept, and
-    ``uns["scdd"]["count_depth"]`` says which; ``uns["scdd"]["real_cells"]``
-    says whether the rows are real training cells (``random_real``, the
-    coresets, ``full``).
+    pipeline and the benchmark script. Where counts are drawn,
+    ``uns["scdd"]["count_depth"]`` gives their depth (else None);
+    ``uns["scdd"]["real_cells"]`` says whether the rows are real training
+    cells (``random_real``, the coresets, ``full``).
 
     Returns:
         The synthetic AnnData and the raw method output (codes, history).
     """
     method = params.method
     counts_from = params.sample_counts_from_spc
-    count_fraction = (
-        params.count_fraction
-        if counts_from is not None and params.spc >= counts_from
-        else 0.0
+    draws_counts = (
+        counts_from is not None and params.spc >= counts_from and method in SCDD_METHODS
     )
-    draws_counts = count_fraction > 0 and method in SCDD_METHODS
-    depths = params.count_depth
-    depths = depths if isinstance(depths, list) else [depths]
-    candidates: list[float | None] = list(depths) if draws_counts else [None]
-
-    def run(settings: DistillParams, depth: float | None) -> MethodOutput:
-        return run_method(
-            settings,
-            inputs,
-            count_fraction=0.0 if depth is None else count_fraction,
-            count_depth=depth or 1.0,
-            seed=seed,
-            device=device,
-            progress=progress,
-        )
-
-    trial = _depth_trial(params, len(candidates))
-    outputs = {depth: run(trial, depth) for depth in candidates}
-    if trial is not params:  # a pilot: only the depths still in the race
-        racing = _racing(outputs, params.count_depth_pilot_margin, trial)
-        outputs = {depth: run(params, depth) for depth in racing}
-    losses = {depth: final_loss(out) for depth, out in outputs.items()}
-    depth = min(losses, key=losses.get)  # ties: the first
-    output = outputs[depth]
-    if len(losses) > 1:
-        logger.info(
-            "count_depth %s kept: final F-space loss %s",
-            depth,
-            ", ".join(f"{d}: {v:.4g}" for d, v in losses.items()),
-        )
+    output = run_method(
+        params,
+        inputs,
+        count_fraction=params.count_fraction if draws_counts else 0.0,
+        count_depth=params.count_depth,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
     synthetic = synthetic_adata(
         output,
         label_key=label_key,
@@ -177,38 +147,10 @@ def distill_synthetic(
         method=method,
     )
     synthetic.uns["scdd"] = {
-        "count_depth": None if depth is None else float(depth),
+        "count_depth": params.count_depth if draws_counts else None,
         "real_cells": output.real_cells,
     }
     return synthetic, output
-
-
-def _racing(
-    pilots: dict[float | None, MethodOutput], margin: float, trial: DistillParams
-) -> list[float | None]:
-    """The depths whose pilot loss is within ``margin`` (a fraction) of the
-    best one's: only they are optimised in full."""
-    losses = {depth: final_loss(out) for depth, out in pilots.items()}
-    bound = min(losses.values()) * (1 + margin)
-    racing = [depth for depth, loss in losses.items() if loss <= bound]
-    logger.info(
-        "count_depth after a %d-step pilot: %s; optimised in full: %s",
-        trial.optim.steps,
-        ", ".join(f"{d}: {v:.4g}" for d, v in losses.items()),
-        racing,
-    )
-    return racing
-
-
-def _depth_trial(params: DistillParams, candidates: int) -> DistillParams:
-    """The settings each ``count_depth`` candidate is tried with: the pilot's
-    ``count_depth_pilot_steps`` when several compete and the pilot is
-    shorter than the run (the loop has no schedule, so a pilot is the start
-    of a full run), else ``params`` itself."""
-    pilot = params.count_depth_pilot_steps
-    if candidates < 2 or pilot is None or pilot >= params.optim.steps:
-        return params
-    return params.for_cell(params.method, params.spc, pilot)
 
 
 def final_loss(output: MethodOutput) -> float:
