@@ -1,15 +1,15 @@
 """Foundation training in float32 vs bf16 autocast: time and latent quality.
 
 For each dataset, F is trained on the training split of a
-``benchmark_shared.py`` workdir twice with the default settings and seed,
-once per ``foundation.trainer.precision`` and seed, in this process, side by
-side; several ``--seeds`` show how far F's own seed moves the same figures,
-the yardstick for a precision's effect.
-Printed per dataset and precision: the training seconds and cells/s, the
-best validation MSE, and a linear probe of the latents (trained on the
-training split's latents, scored on the validation split's), next to the
-same probe on the genes. The weights written stay float32 either way; only
-the training arithmetic changes.
+``benchmark_shared.py`` workdir with the default settings, once per
+``foundation.trainer.precision`` and seed, in this process, side by side;
+several ``--seeds`` show how far F's own seed moves the same figures, the
+yardstick for a precision's effect. Printed per dataset, precision and
+seed: the training seconds and cells/s, the best validation MSE, and a
+linear probe of the latents (trained on the training split's latents,
+scored on the validation split's), next to the same probe on the genes.
+The weights written stay float32 either way; only the training arithmetic
+changes.
 
     python scripts/benchmark_precision.py --workdir /tmp/bench/val \\
         [--datasets pbmc_10x ...] [--precisions 32-true bf16-mixed] \\
@@ -22,6 +22,7 @@ import argparse
 import resource
 import sys
 import time
+from itertools import product
 from pathlib import Path
 
 from scdd.datasets import H5ADDataset
@@ -57,7 +58,7 @@ def one_dataset(project: Path, name: str, label_key: str, precisions, seeds) -> 
     y_train = train.obs[label_key].astype(str).to_numpy()
     y_val = validation.obs[label_key].astype(str).to_numpy()
     genes = _probe(train.X, y_train, validation.X, y_val)
-    for precision, seed in ((p, s) for p in precisions for s in seeds):
+    for precision, seed in product(precisions, seeds):
         start = time.perf_counter()
         model, history = train_foundation(
             train.X,

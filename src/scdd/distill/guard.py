@@ -13,7 +13,7 @@ from typing import Any
 
 import anndata as ad
 
-from scdd.metrics.privacy import PrivacyParams
+from scdd.metrics.privacy import AUC_FAILURE, PrivacyParams
 from scdd.provenance import storable
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ class PrivacyGuardError(ValueError):
 
 def _cause(failures: list[str]) -> str:
     """What an attack-AUC failure usually means, and what lowers it."""
-    if not any("AUC" in line for line in failures):
+    if not any(AUC_FAILURE in line for line in failures):
         return ""
     return (
         " The attack AUC reads a leak spread over many training cells: each "
