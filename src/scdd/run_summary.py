@@ -47,8 +47,9 @@ def model_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def privacy_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per space (F-space, gene space): nearest-record ratio, attack
-    TPR at 1% FPR and AUC, exact and near copies."""
+    """One row per attack: the distance attacks in F-space and gene space
+    (nearest-record ratio, attack TPR at 1% FPR and AUC, exact and near
+    copies) and the model attack (TPR and AUC)."""
     privacy = metrics.get("privacy", {})
     rows = {
         space.replace("_", " "): {
@@ -60,6 +61,11 @@ def privacy_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
         for space in ("f_space", "gene_space")
         if (figures := privacy.get(space))
     }
+    if model := privacy.get("model"):
+        rows["model"] = {
+            "attack TPR@1%FPR": model["attack_tpr_at_1fpr"],
+            "attack AUC": model["attack_auc"],
+        }
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "space"
     return table.round(3)

@@ -413,6 +413,7 @@ def _privacy(splits: Splits, synthetic: ad.AnnData) -> dict:
         heldout=splits.test,
         heldout_embeddings=splits.test_embeddings,
         params=PRIVACY,
+        label_key=KEY,
     )
 
 

@@ -11,8 +11,10 @@ from scdd.metrics.privacy import (
     _attack,
     attack_p_value,
     auc_p_value,
+    class_matched_samples,
     equal_samples,
     guard_failures,
+    model_attack,
     nearest_cosine_distance,
     privacy_report,
     space_report,
@@ -258,3 +260,77 @@ def test_bad_inputs_are_refused() -> None:
         nearest_cosine_distance(train, train[:, :3], chunk_size=4096)
     with pytest.raises(ValueError, match="NaN"):
         nearest_cosine_distance(np.full((2, 6), np.nan), train, chunk_size=4096)
+
+
+# ------------------------------------------------------------- model attack
+
+
+def _classes(
+    seed: int, n: int = 100, genes: int = 2000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes of sparse count-like cells that differ in 10 genes of
+    ``genes`` (the rest: each cell's own noise)."""
+    rng = np.random.default_rng(seed)
+    base = np.random.default_rng(99).gamma(0.3, 1.0, size=genes)
+    cells, labels = [], []
+    for c in range(2):
+        profile = base.copy()
+        profile[c * 10 : (c + 1) * 10] *= 2
+        cells.append(np.log1p(rng.poisson(profile, size=(n, genes))))
+        labels += [f"type_{c}"] * n
+    return np.vstack(cells).astype(np.float32), np.array(labels)
+
+
+def _class_means(
+    cells: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Three slightly jittered copies of each class's mean cell."""
+    rng = np.random.default_rng(3)
+    rows, names = [], []
+    for c in np.unique(labels):
+        mean = cells[labels == c].mean(0)
+        rows += [mean + rng.normal(0, 0.01, mean.shape) for _ in range(3)]
+        names += [c] * 3
+    return np.array(rows, dtype=np.float32), np.array(names)
+
+
+def test_model_attack_reads_training_class_means_not_fresh_ones() -> None:
+    """Class means of the training cells carry each cell's noise in every
+    gene: a classifier trained on them knows its training cells (the leak
+    the distance attacks miss); the means of other cells carry nothing."""
+    train, heldout, fresh = _classes(0), _classes(1), _classes(2)
+    leaked = model_attack(*_class_means(*train), *train, *heldout)
+    clean = model_attack(*_class_means(*fresh), *train, *heldout)
+    assert leaked["attack_auc"] > 0.8 and leaked["accuracy_gap"] > 0.2
+    assert abs(clean["attack_auc"] - 0.5) < 0.08
+    assert abs(clean["accuracy_gap"]) < 0.08
+
+
+def test_class_matched_samples_hold_each_class_equally() -> None:
+    train = np.array(list("aaaabbbbbbc"))
+    heldout = np.array(list("abbbbd"))
+    t, h = class_matched_samples(train, heldout, max_cells=100, seed=0)
+    assert sorted(train[t]) == sorted(heldout[h]) == list("abbbb")
+    t, h = class_matched_samples(train, heldout, max_cells=2, seed=0)
+    assert len(t) == len(h) <= 2 and sorted(train[t]) == sorted(heldout[h])
+
+
+def test_report_judges_the_model_attack() -> None:
+    (train, train_labels), (heldout, heldout_labels) = _classes(0), _classes(1)
+    synthetic, labels = _class_means(train, train_labels)
+    report = privacy_report(
+        _features(synthetic),
+        _features(train),
+        _features(heldout),
+        PrivacyParams(max_cells=300, chunk_size=64),
+        synthetic_genes=sparse.csr_matrix(synthetic),
+        train_genes=sparse.csr_matrix(train),
+        heldout_genes=heldout,
+        labels=(labels, train_labels, heldout_labels),
+    )
+    assert report["model"]["n_sample"] == 200
+    assert report["guard"]["judged"].endswith(", model attack")
+    assert any(
+        line.startswith("model membership attack")
+        for line in report["guard"]["failures"]
+    )

@@ -390,6 +390,7 @@ def _label_runs(  # noqa: PLR0913
                 heldout=test,
                 heldout_embeddings=test_embeddings,
                 params=distill.privacy,
+                label_key=key,
                 seed=draw_seed,
             )
         )

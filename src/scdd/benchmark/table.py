@@ -12,8 +12,9 @@ close the sets got to the real cells in F-space and at which count depth.
 The :data:`PRIVACY` columns (means over draws) say whether the sets carry
 training cells (:mod:`scdd.metrics.privacy`): nearest-record ratios in F-space
 and gene space (~1: no closer to training than to held-out cells), the
-membership attack's true-positive rate at 1% false positives (chance 0.01)
-and AUC, copies of training cells, and the share of draws passing the guard.
+membership attacks' true-positive rates at 1% false positives (chance 0.01)
+and AUCs (distance attacks; the model attack of a classifier trained on the
+set), copies of training cells, and the share of draws passing the guard.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ PRIVACY = (
     "attack_tpr_f",
     "attack_tpr_gene",
     "attack_auc_gene",
+    "attack_tpr_model",
+    "attack_auc_model",
     "copies",
     "passes_guard",
 )
@@ -58,6 +61,7 @@ def privacy_columns(report: Mapping[str, Any]) -> dict[str, float]:
     """One run's :data:`PRIVACY` figures from a privacy report (gene-space
     figures NaN for a feature-only set; copies in gene space, else F-space)."""
     f, gene = report["f_space"], report.get("gene_space")
+    model = report.get("model")
     copies = gene or f
     return {
         "ratio_f": f["nearest_record_ratio"],
@@ -65,6 +69,8 @@ def privacy_columns(report: Mapping[str, Any]) -> dict[str, float]:
         "attack_tpr_f": f["attack_tpr_at_1fpr"],
         "attack_tpr_gene": gene["attack_tpr_at_1fpr"] if gene else np.nan,
         "attack_auc_gene": gene["attack_auc"] if gene else np.nan,
+        "attack_tpr_model": model["attack_tpr_at_1fpr"] if model else np.nan,
+        "attack_auc_model": model["attack_auc"] if model else np.nan,
         "copies": copies["exact_copies"] + copies["near_copies"],
         "passes_guard": float(report["guard"]["passes"]),
     }

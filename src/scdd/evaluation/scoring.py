@@ -373,19 +373,24 @@ def privacy(  # noqa: PLR0913
     heldout: ad.AnnData,
     heldout_embeddings: ad.AnnData,
     params: PrivacyParams,
+    label_key: str,
     seed: int = 0,
 ) -> dict[str, Any]:
     """F-space and gene-space privacy of a synthetic set against training and
-    held-out cells, with the guard's verdict
-    (:func:`scdd.metrics.privacy.privacy_report`). The real splits are aligned
-    to the synthetic set's genes and only sampled rows are read; a feature-only
-    set gets F-space figures alone."""
+    held-out cells, the model attack on its ``label_key`` classes, and the
+    guard's verdict (:func:`scdd.metrics.privacy.privacy_report`). The real
+    splits are aligned to the synthetic set's genes and only sampled rows are
+    read; a feature-only set gets F-space figures alone."""
     genes = {}
     if not is_feature_only(synthetic):
         genes = {
             "synthetic_genes": synthetic.X,
             "train_genes": in_genes_of(train, synthetic).X,
             "heldout_genes": in_genes_of(heldout, synthetic).X,
+            "labels": tuple(
+                adata.obs[label_key].astype(str).to_numpy()
+                for adata in (synthetic, train, heldout)
+            ),
         }
     report = privacy_report(
         embedding_matrix(synthetic_embeddings),
@@ -412,6 +417,13 @@ def privacy_summary(report: dict[str, Any]) -> str:
                 f"{figures['attack_auc']:.2f}), copies "
                 f"{figures['exact_copies']}+{figures['near_copies']} near"
             )
+    model = report.get("model")
+    if model is not None:
+        parts.append(
+            f"model attack TPR@1%FPR {model['attack_tpr_at_1fpr']:.3f} (AUC "
+            f"{model['attack_auc']:.2f}, accuracy {model['accuracy_gap']:+.2f} "
+            "on training cells)"
+        )
     guard = report["guard"]
     verdict = "passes the guard" if guard["passes"] else "FAILS the guard"
     return "; ".join(parts) + f" -> {verdict} (judged: {guard['judged']})"

@@ -14,6 +14,14 @@ and in gene space (``1 - Pearson`` of log-normalised genes):
   cell, and the attack guesses "training" below a cut-off. Reported as the
   true-positive rate at a 1% false-positive rate (chance: 0.01; Carlini et
   al. 2022: an average AUC hides a handful of copied cells) and the AUC.
+- **Model attack** (a loss attack, Yeom et al. 2018; labelled sets with
+  genes): a logistic regression trained on the synthetic set scores each
+  training and held-out cell by the probability it gives the cell's own
+  class, on samples with as many cells of each class on both sides. It reads
+  what no single synthetic cell shows: a class mean over a few hundred cells
+  carries each cell's rare genes, and a model trained on it recognises its
+  training cells (paul15, SPC 10: AUC 0.77, accuracy 28 points higher on
+  training than on held-out cells, against 0.54 for real coreset cells).
 - **Copies**: synthetic cells equal to a training cell (exact; every
   training cell's F-space nearest neighbour is checked too), or closer to a
   sampled one than ``near_copy_factor`` times the distance that only 1% of
@@ -41,7 +49,9 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 from pydantic import Field, NonNegativeInt, PositiveInt
+from scipy import sparse
 from scipy.stats import nhypergeom, norm
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from scdd.cellstore import take_matrix_rows
@@ -160,14 +170,74 @@ def _attack(
 
 
 def attack_figures(d_members: np.ndarray, d_others: np.ndarray) -> dict[str, float]:
-    """TPR at 1% FPR and AUC of guessing "training" below a distance cut-off,
-    from members' and others' distances to the nearest synthetic cell."""
+    """TPR at 1% FPR and AUC of guessing "training" below a cut-off, from
+    members' and others' scores (lower: more likely a member), e.g. their
+    distances to the nearest synthetic cell."""
     truth = np.r_[np.ones(len(d_members)), np.zeros(len(d_others))]
     score = -np.r_[d_members, d_others]
     fpr, tpr, _ = roc_curve(truth, score)
     return {
         "attack_tpr_at_1fpr": float(tpr[fpr <= 0.01].max()),
         "attack_auc": float(roc_auc_score(truth, score)),
+    }
+
+
+def class_matched_samples(
+    train_labels: np.ndarray,
+    heldout_labels: np.ndarray,
+    *,
+    max_cells: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted rows of seeded samples of the two splits with the same number
+    of cells of each class on both sides (at most ``max_cells`` in all, each
+    class in proportion to the smaller split's share), so a model's accuracy
+    on the two compares membership, not class mix."""
+    train_labels, heldout_labels = np.asarray(train_labels), np.asarray(heldout_labels)
+    classes = np.intersect1d(train_labels, heldout_labels)
+    sizes = np.array(
+        [min((train_labels == c).sum(), (heldout_labels == c).sum()) for c in classes]
+    )
+    scale = min(1.0, max_cells / max(sizes.sum(), 1))
+    rng = np.random.default_rng(seed)
+    rows: tuple[list, list] = ([], [])
+    for c, size in zip(classes, np.floor(sizes * scale).astype(int), strict=True):
+        for side, labels in zip(rows, (train_labels, heldout_labels), strict=True):
+            side.append(rng.choice(np.flatnonzero(labels == c), size, replace=False))
+    return tuple(np.sort(np.concatenate(side)).astype(np.int64) for side in rows)
+
+
+def model_attack(  # noqa: PLR0913
+    synthetic_genes,
+    synthetic_labels: np.ndarray,
+    members,
+    member_labels: np.ndarray,
+    others,
+    other_labels: np.ndarray,
+) -> dict[str, float]:
+    """A loss attack: a logistic regression trained on the synthetic cells
+    scores members (training) and others (held-out) by the probability it
+    gives their own class; TPR at 1% FPR, AUC, and the accuracy gap.
+
+    Gene matrices are sparse or dense ``[n, G]`` in one gene order; the
+    samples should hold as many cells of each class on both sides
+    (:func:`class_matched_samples`).
+    """
+    model = LogisticRegression(max_iter=500).fit(synthetic_genes, synthetic_labels)
+    classes = list(model.classes_)
+
+    def own_class(genes, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        proba = model.predict_proba(genes)
+        known = np.isin(labels, classes)
+        columns = np.array([classes.index(c) if c in classes else 0 for c in labels])
+        own = np.where(known, proba[np.arange(len(labels)), columns], 0.0)
+        return own, (model.classes_[proba.argmax(1)] == labels)
+
+    p_members, hit_members = own_class(members, np.asarray(member_labels))
+    p_others, hit_others = own_class(others, np.asarray(other_labels))
+    return {
+        **attack_figures(-p_members, -p_others),
+        "accuracy_gap": float(hit_members.mean() - hit_others.mean()),
     }
 
 
@@ -293,6 +363,19 @@ def sample_pairs(
     ]
 
 
+class _RowsReadOnce:
+    """The rows of a gene matrix (lazy, sparse or dense) that the privacy
+    figures use, read in one pass; indexed by the original row positions."""
+
+    def __init__(self, x, *row_sets: np.ndarray) -> None:
+        self.rows = np.unique(np.concatenate([np.asarray(r) for r in row_sets]))
+        self.genes = take_matrix_rows(x, self.rows)
+        self.shape = (int(x.shape[0]), int(x.shape[1]))
+
+    def __getitem__(self, rows: np.ndarray) -> sparse.csr_matrix:
+        return self.genes[np.searchsorted(self.rows, rows)]
+
+
 def _centred_rows(x, rows: np.ndarray) -> np.ndarray:
     """Rows ``rows`` of a lazy, sparse or dense gene matrix (only those read),
     dense and centred (:func:`_centred`)."""
@@ -316,7 +399,7 @@ def gene_samples(
         start = stop
 
 
-def privacy_report(
+def privacy_report(  # noqa: PLR0913
     synthetic_features: np.ndarray,
     train_features: np.ndarray,
     heldout_features: np.ndarray,
@@ -325,6 +408,7 @@ def privacy_report(
     synthetic_genes=None,
     train_genes=None,
     heldout_genes=None,
+    labels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     seed: int = 0,
 ) -> dict:
     """F-space and gene-space privacy figures of a synthetic set, and the
@@ -339,11 +423,14 @@ def privacy_report(
             for a feature-only set: no gene-space figures).
         train_genes, heldout_genes: the splits' log-normalised genes in the
             same gene order (lazy, sparse or dense; only sampled rows read).
+        labels: class labels of the synthetic, training and held-out cells
+            (with genes: the model attack, :func:`model_report`).
         seed: seeds the samples.
 
     Returns:
-        ``{"f_space": {...}, "gene_space": {...} | None, "n_synthetic",
-        "n_sample", "guard": {"passes", "failures", thresholds}}``.
+        ``{"f_space": {...}, "gene_space": {...} | None, "model": {...} |
+        None, "n_synthetic", "n_sample", "guard": {"passes", "failures",
+        thresholds}}``.
     """
     pairs = sample_pairs(
         len(train_features),
@@ -372,7 +459,21 @@ def privacy_report(
         ),
         "gene_space": None,
     }
+    report["model"] = None
     if synthetic_genes is not None:
+        matched = None
+        if labels is not None:
+            labels = tuple(map(np.asarray, labels))
+            matched = class_matched_samples(
+                labels[1], labels[2], max_cells=params.max_cells, seed=seed
+            )
+        # every training and held-out row used below, each split read once
+        train_genes = _RowsReadOnce(
+            train_genes, where, *(t for t, _ in pairs), *(matched or ())[:1]
+        )
+        heldout_genes = _RowsReadOnce(
+            heldout_genes, *(h for _, h in pairs), *(matched or ())[1:]
+        )
         synthetic = _centred_rows(synthetic_genes, np.arange(len(where)))
         # each synthetic cell's nearest training cell in F-space (all of them
         # searched) is a copy candidate beside the gene-space sample
@@ -386,19 +487,48 @@ def privacy_report(
             nearest_train=np.clip(paired, 0.0, 2.0),
             **options,
         )
+        if matched is not None:
+            genes = (synthetic_genes, train_genes, heldout_genes)
+            report["model"] = model_report(genes, labels, matched)
     failures = guard_failures(report, params)
     report["guard"] = {
         "passes": not failures,
         "failures": failures,
-        "judged": "attack, copies"
-        if report["n_sample"] < params.min_sample
-        else "ratio, attack, copies",
+        "judged": (
+            "attack, copies"
+            if report["n_sample"] < params.min_sample
+            else "ratio, attack, copies"
+        )
+        + (", model attack" if report["model"] else ""),
         "min_ratio": params.min_ratio,
         "max_tpr_at_1fpr": params.max_tpr_at_1fpr,
         "max_auc": params.max_auc,
         "max_copies": params.max_copies,
     }
     return report
+
+
+def model_report(
+    genes: tuple, labels: tuple, rows: tuple[np.ndarray, np.ndarray]
+) -> dict | None:
+    """:func:`model_attack` on the training and held-out ``rows`` (class
+    matched, :func:`class_matched_samples`; ``genes`` and ``labels``:
+    synthetic, training, held-out), with the sample's size; ``None`` when the
+    synthetic set has one class or the splits share none."""
+    synthetic_genes, train_genes, heldout_genes = genes
+    synthetic_labels, train_labels, heldout_labels = labels
+    train_rows, heldout_rows = rows
+    if len(np.unique(synthetic_labels)) < 2 or not len(train_rows):
+        return None
+    figures = model_attack(
+        take_matrix_rows(synthetic_genes, np.arange(len(synthetic_labels))),
+        synthetic_labels,
+        take_matrix_rows(train_genes, train_rows),
+        train_labels[train_rows],
+        take_matrix_rows(heldout_genes, heldout_rows),
+        heldout_labels[heldout_rows],
+    )
+    return {**figures, "n_sample": len(train_rows)}
 
 
 def attack_p_value(tpr: float, n: int) -> float:
@@ -464,7 +594,8 @@ def guard_failures(report: dict, params: PrivacyParams) -> list[str]:
     always, in gene space (F-space only for a
     feature-only set): F maps nearby cells together, so in its 128
     dimensions a smooth prototype can fall on a training cell's features
-    without carrying its genes.
+    without carrying its genes. The model attack is judged like the
+    distance attacks, on its own class-matched sample.
     """
     failures = []
     copies_in = "gene_space" if report.get("gene_space") else "f_space"
@@ -486,4 +617,7 @@ def guard_failures(report: dict, params: PrivacyParams) -> list[str]:
                 f"{figures['near_copies']} near copies of training cells "
                 f"> {params.max_copies}"
             )
+    model = report.get("model")
+    if model is not None:
+        failures += _attack_failures("model", model, model["n_sample"], params)
     return failures

@@ -286,6 +286,7 @@ def _evaluate(
         tiny.test,
         tiny.test_embeddings,
         DISTILL,
+        DATA,
     )
     return assemble_metrics(synthetic, models, fidelity, privacy, DATA)
 

@@ -183,8 +183,9 @@ def measure_privacy(  # noqa: PLR0913
     heldout: ad.AnnData,
     heldout_embeddings: ad.AnnData,
     distill: DistillParams,
+    data: DataParams,
 ) -> dict[str, Any]:
-    """Nearest-record ratios, the membership attack and copies, in F-space
+    """Nearest-record ratios, the membership attacks and copies, in F-space
     and gene space, judged by ``distill.privacy``'s guard."""
     return scoring.privacy(
         synthetic,
@@ -194,6 +195,7 @@ def measure_privacy(  # noqa: PLR0913
         heldout=heldout,
         heldout_embeddings=heldout_embeddings,
         params=distill.privacy,
+        label_key=data.label_key,
         seed=current_run().seed,
     )
 

@@ -110,6 +110,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "heldout_adata",
                     "heldout_embeddings",
                     "params:distill",
+                    "params:data",
                 ],
                 outputs="privacy_metrics",
                 name="measure_privacy",

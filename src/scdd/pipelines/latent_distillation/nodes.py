@@ -126,6 +126,7 @@ def distill_synthetic_set(  # noqa: PLR0913
         heldout=validation,
         heldout_embeddings=validation_embeddings,
         params=params.privacy,
+        label_key=key,
         seed=run.seed,
     )
     apply_guard(synthetic, privacy, params.privacy)
