@@ -76,6 +76,15 @@ def test_an_auc_failure_names_its_cause_and_the_fix(caplog) -> None:
     assert "class means" not in caplog.text
 
 
+def test_a_model_attack_failure_names_its_own_cause(caplog) -> None:
+    report = _report(passes=False)
+    report["guard"]["failures"] = ["model membership attack AUC 0.780 > 0.6"]
+    with caplog.at_level(logging.WARNING):
+        apply_guard(_synthetic(real_cells=False), report, PrivacyParams())
+    assert "distill.gene_residual: 0" in caplog.text
+    assert "smaller distill.spc" not in caplog.text
+
+
 def test_real_cells_are_measured_but_not_guarded(caplog) -> None:
     synthetic = _synthetic(real_cells=True)
     with caplog.at_level(logging.INFO):

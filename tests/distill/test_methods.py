@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from scdd import generation
 from scdd.distill.config import DistillOptimParams, DistillParams
 from scdd.distill.coresets import select_coreset
-from scdd.distill.decoder_bias import class_decoder_bias
 from scdd.distill.methods import (
     METHOD_REGISTRY,
     METHODS,
@@ -119,12 +118,6 @@ def make_inputs(tiny: Tiny, label_map: list[int] | None = None) -> DistillInputs
         embeddings=generation.embedding_matrix(tiny.embeddings),
         labels=labels,
         num_classes=n_classes,
-        class_means=np.stack(
-            [
-                np.asarray(genes[labels == c].mean(axis=0)).ravel()
-                for c in range(n_classes)
-            ]
-        ),
         foundation=tiny.foundation,
         generator=generator,
         conditions=ConditionSpec(
@@ -164,8 +157,7 @@ def run(method: str, inputs: DistillInputs, **kwargs: Any):
         "t_gen": T_GEN,
         "sample_steps": 2,
         "zero_threshold": None,
-        "decoder_bias": False,  # the decode path itself; the bias has its test
-        "gene_residual": 0.0,  # ... and so has the residual
+        "gene_residual": 0.0,  # the decode path itself; the residual has its test
         "method": method,
     }
     options = {"seed": 0, "progress": False}
@@ -343,37 +335,6 @@ def test_scdd_optimises_codes_and_stores_g_of_codes(
             )
         )
     np.testing.assert_allclose(out.genes, genes.numpy(), atol=1e-5)
-
-
-def test_decoder_bias_adds_each_classs_bias_to_the_decoded_cells(
-    tiny: Tiny, inputs: DistillInputs
-) -> None:
-    config = CONFIG.model_copy(update={"steps": 0})
-    plain = run("scdd", inputs, config=config)
-    biased = run("scdd", inputs, config=config, decoder_bias=True)
-    np.testing.assert_array_equal(plain.codes, biased.codes)
-    bias = class_decoder_bias(
-        tiny.foundation.decoder,
-        inputs.embeddings,
-        inputs.labels,
-        inputs.class_means,
-        num_classes=inputs.num_classes,
-        seed=4,
-    ).numpy()
-    cond = inputs.conditions(torch.as_tensor(biased.labels))
-    with torch.no_grad():
-        decoded = tiny.foundation.decoder(
-            inputs.generator.denoise(torch.as_tensor(biased.codes), T_GEN, cond)
-        ).numpy()
-    expected = np.maximum(decoded + bias[biased.labels], 0)
-    np.testing.assert_allclose(biased.genes, expected, atol=1e-5)
-    assert not np.allclose(plain.genes, biased.genes, atol=1e-4)
-    # a second set of the same inputs and seed (another count depth) reuses it
-    cached = dict(inputs.decoder_biases)
-    run("scdd", inputs, config=config, decoder_bias=True)
-    assert inputs.decoder_biases == cached and len(cached) == 1
-    with pytest.raises(ValueError, match="class means"):
-        run("scdd", replace(inputs, class_means=None), config=config, decoder_bias=True)
 
 
 @pytest.mark.parametrize("method", ["scdd", "scdd_decoder"])

@@ -108,9 +108,6 @@ class DistillParams(ParamGroup):
     #: Library size of the drawn counts, in multiples of the one that makes
     #: them as sparse as the real class (deeper: less noisy).
     count_depth: Annotated[float, Field(ge=1)] = 4.0
-    #: Add each class's decoder bias (real class mean minus the mean of its
-    #: decoded training cells) to scdd's decoded cells.
-    decoder_bias: bool = True
     #: Step scale of a per-cell residual in gene space (log1p units per unit
     #: of code), optimised with scdd's codes from zero, so F-space matching
     #: can correct what D does not reconstruct; 0: off.

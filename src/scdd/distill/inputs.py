@@ -95,7 +95,6 @@ def prepare_inputs(
         conditions=conditions,
         target_sum=stats.target_sum,
         zero_fractions=stats.zero_fractions,
-        class_means=stats.classes.means,
     )
     return inputs, categories, stats
 

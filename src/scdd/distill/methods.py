@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
@@ -47,7 +47,6 @@ from torch import Tensor, nn
 from scdd.cellstore import take_matrix_rows
 from scdd.distill.config import DistillOptimParams, DistillParams
 from scdd.distill.coresets import select_coreset
-from scdd.distill.decoder_bias import class_decoder_bias
 from scdd.distill.expression import as_log_normalised, sample_counts_like_real
 from scdd.distill.losses import RealEmbeddingBank
 from scdd.distill.names import (
@@ -182,8 +181,6 @@ class DistillInputs:
             optimisation sees cells as they will be written.
         zero_fractions: real zero fraction per class ``[C]`` (the sparsity
             that ``sample_counts`` draws cells at).
-        class_means: real per-class gene means ``[C, G]`` (what
-            ``decoder_bias`` corrects D's output towards).
     """
 
     genes: sparse.csr_matrix | da.Array
@@ -195,12 +192,6 @@ class DistillInputs:
     conditions: ConditionSpec | None = None
     target_sum: float | None = None
     zero_fractions: np.ndarray | None = None
-    class_means: np.ndarray | None = None
-    #: :func:`class_decoder_bias` per (seed, device), so the count-depth
-    #: candidates of one set decode the class samples once.
-    decoder_biases: dict[tuple[int, str], Tensor] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
 
 
 @dataclass
@@ -224,22 +215,6 @@ class ConditionSpec:
         mapping = torch.tensor(self.label_map, dtype=torch.long, device=labels.device)
         cond[:, self.position] = mapping[labels]
         return cond
-
-
-def _decoder_bias(inputs: DistillInputs, decoder: torch.nn.Module, seed: int) -> Tensor:
-    if inputs.class_means is None:
-        raise ValueError("decoder_bias needs the real cells' class means")
-    key = (seed, str(next(decoder.parameters()).device))
-    if key not in inputs.decoder_biases:
-        inputs.decoder_biases[key] = class_decoder_bias(
-            decoder,
-            inputs.embeddings,
-            inputs.labels,
-            inputs.class_means,
-            num_classes=inputs.num_classes,
-            seed=seed + 4,
-        )
-    return inputs.decoder_biases[key]
 
 
 def drawn_rows(labels: Tensor, fraction: float) -> Tensor:
@@ -393,14 +368,10 @@ class SeededRun:
         return sample, output
 
     def optimise_decoded(self, codes: Tensor, decode: GeneratorFn) -> MethodOutput:
-        """:meth:`optimise` of codes that ``decode`` maps to genes (plus the
-        decoder bias with ``decoder_bias``, and a gene-level residual
-        optimised with them with ``gene_residual``), written as
-        :meth:`as_cells`."""
+        """:meth:`optimise` of codes that ``decode`` maps to genes (plus a
+        gene-level residual optimised with them with ``gene_residual``),
+        written as :meth:`as_cells`."""
         params, width = self.run.params, codes.shape[1]
-        bias = None
-        if params.decoder_bias:
-            bias = _decoder_bias(self.run.inputs, self.decoder, self.run.seed)
         scale = params.gene_residual
         if scale:  # the residual rides on the codes, from zero
             n_genes = len(self.run.inputs.foundation.gene_order)
@@ -410,9 +381,7 @@ class SeededRun:
             genes = decode(c[:, :width], labels)
             if scale:
                 genes = genes + scale * c[:, width:]
-            return self.as_cells(
-                genes if bias is None else genes + bias[labels], labels
-            )
+            return self.as_cells(genes, labels)
 
         genes, output = self.optimise(codes, cells, self.encoder)
         output.genes, output.codes = genes, output.codes[:, :width]
@@ -613,11 +582,8 @@ def run_method(
             define them: ``dm``: DM only, ``dc``: DC only, ...), ``t_gen``,
             ``guidance_scale``, ``sample_steps`` (of ``generator_only``),
             ``zero_threshold`` (applied inside the optimisation, see
-            :func:`as_log_normalised`), ``decoder_bias`` (add each class's
-            :func:`class_decoder_bias` to the decoded cells of
-            :data:`SCDD_METHODS` methods; needs ``inputs.class_means``) and
-            ``seeding`` (:data:`SEEDINGS`: the real cells the optimised
-            methods start from). Its count settings are read by
+            :func:`as_log_normalised`) and ``seeding`` (:data:`SEEDINGS`: the
+            real cells the optimised methods start from). Its count settings are read by
             :func:`scdd.distill.inputs.distill_synthetic`, which picks
             ``count_fraction`` and ``count_depth``.
         inputs: training cells, their cached embeddings, frozen models.

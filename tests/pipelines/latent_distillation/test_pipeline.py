@@ -68,8 +68,7 @@ PARAMS = DistillParams(
     sample_steps=2,
     zero_threshold=None,
     sample_counts_from_spc=None,  # smooth cells: X is a function of the codes
-    decoder_bias=False,  # ... of the codes alone (the bias: tests/distill)
-    gene_residual=0.0,  # (the residual: tests/distill)
+    gene_residual=0.0,  # ... of the codes alone (the residual: tests/distill)
     optim=OPTIM,
 )
 
