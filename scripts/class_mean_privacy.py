@@ -2,11 +2,12 @@
 
 A synthetic set that matches class statistics carries them; on classes of a
 few dozen cells in thousands of genes the means alone let the guard's
-membership attack tell training from held-out cells. For each dataset of a
+membership attacks tell training from held-out cells. For each dataset of a
 benchmark workdir (``scripts/benchmark_shared.py``), this scores two sets
-with the guard's gene-space figures against the scored split, on the sample
-pairs the benchmark's draws use: the training class means, and the
-validation class means (no training cell in them: what chance gives).
+with the guard's gene-space figures and its model attack against the scored
+split, on the samples the benchmark's draws use: the training class means,
+and the validation class means (no training cell in them: what chance
+gives).
 
     python scripts/class_mean_privacy.py --workdir W --split test \\
         --datasets pbmc_10x human_kidney cbmc_citeseq paul15 baron_pancreas
@@ -26,19 +27,46 @@ from scdd.metrics.privacy import (
     PrivacyParams,
     attack_p_value,
     auc_p_value,
+    class_matched_samples,
     gene_samples,
+    model_attack,
     sample_pairs,
     space_report,
 )
 
 
-def _class_means(adata: ad.AnnData, key: str, classes: list[str]) -> np.ndarray:
-    """Centred per-class mean rows of the log-normalised genes (one chunked
-    pass, :func:`summarise_classes`); classes without cells left out."""
+def _class_means(
+    adata: ad.AnnData, key: str, classes: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class mean rows of the log-normalised genes (one chunked pass,
+    :func:`summarise_classes`) and their class names; classes without cells
+    left out."""
     labels = adata.obs[key].cat.set_categories(classes).cat.codes.to_numpy()
     means = summarise_classes(adata.X, labels, num_classes=len(classes)).means
-    means = means[~np.isnan(means).any(axis=1)]
-    return means - means.mean(1, keepdims=True)
+    kept = ~np.isnan(means).any(axis=1)
+    return means[kept], np.asarray(classes)[kept]
+
+
+def _model_auc(
+    means: tuple[np.ndarray, np.ndarray],
+    train: ad.AnnData,
+    scored: ad.AnnData,
+    key: str,
+    seed: int,
+) -> tuple[float, float]:
+    """The guard's model attack on a set of class means: AUC and its p-value."""
+    labels = [a.obs[key].astype(str).to_numpy() for a in (train, scored)]
+    rows = class_matched_samples(
+        *labels, max_cells=PrivacyParams().max_cells, seed=seed
+    )
+    auc = model_attack(
+        *means,
+        train.X[rows[0]],
+        labels[0][rows[0]],
+        scored.X[rows[1]],
+        labels[1][rows[1]],
+    )["attack_auc"]
+    return auc, auc_p_value(auc, len(rows[0]))
 
 
 def main() -> None:
@@ -51,9 +79,10 @@ def main() -> None:
     args = parser.parse_args()
     params, out = PrivacyParams(), sys.stdout
     out.write(
-        "| dataset | set | draw | n | attack TPR (p) | attack AUC (p) | ratio |\n"
+        "| dataset | set | draw | n | attack TPR (p) | attack AUC (p) | ratio "
+        "| model attack AUC (p) |\n"
     )
-    out.write("| --- | --- | ---: | ---: | --- | --- | ---: |\n")
+    out.write("| --- | --- | ---: | ---: | --- | --- | ---: | --- |\n")
     for name in args.datasets:
         splits = args.workdir / name / "data" / "05_model_input"
         train = ad.read_h5ad(splits / "train.h5ad")
@@ -75,8 +104,12 @@ def main() -> None:
             )
             n = len(pairs[0][0])
             for label, means in sets.items():
+                centred = means[0] - means[0].mean(1, keepdims=True)
+                model_auc, model_p = _model_auc(
+                    means, train, scored, args.label_key, seed=draw
+                )
                 figures = space_report(
-                    means,
+                    centred,
                     gene_samples(train.X, scored.X, pairs),
                     near_copy_factor=params.near_copy_factor,
                     chunk_size=params.chunk_size,
@@ -86,7 +119,8 @@ def main() -> None:
                     f"| {name} | {label} | {draw} | {n} | {tpr:.3f} "
                     f"({attack_p_value(tpr, n):.0e}) | {auc:.3f} "
                     f"({auc_p_value(auc, n):.0e}) | "
-                    f"{figures['nearest_record_ratio']:.2f} |\n"
+                    f"{figures['nearest_record_ratio']:.2f} | {model_auc:.3f} "
+                    f"({model_p:.0e}) |\n"
                 )
                 out.flush()
 
