@@ -34,7 +34,12 @@ def _features(x: np.ndarray) -> np.ndarray:
     return x @ w
 
 
-def _report(synthetic: np.ndarray, train: np.ndarray, heldout: np.ndarray) -> dict:
+def _report(
+    synthetic: np.ndarray,
+    train: np.ndarray,
+    heldout: np.ndarray,
+    labels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> dict:
     return privacy_report(
         _features(synthetic),
         _features(train),
@@ -43,6 +48,7 @@ def _report(synthetic: np.ndarray, train: np.ndarray, heldout: np.ndarray) -> di
         synthetic_genes=sparse.csr_matrix(synthetic),
         train_genes=sparse.csr_matrix(train),
         heldout_genes=heldout,
+        labels=labels,
     )
 
 
@@ -318,15 +324,8 @@ def test_class_matched_samples_hold_each_class_equally() -> None:
 def test_report_judges_the_model_attack() -> None:
     (train, train_labels), (heldout, heldout_labels) = _classes(0), _classes(1)
     synthetic, labels = _class_means(train, train_labels)
-    report = privacy_report(
-        _features(synthetic),
-        _features(train),
-        _features(heldout),
-        PrivacyParams(max_cells=300, chunk_size=64),
-        synthetic_genes=sparse.csr_matrix(synthetic),
-        train_genes=sparse.csr_matrix(train),
-        heldout_genes=heldout,
-        labels=(labels, train_labels, heldout_labels),
+    report = _report(
+        synthetic, train, heldout, labels=(labels, train_labels, heldout_labels)
     )
     assert report["model"]["n_sample"] == 200
     assert report["guard"]["judged"].endswith(", model attack")
