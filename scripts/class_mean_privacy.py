@@ -29,7 +29,7 @@ from scdd.metrics.privacy import (
     auc_p_value,
     class_matched_samples,
     gene_samples,
-    model_attack,
+    model_report,
     sample_pairs,
     space_report,
 )
@@ -45,28 +45,6 @@ def _class_means(
     means = summarise_classes(adata.X, labels, num_classes=len(classes)).means
     kept = ~np.isnan(means).any(axis=1)
     return means[kept], np.asarray(classes)[kept]
-
-
-def _model_auc(
-    means: tuple[np.ndarray, np.ndarray],
-    train: ad.AnnData,
-    scored: ad.AnnData,
-    key: str,
-    seed: int,
-) -> tuple[float, float]:
-    """The guard's model attack on a set of class means: AUC and its p-value."""
-    labels = [a.obs[key].astype(str).to_numpy() for a in (train, scored)]
-    rows = class_matched_samples(
-        *labels, max_cells=PrivacyParams().max_cells, seed=seed
-    )
-    auc = model_attack(
-        *means,
-        train.X[rows[0]],
-        labels[0][rows[0]],
-        scored.X[rows[1]],
-        labels[1][rows[1]],
-    )["attack_auc"]
-    return auc, auc_p_value(auc, len(rows[0]))
 
 
 def main() -> None:
@@ -94,7 +72,13 @@ def main() -> None:
             "training class means": _class_means(train, args.label_key, classes),
             f"{other} class means": _class_means(unseen, args.label_key, classes),
         }
+        labels = tuple(
+            a.obs[args.label_key].astype(str).to_numpy() for a in (train, scored)
+        )
         for draw in range(args.draws):
+            matched = class_matched_samples(
+                *labels, max_cells=params.max_cells, seed=draw
+            )
             pairs = sample_pairs(
                 train.n_obs,
                 scored.n_obs,
@@ -105,9 +89,10 @@ def main() -> None:
             n = len(pairs[0][0])
             for label, means in sets.items():
                 centred = means[0] - means[0].mean(1, keepdims=True)
-                model_auc, model_p = _model_auc(
-                    means, train, scored, args.label_key, seed=draw
-                )
+                model_auc = model_report(
+                    (means[0], train.X, scored.X), (means[1], *labels), matched
+                )["attack_auc"]
+                model_p = auc_p_value(model_auc, len(matched[0]))
                 figures = space_report(
                     centred,
                     gene_samples(train.X, scored.X, pairs),

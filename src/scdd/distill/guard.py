@@ -23,24 +23,28 @@ class PrivacyGuardError(ValueError):
     """A synthetic set failed the privacy guard with ``enforce: true``."""
 
 
+#: What an attack-AUC failure usually means and what lowers it, for the
+#: model attack (True) and the distance attacks (False).
+_AUC_HINTS = {
+    True: (
+        " The model attack reads what a classifier learns from the set as a "
+        "whole: gene profiles fit to a few dozen training cells in thousands "
+        "of genes carry each cell's own noise. distill.gene_residual: 0 (no "
+        "per-cell gene-level fit) or more cells per class lower it."
+    ),
+    False: (
+        " The attack AUC reads a leak spread over many training cells: each "
+        "synthetic cell is fit to the statistics of a few dozen cells in many "
+        "genes, where even the training class means are read. A smaller "
+        "distill.spc (targets of more cells) or more cells per class lower it."
+    ),
+}
+
+
 def _cause(failures: list[str]) -> str:
-    """What an attack-AUC failure usually means, and what lowers it."""
-    hints = []
-    if any(AUC_FAILURE in line and line.startswith("model") for line in failures):
-        hints.append(
-            " The model attack reads what a classifier learns from the set as a "
-            "whole: gene profiles fit to a few dozen training cells in thousands "
-            "of genes carry each cell's own noise. distill.gene_residual: 0 (no "
-            "per-cell gene-level fit) or more cells per class lower it."
-        )
-    if any(AUC_FAILURE in line and not line.startswith("model") for line in failures):
-        hints.append(
-            " The attack AUC reads a leak spread over many training cells: each "
-            "synthetic cell is fit to the statistics of a few dozen cells in many "
-            "genes, where even the training class means are read. A smaller "
-            "distill.spc (targets of more cells) or more cells per class lower it."
-        )
-    return "".join(hints)
+    """What the attack-AUC failures usually mean, and what lowers them."""
+    kinds = {line.startswith("model") for line in failures if AUC_FAILURE in line}
+    return "".join(_AUC_HINTS[kind] for kind in (True, False) if kind in kinds)
 
 
 def apply_guard(

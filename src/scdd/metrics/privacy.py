@@ -18,10 +18,11 @@ and in gene space (``1 - Pearson`` of log-normalised genes):
   genes): a logistic regression trained on the synthetic set scores each
   training and held-out cell by the probability it gives the cell's own
   class, on samples with as many cells of each class on both sides. It reads
-  what no single synthetic cell shows: a class mean over a few hundred cells
-  carries each cell's rare genes, and a model trained on it recognises its
-  training cells (paul15, SPC 10: AUC 0.77, accuracy 28 points higher on
-  training than on held-out cells, against 0.54 for real coreset cells).
+  what no single synthetic cell shows: a class mean over a hundred cells in
+  thousands of genes carries each cell's own noise, and a model trained on
+  it recognises its training cells (paul15, SPC 10: AUC 0.77, accuracy 28
+  points higher on training than on held-out cells, against 0.54 for real
+  coreset cells).
 - **Copies**: synthetic cells equal to a training cell (exact; every
   training cell's F-space nearest neighbour is checked too), or closer to a
   sampled one than ``near_copy_factor`` times the distance that only 1% of
@@ -224,14 +225,14 @@ def model_attack(  # noqa: PLR0913
     (:func:`class_matched_samples`).
     """
     model = LogisticRegression(max_iter=500).fit(synthetic_genes, synthetic_labels)
-    classes = list(model.classes_)
+    classes = model.classes_  # sorted
 
     def own_class(genes, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         proba = model.predict_proba(genes)
-        known = np.isin(labels, classes)
-        columns = np.array([classes.index(c) if c in classes else 0 for c in labels])
+        columns = np.searchsorted(classes, labels).clip(max=len(classes) - 1)
+        known = classes[columns] == labels  # a class the set lacks: probability 0
         own = np.where(known, proba[np.arange(len(labels)), columns], 0.0)
-        return own, (model.classes_[proba.argmax(1)] == labels)
+        return own, (classes[proba.argmax(1)] == labels)
 
     p_members, hit_members = own_class(members, np.asarray(member_labels))
     p_others, hit_others = own_class(others, np.asarray(other_labels))
@@ -370,7 +371,6 @@ class _RowsReadOnce:
     def __init__(self, x, *row_sets: np.ndarray) -> None:
         self.rows = np.unique(np.concatenate([np.asarray(r) for r in row_sets]))
         self.genes = take_matrix_rows(x, self.rows)
-        self.shape = (int(x.shape[0]), int(x.shape[1]))
 
     def __getitem__(self, rows: np.ndarray) -> sparse.csr_matrix:
         return self.genes[np.searchsorted(self.rows, rows)]
