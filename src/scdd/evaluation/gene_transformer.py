@@ -105,10 +105,12 @@ def _class_token_output(
     b_q, _, b_v = attn.in_proj_bias.view(3, heads, d // heads)
     cls = tokens[:, 0]
     query = (torch.einsum("bd,hed->bhe", cls, w_q) + b_q) * (d // heads) ** -0.5
-    scores = torch.einsum("btd,bhd->bht", tokens, torch.einsum("bhe,hed->bhd", query, w_k))
+    keys = torch.einsum("bhe,hed->bhd", query, w_k)  # the query seen as a token
+    scores = torch.einsum("btd,bhd->bht", tokens, keys)
     weights = nn.functional.dropout(scores.softmax(-1), attn.dropout, attn.training)
     pooled = torch.einsum("bht,btd->bhd", weights, tokens)
-    values = torch.einsum("bhd,hed->bhe", pooled, w_v) + b_v * weights.sum(-1, keepdim=True)
+    values = torch.einsum("bhd,hed->bhe", pooled, w_v)
+    values = values + b_v * weights.sum(-1, keepdim=True)  # dropout: sum != 1
     attended = attn.out_proj(values.reshape(b, d))
     h = layer.norm1(cls + layer.dropout1(attended))
     feed = layer.linear2(layer.dropout(layer.activation(layer.linear1(h))))
