@@ -42,14 +42,27 @@ def test_every_gene_lands_in_exactly_one_token() -> None:
 
 
 @pytest.mark.parametrize("depth", [1, 2])
-def test_class_token_shortcut_equals_the_whole_encoder(depth: int) -> None:
+@pytest.mark.parametrize("training", [False, True])
+def test_class_token_shortcut_equals_the_whole_encoder(
+    depth: int, training: bool
+) -> None:
+    """In eval mode, and in training mode without dropout (the attention
+    path that training takes, deterministically)."""
     torch.manual_seed(0)
     model = GeneGroupTransformer(
         50,
         3,
-        GeneTransformerParams(genes_per_token=4, d_model=8, heads=2, depth=depth),
+        GeneTransformerParams(
+            genes_per_token=4,
+            d_model=8,
+            heads=2,
+            depth=depth,
+            dropout=0.0 if training else 0.1,
+        ),
     )
-    model.eval()
+    model.train(training)
+    for layer in model.encoder.layers:  # MultiheadAttention starts them at 0
+        torch.nn.init.normal_(layer.self_attn.in_proj_bias)
     x = torch.rand(5, 50)
     padded = torch.nn.functional.pad(x, (0, 1))[:, model.groups]
     tokens = torch.einsum(
