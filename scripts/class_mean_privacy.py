@@ -87,14 +87,13 @@ def main() -> None:
                 count=params.ratio_samples,
             )
             n = len(pairs[0][0])
-            for label, means in sets.items():
-                centred = means[0] - means[0].mean(1, keepdims=True)
+            for label, (means, means_classes) in sets.items():
                 model_auc = model_report(
-                    (means[0], train.X, scored.X), (means[1], *labels), matched
+                    (means, train.X, scored.X), (means_classes, *labels), matched
                 )["attack_auc"]
                 model_p = auc_p_value(model_auc, len(matched[0]))
                 figures = space_report(
-                    centred,
+                    means - means.mean(1, keepdims=True),
                     gene_samples(train.X, scored.X, pairs),
                     near_copy_factor=params.near_copy_factor,
                     chunk_size=params.chunk_size,

@@ -13,7 +13,7 @@ from typing import Any
 
 import anndata as ad
 
-from scdd.metrics.privacy import AUC_FAILURE, PrivacyParams
+from scdd.metrics.privacy import AUC_FAILURE, MODEL_ATTACK, PrivacyParams
 from scdd.provenance import storable
 
 logger = logging.getLogger(__name__)
@@ -24,15 +24,15 @@ class PrivacyGuardError(ValueError):
 
 
 #: What an attack-AUC failure usually means and what lowers it, for the
-#: model attack (True) and the distance attacks (False).
+#: model attack and the distance attacks.
 _AUC_HINTS = {
-    True: (
+    MODEL_ATTACK: (
         " The model attack reads what a classifier learns from the set as a "
         "whole: gene profiles fit to a few dozen training cells in thousands "
         "of genes carry each cell's own noise. distill.gene_residual: 0 (no "
         "per-cell gene-level fit) or more cells per class lower it."
     ),
-    False: (
+    "distance": (
         " The attack AUC reads a leak spread over many training cells: each "
         "synthetic cell is fit to the statistics of a few dozen cells in many "
         "genes, where even the training class means are read. A smaller "
@@ -43,8 +43,12 @@ _AUC_HINTS = {
 
 def _cause(failures: list[str]) -> str:
     """What the attack-AUC failures usually mean, and what lowers them."""
-    kinds = {line.startswith("model") for line in failures if AUC_FAILURE in line}
-    return "".join(_AUC_HINTS[kind] for kind in (True, False) if kind in kinds)
+    kinds = {
+        MODEL_ATTACK if line.startswith(MODEL_ATTACK) else "distance"
+        for line in failures
+        if AUC_FAILURE in line
+    }
+    return "".join(hint for kind, hint in _AUC_HINTS.items() if kind in kinds)
 
 
 def apply_guard(

@@ -101,10 +101,11 @@ def _class_token_output(
     attn = layer.self_attn
     b, _, d = tokens.shape
     heads = attn.num_heads
-    w_q, w_k, w_v = attn.in_proj_weight.view(3, heads, d // heads, d)
-    b_q, _, b_v = attn.in_proj_bias.view(3, heads, d // heads)
+    head_dim = d // heads
+    w_q, w_k, w_v = attn.in_proj_weight.view(3, heads, head_dim, d)
+    b_q, _, b_v = attn.in_proj_bias.view(3, heads, head_dim)
     cls = tokens[:, 0]
-    query = (torch.einsum("bd,hed->bhe", cls, w_q) + b_q) * (d // heads) ** -0.5
+    query = (torch.einsum("bd,hed->bhe", cls, w_q) + b_q) * head_dim**-0.5
     keys = torch.einsum("bhe,hed->bhd", query, w_k)  # the query seen as a token
     scores = torch.einsum("btd,bhd->bht", tokens, keys)
     weights = nn.functional.dropout(scores.softmax(-1), attn.dropout, attn.training)

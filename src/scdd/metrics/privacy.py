@@ -49,6 +49,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
+import pandas as pd
 from pydantic import Field, NonNegativeInt, PositiveInt
 from scipy import sparse
 from scipy.stats import nhypergeom, norm
@@ -194,17 +195,19 @@ def class_matched_samples(
     of cells of each class on both sides (at most ``max_cells`` in all, each
     class in proportion to the smaller split's share), so a model's accuracy
     on the two compares membership, not class mix."""
-    train_labels, heldout_labels = np.asarray(train_labels), np.asarray(heldout_labels)
-    classes = np.intersect1d(train_labels, heldout_labels)
-    sizes = np.array(
-        [min((train_labels == c).sum(), (heldout_labels == c).sum()) for c in classes]
-    )
+    # each split's rows per class, ascending, grouped in one hashing pass
+    members = [
+        pd.Series(np.arange(len(labels))).groupby(np.asarray(labels)).indices
+        for labels in (train_labels, heldout_labels)
+    ]
+    classes = np.intersect1d(list(members[0]), list(members[1]))
+    sizes = np.array([min(len(m[c]) for m in members) for c in classes])
     scale = min(1.0, max_cells / max(sizes.sum(), 1))
     rng = np.random.default_rng(seed)
     rows: tuple[list, list] = ([], [])
     for c, size in zip(classes, np.floor(sizes * scale).astype(int), strict=True):
-        for side, labels in zip(rows, (train_labels, heldout_labels), strict=True):
-            side.append(rng.choice(np.flatnonzero(labels == c), size, replace=False))
+        for side, by_class in zip(rows, members, strict=True):
+            side.append(rng.choice(by_class[c], size, replace=False))
     return tuple(np.sort(np.concatenate(side)).astype(np.int64) for side in rows)
 
 
@@ -559,6 +562,9 @@ def auc_p_value(auc: float, n: int) -> float:
 #: Words of the guard's failure line for the attack AUC (the distill guard
 #: adds what lowers it to such failures).
 AUC_FAILURE = "membership attack AUC"
+#: The model attack's name in guard failures (the distance attacks carry
+#: their space's), so the guard can tell which attack failed.
+MODEL_ATTACK = "model"
 
 
 def _attack_failures(
@@ -619,5 +625,5 @@ def guard_failures(report: dict, params: PrivacyParams) -> list[str]:
             )
     model = report.get("model")
     if model is not None:
-        failures += _attack_failures("model", model, model["n_sample"], params)
+        failures += _attack_failures(MODEL_ATTACK, model, model["n_sample"], params)
     return failures
