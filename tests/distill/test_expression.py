@@ -31,27 +31,24 @@ def test_matches_finalise_and_is_differentiable(genes: torch.Tensor) -> None:
     assert torch.isfinite(genes.grad).all() and genes.grad.abs().sum() > 0
 
 
-def test_counts_are_drawn_as_sparse_as_real_cells_with_a_straight_gradient() -> None:
+def test_counts_are_drawn_as_sparse_as_real_cells() -> None:
     """Smooth cells redrawn as counts: each as sparse as asked, log-normalised
-    to the target, the same draw for the same seed, and the gradient of the
-    smooth cells unchanged (straight-through)."""
+    to the target, the same draw for the same seed."""
     from scdd.distill.expression import sample_counts_like_real
 
     torch.manual_seed(0)
     profile = torch.rand(4, 500) * torch.linspace(0.01, 3, 500)
-    cells = as_log_normalised(profile, target_sum=1e4).requires_grad_()
+    cells = as_log_normalised(profile, target_sum=1e4)
     wanted = torch.tensor([0.5, 0.7, 0.9, 0.9])
     drawn = sample_counts_like_real(cells, wanted, target_sum=1e4, seed=1)
     zeros = (drawn == 0).float().mean(1)
     assert torch.allclose(zeros, wanted, atol=0.06), zeros
-    np.testing.assert_allclose(torch.expm1(drawn).sum(1).detach(), 1e4, rtol=1e-4)
+    np.testing.assert_allclose(torch.expm1(drawn).sum(1), 1e4, rtol=1e-4)
     again = sample_counts_like_real(cells, wanted, target_sum=1e4, seed=1)
     assert torch.equal(again, drawn)
     assert not torch.equal(
         sample_counts_like_real(cells, wanted, target_sum=1e4, seed=2), drawn
     )
-    (drawn * torch.arange(500.0)).sum().backward()
-    torch.testing.assert_close(cells.grad, torch.arange(500.0).expand(4, 500))
 
 
 def test_deeper_counts_are_less_sparse_and_closer_to_the_smooth_cells() -> None:

@@ -122,6 +122,39 @@ def test_chunked_backward_matches_plain_backward() -> None:
     torch.testing.assert_close(chunked_grad, plain_grad, rtol=0, atol=1e-5)
 
 
+def test_the_finish_is_scored_and_passes_the_gradient_straight_through() -> None:
+    """With a finish (here rounding, whose own gradient is zero), the loss is
+    that of the finished samples and the gradient that of the straight-through
+    estimate ``S + (finish(S) - S).detach()``, in one piece and in chunks; the
+    chunks do not run the finish again."""
+    generator, encoder, bank, codes, labels = _setup()
+    generator.eval()
+    encoder.eval()
+    loss_fn = MatchingLoss(encoder, bank, _config(), num_classes=NUM_CLASSES)
+    finished = []
+
+    def finish(samples: Tensor, _labels: Tensor) -> Tensor:
+        finished.append(len(samples))
+        return torch.round(samples * 2) / 2
+
+    def loss_of(samples: Tensor) -> Tensor:
+        return loss_fn(samples, labels, torch.Generator().manual_seed(3))[0]
+
+    z = codes.clone().requires_grad_()
+    samples = generator(z, labels)
+    expected = loss_of(samples + (finish(samples, labels) - samples).detach())
+    expected.backward()
+    for chunk_size in (None, 5):
+        finished.clear()
+        y = codes.clone().requires_grad_()
+        loss = backward_through_generator(
+            y, labels, generator, loss_of, chunk_size, finish
+        )
+        assert finished == [len(codes)]
+        assert loss == pytest.approx(expected.item(), rel=1e-6)
+        torch.testing.assert_close(y.grad, z.grad, rtol=0, atol=1e-5)
+
+
 def test_dm_distillation_reduces_loss_and_class_mean_gap() -> None:
     generator, encoder, bank, codes, labels = _setup()
     result = distill(

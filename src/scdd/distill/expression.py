@@ -66,16 +66,18 @@ def sample_counts_like_real(
     depth: float = 1.0,
     max_library: float | None = None,
 ) -> Tensor:
-    """Log-normalised cells ``[n, G]`` redrawn as count data, differentiably.
+    """Log-normalised cells ``[n, G]`` redrawn as count data.
 
     Each cell's expression profile gives Poisson rates at the library size that
     makes it as sparse as its class's real cells (``zero_fraction`` ``[n]``);
     the counts are log-normalised to ``target_sum`` again. Decoded cells are
     smooth profiles while real cells are noisy counts: models trained on the
     redrawn cells see the noise they are tested on. The draw is seeded, so the
-    same cells give the same counts, and the gradient passes straight through
-    (as if the draw were the identity). ``depth`` multiplies that library
-    size (deeper draws: less sparse, less noisy cells); ``max_library``
+    same cells give the same counts. It has no gradient: distillation passes
+    the gradient straight through it, as if the draw were the identity
+    (:func:`scdd.distill.optimise.backward_through_generator`). ``depth``
+    multiplies that library size (deeper draws: less sparse, less noisy
+    cells); ``max_library``
     (default ``4 * target_sum``) keeps a single count above the output cut-off.
     """
     with torch.no_grad():
@@ -92,5 +94,4 @@ def sample_counts_like_real(
         if empty.any():
             top = proportions[empty].argmax(1)
             counts[empty.nonzero().flatten(), top] = 1.0
-        sampled = torch.log1p(counts / counts.sum(1, keepdim=True) * target_sum)
-    return cells + (sampled - cells).detach()
+        return torch.log1p(counts / counts.sum(1, keepdim=True) * target_sum)

@@ -57,7 +57,7 @@ from scdd.distill.names import (
     SCDD_METHODS,
     SEEDINGS,
 )
-from scdd.distill.optimise import GeneratorFn, distill
+from scdd.distill.optimise import GeneratorFn, SampleFinish, distill
 from scdd.distill.parts import class_parts
 from scdd.models.device import make_generator
 from scdd.models.diffusion import LatentDiffusion
@@ -316,21 +316,24 @@ class SeededRun:
             zero_fractions=_count_sparsity(run),
         )
 
-    def as_cells(self, genes: Tensor, labels: Tensor) -> Tensor:
-        """Genes as they will be written: non-negative (and log-normalised,
-        some redrawn as counts with ``count_fraction``)."""
+    def as_cells(self, genes: Tensor, _labels: Tensor) -> Tensor:
+        """Genes as they will be written, before any count draw:
+        non-negative (and log-normalised)."""
         run, target_sum = self.run, self.run.inputs.target_sum
         if target_sum is None:
             return F.relu(genes)
-        cells = as_log_normalised(
+        return as_log_normalised(
             genes, target_sum=target_sum, zero_threshold=run.params.zero_threshold
         )
-        if self.zero_fractions is None:
-            return cells
+
+    def draw_counts(self, cells: Tensor, labels: Tensor) -> Tensor:
+        """``count_fraction`` of each class's cells redrawn as counts
+        (:func:`sample_counts_like_real`), the others as they are."""
+        run = self.run
         drawn = sample_counts_like_real(
             cells,
             self.zero_fractions[labels],
-            target_sum=target_sum,
+            target_sum=run.inputs.target_sum,
             seed=run.seed + 2,
             depth=run.count_depth,
         )
@@ -339,12 +342,19 @@ class SeededRun:
         rows = drawn_rows(labels, run.count_fraction)
         return torch.where(rows[:, None], drawn, cells)
 
+    @property
+    def finish(self) -> SampleFinish | None:
+        """The straight-through map of the optimised cells: the count draw
+        when this run draws counts."""
+        return None if self.zero_fractions is None else self.draw_counts
+
     def optimise(
         self, codes: Tensor, generator_fn: GeneratorFn, encoder: nn.Module | None
     ) -> tuple[np.ndarray, MethodOutput]:
         """Algorithm 1 (:func:`distill`) on ``codes`` against the real
-        embeddings; the sample the optimised codes map to, and the output
-        (labels, codes, history) it goes into."""
+        embeddings, the cells passed through :attr:`finish`; the sample the
+        optimised codes map to, and the output (labels, codes, history) it
+        goes into."""
         run, config = self.run, self.config
         bank = _real_embeddings(run.inputs, run.device)
         real_genes = _real_genes(run, config) if config.finetune_encoder else None
@@ -359,9 +369,13 @@ class SeededRun:
             progress=run.progress,
             part_means=self.part_means,
             real_genes=real_genes,
+            finish=self.finish,
         )
         with torch.no_grad():
-            sample = generator_fn(result.codes.to(run.device), self.y).cpu().numpy()
+            sample = generator_fn(result.codes.to(run.device), self.y)
+            if self.finish is not None:
+                sample = self.finish(sample, self.y)
+        sample = sample.cpu().numpy()
         output = MethodOutput(
             labels=self.labels, codes=result.codes.numpy(), history=result.history
         )
@@ -370,7 +384,7 @@ class SeededRun:
     def optimise_decoded(self, codes: Tensor, decode: GeneratorFn) -> MethodOutput:
         """:meth:`optimise` of codes that ``decode`` maps to genes (plus a
         gene-level residual optimised with them with ``gene_residual``),
-        written as :meth:`as_cells`."""
+        written as :meth:`as_cells` (and :attr:`finish`)."""
         params, width = self.run.params, codes.shape[1]
         scale = params.gene_residual
         if scale:  # the residual rides on the codes, from zero

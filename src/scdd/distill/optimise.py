@@ -45,6 +45,11 @@ SampleLoss = Callable[
 """``(samples [n, G], labels [n], generator) -> (scalar loss, float parts)``:
 what :func:`distill` minimises (:class:`MatchingLoss` unless given)."""
 
+SampleFinish = Callable[[Tensor, Tensor], Tensor]
+"""``(samples [n, G], labels [n]) -> samples [n, G]``: a map of the generated
+samples taken without a gradient (a seeded count draw), whose gradient is
+taken as the identity (straight-through)."""
+
 
 @dataclass
 class DistillResult:
@@ -277,21 +282,24 @@ class MatchingLoss:
         ]
 
 
-def backward_through_generator(
+def backward_through_generator(  # noqa: PLR0913
     codes: Tensor,
     labels: Tensor,
     generator_fn: GeneratorFn,
     loss_on_samples: Callable[[Tensor], Tensor],
     chunk_size: int | None,
+    finish: SampleFinish | None = None,
 ) -> float:
-    """Accumulate ``d loss(G(codes)) / d codes`` into ``codes.grad``.
+    """Accumulate ``d loss(finish(G(codes))) / d codes`` into ``codes.grad``.
 
-    With a chunk size (paper III-C4), ``S = G(codes)`` is built without a graph,
-    ``dL/dS`` is taken on a detached leaf copy, and ``G`` is re-run chunk by
-    chunk with ``S_chunk.backward(dL/dS_chunk)``, so ``G``'s graph is never held
-    for the whole set. This equals a plain backward as long as ``G`` is
-    deterministic and per-sample (eval mode: no dropout, running BatchNorm
-    stats).
+    ``S = G(codes)`` is built once; ``dL/dS`` is taken on a detached leaf
+    copy of ``finish(S)`` (the gradient passes straight through ``finish``).
+    With more codes than ``chunk_size`` (paper III-C4), ``S`` is built
+    without a graph and ``G`` is re-run chunk by chunk with
+    ``S_chunk.backward(dL/dS_chunk)``, so ``G``'s graph is never held for
+    the whole set; ``finish`` is not re-run, as only the values need it.
+    This equals a plain backward as long as ``G`` is deterministic and
+    per-sample (eval mode: no dropout, running BatchNorm stats).
 
     Args:
         codes: ``[n, d]`` leaf tensor requiring grad.
@@ -299,27 +307,27 @@ def backward_through_generator(
         generator_fn: frozen ``(codes, labels) -> samples [n, G]``.
         loss_on_samples: scalar loss of the samples ``[n, G]``.
         chunk_size: codes per chunk; ``None`` or 0 for a plain full backward.
+        finish: straight-through map of the samples (a count draw); ``None``
+            for none.
 
     Returns:
         The loss value.
     """
-
-    def generate(rows: slice) -> Tensor:
-        return generator_fn(codes[rows], labels[rows])
-
-    everything = slice(None)
-    if not chunk_size:
-        loss = loss_on_samples(generate(everything))
-        loss.backward()
-        return loss.item()
+    n = codes.shape[0]
+    chunked = bool(chunk_size) and n > chunk_size
+    with torch.set_grad_enabled(not chunked):
+        samples = generator_fn(codes, labels)
     with torch.no_grad():
-        samples = generate(everything)
-    samples = samples.detach().requires_grad_()
-    loss = loss_on_samples(samples)
-    (sample_grad,) = torch.autograd.grad(loss, samples)
-    for start in range(0, codes.shape[0], chunk_size):
+        values = samples if finish is None else finish(samples, labels)
+    values = values.detach().requires_grad_()
+    loss = loss_on_samples(values)
+    (sample_grad,) = torch.autograd.grad(loss, values)
+    if not chunked:
+        samples.backward(sample_grad)
+        return loss.item()
+    for start in range(0, n, chunk_size):
         rows = slice(start, start + chunk_size)
-        generate(rows).backward(sample_grad[rows])
+        generator_fn(codes[rows], labels[rows]).backward(sample_grad[rows])
     return loss.item()
 
 
@@ -342,6 +350,7 @@ def distill(  # noqa: PLR0913, PLR0917
     loss_fn: SampleLoss | None = None,
     part_means: Tensor | None = None,
     real_genes: RealEmbeddingBank | None = None,
+    finish: SampleFinish | None = None,
 ) -> DistillResult:
     """Optimise synthetic-set codes against cached real embeddings.
 
@@ -367,6 +376,8 @@ def distill(  # noqa: PLR0913, PLR0917
         part_means: ``[n, D]`` part centre of each code's sample (see
             :class:`MatchingLoss`).
         real_genes: real gene rows per class (``config.finetune_encoder``).
+        finish: straight-through map of the generated samples before the
+            loss (see :func:`backward_through_generator`).
 
     Returns:
         The optimised codes (detached, CPU) and the loss history.
@@ -398,7 +409,14 @@ def distill(  # noqa: PLR0913, PLR0917
     )
     start = time.perf_counter()
     history = _optimise(
-        codes, labels, generator_fn, loss_fn, config, seed=seed, progress=progress
+        codes,
+        labels,
+        generator_fn,
+        loss_fn,
+        config,
+        seed=seed,
+        progress=progress,
+        finish=finish,
     )
     logger.info(
         "Distillation finished in %.1f s (final loss %s)",
@@ -424,6 +442,7 @@ def _optimise(
     *,
     seed: int,
     progress: bool,
+    finish: SampleFinish | None,
 ) -> list[dict[str, float]]:
     """The loop of Algorithm 1: ``config.steps`` updates of ``codes`` in
     place; returns the loss history (every ``log_every`` steps and the last)."""
@@ -442,7 +461,7 @@ def _optimise(
         follow_cores()
         optimizer.zero_grad(set_to_none=True)
         loss = backward_through_generator(
-            codes, labels, generator_fn, loss_on_samples, config.chunk_size
+            codes, labels, generator_fn, loss_on_samples, config.chunk_size, finish
         )
         optimizer.step()
         bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
