@@ -66,17 +66,33 @@ def test_deeper_counts_are_less_sparse_and_closer_to_the_smooth_cells() -> None:
     assert (deep - cells).abs().mean() < (shallow - cells).abs().mean()
 
 
-def test_the_library_size_bisection_solves_uniform_profiles_to_float_precision():
+def test_the_library_size_solves_uniform_profiles_to_float_precision():
     """Uniform proportions over G genes are zero for a fraction exp(-L / G),
-    so L = -G log(zero fraction); the bisection stops once float32 cannot
-    halve its bounds any more, at that solution."""
+    so L = -G log(zero fraction); a target beyond a bound gets that bound."""
     from scdd.distill.expression import library_size_for_zero_fraction
 
     genes = 1000
-    proportions = torch.full((3, genes), 1.0 / genes)
-    zero_fraction = torch.tensor([0.5, 0.8, 0.95])
+    proportions = torch.full((5, genes), 1.0 / genes)
+    zero_fraction = torch.tensor([0.5, 0.8, 0.95, 0.999, 0.0])
     library = library_size_for_zero_fraction(
         proportions, zero_fraction, low=10.0, high=1e5
     )
-    expected = -genes * torch.log(zero_fraction)
-    torch.testing.assert_close(library, expected, rtol=1e-5, atol=0)
+    expected = -genes * torch.log(zero_fraction[:3])
+    torch.testing.assert_close(library[:3], expected, rtol=1e-5, atol=0)
+    assert library[3].item() == 10.0 and library[4].item() == 1e5
+
+
+def test_the_library_size_makes_skewed_profiles_as_sparse_as_asked():
+    """On skewed profiles of 20k genes the expected zero fraction at the
+    library size found is the target, to float32 precision."""
+    from scdd.distill.expression import library_size_for_zero_fraction
+
+    torch.manual_seed(0)
+    profile = torch.rand(50, 20_000) ** 4 * torch.linspace(0.01, 3, 20_000)
+    proportions = (profile / profile.sum(1, keepdim=True)).double()
+    wanted = torch.rand(50, dtype=torch.float64) * 0.6 + 0.3
+    library = library_size_for_zero_fraction(
+        proportions.float(), wanted.float(), low=10.0, high=1e7
+    )
+    zeros = torch.exp(-proportions * library.double().unsqueeze(1)).mean(1)
+    torch.testing.assert_close(zeros, wanted, rtol=0, atol=1e-5)

@@ -35,26 +35,45 @@ def library_size_for_zero_fraction(
 ) -> Tensor:
     """Per row, the library size ``L`` at which Poisson counts of
     ``L * proportions`` are zero for ``zero_fraction`` of the genes (in
-    expectation), found by bisection in log space within ``[low, high]``.
+    expectation), within ``[low, high]``.
+
+    The expected zero fraction ``f(L) = mean(exp(-p L))`` falls with ``L``
+    and is at least ``exp(-L / G)`` (Jensen), so the root is at least
+    ``-G log(zero_fraction)``. From there Newton's method on ``log f`` in
+    ``log L`` runs inside the bracket it narrows (a bisection step where it
+    would leave it) until ``f`` is within a millionth of the target or a step
+    moves ``log L`` by a few float32 steps: about seven evaluations of ``f``
+    where a bisection takes 24.
 
     Args:
         proportions: ``[n, G]`` non-negative rows summing to 1.
         zero_fraction: ``[n]`` target zero fraction of each row.
     """
-    lo = torch.full_like(zero_fraction, math.log(low))
+    neg, target = -proportions, zero_fraction.log()
+
+    def excess(log_l: Tensor) -> tuple[Tensor, Tensor]:
+        """``log f - log zero_fraction`` and its slope in ``log L``."""
+        level = log_l.exp().unsqueeze(1)
+        zeros = torch.exp(neg * level)
+        f = zeros.mean(1).clamp_min(1e-30)
+        return f.log() - target, (zeros * neg).mean(1) * level.squeeze(1) / f
+
     hi = torch.full_like(zero_fraction, math.log(high))
-    for _ in range(40):
-        mid = (lo + hi) / 2
-        zeros = torch.exp(-proportions * mid.exp().unsqueeze(1)).mean(1)
-        too_sparse = zeros > zero_fraction
-        new_lo = torch.where(too_sparse, mid, lo)
-        new_hi = torch.where(too_sparse, hi, mid)
-        # each row's step depends on its bounds alone: once a step moves no
-        # bound (float32 has ~24 halvings to give), no later one would
-        if torch.equal(new_lo, lo) and torch.equal(new_hi, hi):
+    jensen = torch.log(-proportions.shape[1] * target)
+    lo = jensen.clamp(math.log(low), math.log(high))
+    beyond_high = excess(hi)[0] > 0
+    log_l = lo
+    for _ in range(60):
+        gap, slope = excess(log_l)
+        lo = torch.where(gap > 0, log_l, lo)  # still too sparse: L is larger
+        hi = torch.where(gap > 0, hi, log_l)
+        step = log_l - gap / slope.clamp_max(-1e-30)
+        new = torch.where((step >= lo) & (step <= hi), step, (lo + hi) / 2)
+        moved = (new - log_l).abs() > 4 * torch.finfo(new.dtype).eps * new.abs()
+        log_l = new
+        if not (moved & (gap.abs() > 1e-6) & ~beyond_high).any():
             break
-        lo, hi = new_lo, new_hi
-    return ((lo + hi) / 2).exp()
+    return torch.where(beyond_high, high, log_l.exp().clamp(low, high))
 
 
 def sample_counts_like_real(
