@@ -71,8 +71,8 @@ class DistillOptimParams(ParamGroup):
     #: Real embeddings sampled per class for DC and the prototype loss.
     real_batch_size: PositiveInt = 256
     #: Codes per chunk when backpropagating through G; 0 or ``None`` = all at
-    #: once.
-    chunk_size: NonNegativeInt | None = 64
+    #: once. A set within one chunk builds G once, a larger one twice.
+    chunk_size: NonNegativeInt | None = 256
     #: Record history (and log at DEBUG) every this many steps.
     log_every: PositiveInt = 10
 

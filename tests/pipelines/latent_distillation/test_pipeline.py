@@ -372,4 +372,4 @@ def test_distill_pipeline_end_to_end(project_copy: Path, caplog) -> None:
     )
     assert generator_history["step"].iloc[-1] == 50
     recorded = recorded_params(synthetic, "distill")
-    assert recorded["optim"]["steps"] == 10 and recorded["optim"]["chunk_size"] == 64
+    assert recorded["optim"]["steps"] == 10 and recorded["optim"]["chunk_size"] == 256
