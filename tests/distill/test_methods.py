@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -370,6 +371,26 @@ def test_scdd_decoder_stores_d_of_normalised_codes(
             tiny.foundation.decoder(F.normalize(torch.as_tensor(out.codes), dim=1))
         )
     np.testing.assert_allclose(out.genes, genes.numpy(), atol=1e-5)
+
+
+def test_bf16_decodes_through_a_bfloat16_copy_of_d(
+    tiny: Tiny, inputs: DistillInputs
+) -> None:
+    """``precision: bf16-true``: the cells written are a bfloat16 copy of D's
+    output (float32 again, within bf16 rounding of D's own), and the
+    foundation itself stays float32."""
+    config = CONFIG.model_copy(update={"precision": "bf16-true"})
+    out = run("scdd_decoder", inputs, config=config)
+    decoder = tiny.foundation.decoder
+    assert all(p.dtype == torch.float32 for p in decoder.parameters())
+    codes = F.normalize(torch.as_tensor(out.codes), dim=1)
+    with torch.no_grad():
+        exact = F.relu(decoder(codes)).numpy()
+        rounded = copy.deepcopy(decoder).to(torch.bfloat16)(codes.bfloat16())
+    assert out.genes.dtype == np.float32
+    np.testing.assert_array_equal(out.genes, F.relu(rounded.float()).numpy())
+    assert not np.array_equal(out.genes, exact)
+    np.testing.assert_allclose(out.genes, exact, rtol=0.05, atol=0.05)
 
 
 def test_parts_seed_scdd_from_medoids_and_match_each_cell(

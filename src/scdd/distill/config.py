@@ -39,6 +39,10 @@ class DistillOptimParams(ParamGroup):
     optimizer: Literal["adam", "sgd"] = "adam"
     #: SGD momentum (0.5 as in the DC/DM reference code).
     momentum: NonNegativeFloat = 0.5
+    #: Arithmetic of the frozen F and D while distilling and decoding the
+    #: written cells: ``32-true``, or ``bf16-true`` (their weights and matrix
+    #: products in bfloat16, the cells and losses around them in float32).
+    precision: Literal["32-true", "bf16-true"] = "32-true"
     #: Weight of the DM loss; 0 skips it.
     lambda_dm: NonNegativeFloat = 1.0
     #: Weight of the DC loss; 0 skips it.

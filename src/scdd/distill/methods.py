@@ -59,7 +59,7 @@ from scdd.distill.names import (
 )
 from scdd.distill.optimise import GeneratorFn, SampleFinish, distill
 from scdd.distill.parts import class_parts
-from scdd.models.device import make_generator
+from scdd.models.device import in_precision, make_generator
 from scdd.models.diffusion import LatentDiffusion
 from scdd.models.foundation import FoundationModel
 
@@ -307,8 +307,8 @@ class SeededRun:
             y=torch.as_tensor(labels, dtype=torch.long, device=device),
             z_seed=torch.as_tensor(inputs.embeddings[seeds], device=device),
             part_means=part_means,
-            encoder=foundation.encoder.to(device),
-            decoder=foundation.decoder.to(device),
+            encoder=in_precision(foundation.encoder.to(device), config.precision),
+            decoder=in_precision(foundation.decoder.to(device), config.precision),
             generator=(
                 None if inputs.generator is None else inputs.generator.to(device).eval()
             ),

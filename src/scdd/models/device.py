@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
+from torch import Tensor, nn
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -35,3 +38,25 @@ def fused_adam(device: torch.device | str) -> dict[str, bool]:
     instead of one per tensor operation (1.6x faster foundation training on
     2 CPU cores at 12.5k genes)."""
     return {"fused": torch.device(device).type in ("cpu", "cuda")}
+
+
+class _InDtype(nn.Module):
+    """A copy of a module whose weights and arithmetic are ``dtype``, taking
+    and giving float32."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.module = copy.deepcopy(module).to(dtype)
+        self.dtype = dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x.to(self.dtype)).float()
+
+
+def in_precision(module: nn.Module, precision: str) -> nn.Module:
+    """``module`` computing in ``precision`` (``32-true``: itself;
+    ``bf16-true``: a bfloat16 copy, several times faster matrix products on a
+    CPU with AMX or a GPU)."""
+    if precision == "32-true":
+        return module
+    return _InDtype(module, torch.bfloat16)
