@@ -100,9 +100,7 @@ def main() -> None:
     datasets = list(args.datasets)
     if args.widen:
         datasets.append(widened(args.widen, args.workdir, args.label_key))
-    _write(
-        "| dataset | genes | set size | precision | seed | s | peak RSS GB | loss |"
-    )
+    _write("| dataset | genes | set size | precision | seed | s | peak RSS GB | loss |")
     _write("|---|---:|---:|---|---:|---:|---:|---:|")
     for name in datasets:
         inputs = _inputs(args.workdir / name, args.label_key)[0]
