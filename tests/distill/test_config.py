@@ -14,6 +14,9 @@ def test_optimiser_and_losses_are_validated() -> None:
         DistillOptimParams(optimizer="lbfgs")
     with pytest.raises(ValueError, match="at least one"):
         DistillOptimParams(lambda_dm=0, lambda_dc=0)
+    with pytest.raises(ValueError, match="precision: 32-true"):
+        DistillOptimParams(lambda_dc=1, finetune_encoder=True, precision="bf16-true")
+    assert DistillOptimParams(precision="bf16-true").precision == "bf16-true"
 
 
 @pytest.mark.parametrize(

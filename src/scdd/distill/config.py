@@ -87,6 +87,11 @@ class DistillOptimParams(ParamGroup):
                 "lambda_dm and lambda_dc are both 0: nothing to optimise; make "
                 "at least one of them > 0"
             )
+        if self.finetune_encoder and self.precision != "32-true":
+            raise ValueError(
+                "finetune_encoder trains F, which bfloat16 weights cannot take "
+                "small steps of; set distill.optim.precision: 32-true"
+            )
         return self
 
 

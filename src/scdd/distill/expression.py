@@ -96,8 +96,8 @@ def sample_counts_like_real(
     the gradient straight through it, as if the draw were the identity
     (:func:`scdd.distill.optimise.backward_through_generator`). ``depth``
     multiplies that library size (deeper draws: less sparse, less noisy
-    cells); ``max_library``
-    (default ``4 * target_sum``) keeps a single count above the output cut-off.
+    cells); ``max_library`` (default ``4 * target_sum``) keeps a single count
+    above the output cut-off.
     """
     with torch.no_grad():
         linear = torch.expm1(cells.clamp_min(0))
