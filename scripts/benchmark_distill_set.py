@@ -23,22 +23,18 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
-import time
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchmark_count_depth import _inputs, _write  # noqa: E402
+from benchmark_count_depth import _final_loss, _inputs, _write  # noqa: E402
 from benchmark_shared import SHARED, project_copy, run  # noqa: E402
 
 from scdd.distill.config import DistillParams  # noqa: E402
-from scdd.distill.inputs import final_loss  # noqa: E402
-from scdd.distill.methods import run_method  # noqa: E402
 from scdd.threads import apply_threads  # noqa: E402
 
 
@@ -70,21 +66,6 @@ def widened(genes: int, workdir: Path, label_key: str) -> str:
     return name
 
 
-def _timed(params: DistillParams, inputs, seed: int) -> tuple[float, float]:
-    """Seconds and final loss of one set."""
-    start = time.perf_counter()
-    output = run_method(
-        params,
-        inputs,
-        count_fraction=params.count_fraction,
-        count_depth=params.count_depth,
-        seed=seed,
-        device=torch.device("cpu"),
-        progress=False,
-    )
-    return time.perf_counter() - start, final_loss(output)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True)
@@ -109,7 +90,7 @@ def main() -> None:
                 params = DistillParams(spc=args.spc)
                 optim = params.optim.model_copy(update={"precision": precision})
                 params = params.model_copy(update={"optim": optim})
-                seconds, loss = _timed(params, inputs, seed)
+                loss, seconds = _final_loss(params, inputs, params.count_depth, seed)
                 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
                 _write(
                     f"| {name} | {inputs.genes.shape[1]} | "

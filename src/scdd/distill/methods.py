@@ -355,7 +355,7 @@ class SeededRun:
         embeddings, the cells passed through :attr:`finish`; the sample the
         optimised codes map to, and the output (labels, codes, history) it
         goes into."""
-        run, config = self.run, self.config
+        run, config, finish = self.run, self.config, self.finish
         bank = _real_embeddings(run.inputs, run.device)
         real_genes = _real_genes(run, config) if config.finetune_encoder else None
         result = distill(
@@ -369,12 +369,12 @@ class SeededRun:
             progress=run.progress,
             part_means=self.part_means,
             real_genes=real_genes,
-            finish=self.finish,
+            finish=finish,
         )
         with torch.no_grad():
             sample = generator_fn(result.codes.to(run.device), self.y)
-            if self.finish is not None:
-                sample = self.finish(sample, self.y)
+            if finish is not None:
+                sample = finish(sample, self.y)
         sample = sample.cpu().numpy()
         output = MethodOutput(
             labels=self.labels, codes=result.codes.numpy(), history=result.history
