@@ -42,6 +42,7 @@ from scdd.dask_engine import (
     worker_failures_explained,
 )
 from scdd.models.device import resolve_device
+from scdd.models.dropout import with_uniform_dropout
 from scdd.param_group import ParamGroup, PositiveInt, Rate
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,8 @@ def build_autoencoder(
     n_genes: int, architecture: FoundationArchitectureParams | None = None
 ) -> tuple[Encoder, Decoder]:
     """SCimilarity's encoder and its mirror-image decoder, of ``architecture``
-    (default: :class:`FoundationArchitectureParams`' defaults)."""
+    (default: :class:`FoundationArchitectureParams`' defaults), their dropout
+    drawn by :class:`UniformDropout` (the same layers and weights)."""
     arch = architecture or FoundationArchitectureParams()
     hidden = [int(h) for h in arch.hidden_dim]
     encoder = Encoder(
@@ -145,7 +147,7 @@ def build_autoencoder(
         hidden_dim=hidden[::-1],
         dropout=arch.dropout,
     )
-    return encoder, decoder
+    return with_uniform_dropout(encoder), with_uniform_dropout(decoder)
 
 
 def save_model_dir(model: FoundationModel, path: Path) -> None:
