@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from scdd.metrics.probe import linear_probe
+from scdd.metrics.probe import Standardiser, linear_probe
 from scdd.preprocessing import log_normalise
 from tests.conftest import make_counts_adata
 from tests.evaluation.lazy_helpers import no_whole_matrix, spied
@@ -41,3 +44,29 @@ def test_lazy_splits_probe_like_in_memory_ones(monkeypatch) -> None:
         assert got == expected and expected["accuracy"] > 0.9
     assert set(test_reads.counts.values()) == {2}  # each test block once a call
     assert np.isin(list(train_reads.counts), np.arange(10)).all()
+
+
+def test_the_standardiser_matches_scikit_learns_and_works_in_place() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, 3.0, size=(300, 50)).astype(np.float32)
+    x[:, 7] = 4.0  # a constant column keeps scale 1, as in StandardScaler
+    reference = StandardScaler().fit(x)
+    fitted = Standardiser.fit(x)
+    assert np.allclose(fitted.mean, reference.mean_)
+    assert np.allclose(fitted.scale, reference.scale_)
+    expected = reference.transform(x)
+    out = fitted.apply(x)
+    assert out is x and np.allclose(x, expected, atol=1e-5)
+
+
+def test_the_probe_predicts_as_the_scikit_learn_pipeline_and_keeps_its_input() -> None:
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 60)
+    x = rng.normal(size=(180, 30)).astype(np.float32) + y[:, None] * 0.3
+    kept = x.copy()
+    test, y_test = x[::2] + 0.1, y[::2]
+    got = linear_probe(x, y, test, y_test, max_train_cells=10_000)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    predicted = pipe.fit(x, y).predict(test)
+    assert got["accuracy"] == np.mean(predicted == y_test)
+    assert np.array_equal(x, kept)  # standardised a copy, not the caller's cells

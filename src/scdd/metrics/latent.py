@@ -33,8 +33,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray, *, eps: float = 1e-6) -> floa
     Returns:
         The distance (>= 0 up to round-off; 0 for identical sets).
     """
-    a = _as_points(a, "a")
-    b = _as_points(b, "b")
+    a = check_points(a, "a")
+    b = check_points(b, "b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(
             f"a and b must have the same width, got {a.shape[1]} and {b.shape[1]}."
@@ -72,7 +72,7 @@ def fit_latent_classifier(
     Returns:
         A fitted scikit-learn pipeline with ``predict``.
     """
-    x = _as_points(embeddings, "embeddings")
+    x = check_points(embeddings, "embeddings")
     labels = np.asarray(labels)
     if labels.shape != (x.shape[0],):
         raise ValueError(
@@ -101,7 +101,7 @@ def class_consistency(
         sorted label order.
     """
     labels = np.asarray(labels)
-    correct = classifier.predict(_as_points(samples, "samples")) == labels
+    correct = classifier.predict(check_points(samples, "samples")) == labels
     classes = np.unique(labels)
     return {
         "accuracy": float(correct.mean()),
@@ -109,7 +109,7 @@ def class_consistency(
     }
 
 
-def _as_points(x: np.ndarray, name: str) -> np.ndarray:
+def check_points(x: np.ndarray, name: str) -> np.ndarray:
     """Finite float ``[n >= 2, d]`` array (float32 kept: a gene-level probe's
     sample is cells x genes) or a ``ValueError`` naming ``name``."""
     x = np.asarray(x)
