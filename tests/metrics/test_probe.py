@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from scdd.metrics.probe import Standardiser, linear_probe
+from scdd.metrics import latent
+from scdd.metrics.latent import fit_latent_classifier
+from scdd.metrics.probe import linear_probe
 from scdd.preprocessing import log_normalise
 from tests.conftest import make_counts_adata
 from tests.evaluation.lazy_helpers import no_whole_matrix, spied
@@ -46,17 +50,20 @@ def test_lazy_splits_probe_like_in_memory_ones(monkeypatch) -> None:
     assert np.isin(list(train_reads.counts), np.arange(10)).all()
 
 
-def test_the_standardiser_matches_scikit_learns_and_works_in_place() -> None:
+def test_the_classifier_scales_as_standard_scaler_and_only_overwrites_if_told() -> None:
     rng = np.random.default_rng(0)
-    x = rng.gamma(2.0, 3.0, size=(300, 50)).astype(np.float32)
+    x = rng.gamma(2.0, 3.0, size=(3000, 50)).astype(np.float32)
     x[:, 7] = 4.0  # a constant column keeps scale 1, as in StandardScaler
+    y = rng.integers(0, 3, len(x))
     reference = StandardScaler().fit(x)
-    fitted = Standardiser.fit(x)
-    assert np.allclose(fitted.mean, reference.mean_)
-    assert np.allclose(fitted.scale, reference.scale_)
-    expected = reference.transform(x)
-    out = fitted.apply(x)
-    assert out is x and np.allclose(x, expected, atol=1e-5)
+    kept = x.copy()
+    with patch.object(latent, "_SCALER_CHUNK_VALUES", 50 * 128):  # 24 chunks
+        scaler = fit_latent_classifier(x, y)[0]
+    assert np.allclose(scaler.mean_, reference.mean_)
+    assert np.allclose(scaler.scale_, reference.scale_)
+    assert np.array_equal(x, kept)
+    fit_latent_classifier(x, y, overwrite=True)
+    assert np.allclose(x, reference.transform(kept), atol=1e-5)
 
 
 def test_the_probe_predicts_as_the_scikit_learn_pipeline_and_keeps_its_input() -> None:

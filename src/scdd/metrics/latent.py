@@ -12,6 +12,10 @@ from sklearn.preprocessing import StandardScaler
 
 logger = logging.getLogger(__name__)
 
+#: Values per chunk the scaler's statistics are gathered over (64 MiB in
+#: float64): ``StandardScaler.fit`` holds a float64 copy of all its input.
+_SCALER_CHUNK_VALUES = 1 << 23
+
 #: Relative size of an imaginary part of ``sqrtm`` above which a warning is logged.
 _IMAG_TOL = 1e-3
 
@@ -33,8 +37,8 @@ def frechet_distance(a: np.ndarray, b: np.ndarray, *, eps: float = 1e-6) -> floa
     Returns:
         The distance (>= 0 up to round-off; 0 for identical sets).
     """
-    a = check_points(a, "a")
-    b = check_points(b, "b")
+    a = _as_points(a, "a")
+    b = _as_points(b, "b")
     if a.shape[1] != b.shape[1]:
         raise ValueError(
             f"a and b must have the same width, got {a.shape[1]} and {b.shape[1]}."
@@ -57,22 +61,31 @@ def frechet_distance(a: np.ndarray, b: np.ndarray, *, eps: float = 1e-6) -> floa
 
 
 def fit_latent_classifier(
-    embeddings: np.ndarray, labels: np.ndarray, seed: int = 0
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    seed: int = 0,
+    *,
+    overwrite: bool = False,
 ) -> Pipeline:
     """Standardised multinomial logistic regression on latents.
 
     The latents are unit-norm (coordinates ~0.1), so features are standardised
-    first; otherwise the default L2 penalty would dominate the fit.
+    first; otherwise the default L2 penalty would dominate the fit. The
+    scaler's statistics are gathered over row chunks (``partial_fit``) and
+    ``embeddings`` is scaled in place with ``overwrite`` (else a copy of
+    it), so a gene-level sample (20k cells x 12k genes) costs no copy, not
+    the float64 temporary and scaled copy of ``StandardScaler`` (2 GB more).
 
     Args:
         embeddings: Latents ``[n, d]``.
         labels: Class labels ``[n]`` (any hashable dtype).
         seed: ``random_state`` of the solver.
+        overwrite: ``embeddings`` may be standardised in place.
 
     Returns:
         A fitted scikit-learn pipeline with ``predict``.
     """
-    x = check_points(embeddings, "embeddings")
+    x = _as_points(embeddings, "embeddings")
     labels = np.asarray(labels)
     if labels.shape != (x.shape[0],):
         raise ValueError(
@@ -80,10 +93,15 @@ def fit_latent_classifier(
         )
     if np.unique(labels).size < 2:
         raise ValueError("fit_latent_classifier needs at least 2 classes.")
-    classifier = make_pipeline(
-        StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)
-    )
-    return classifier.fit(x, labels)
+    scaler = StandardScaler(copy=False)
+    step = max(1, _SCALER_CHUNK_VALUES // x.shape[1])
+    for start in range(0, len(x), step):
+        scaler.partial_fit(x[start : start + step])
+    keep = not overwrite and np.may_share_memory(x, embeddings)
+    scaled = scaler.transform(x.copy() if keep else x)
+    model = LogisticRegression(max_iter=2000, random_state=seed).fit(scaled, labels)
+    # predict standardises a copy of what it is given
+    return make_pipeline(scaler.set_params(copy=True), model)
 
 
 def class_consistency(
@@ -101,7 +119,7 @@ def class_consistency(
         sorted label order.
     """
     labels = np.asarray(labels)
-    correct = classifier.predict(check_points(samples, "samples")) == labels
+    correct = classifier.predict(_as_points(samples, "samples")) == labels
     classes = np.unique(labels)
     return {
         "accuracy": float(correct.mean()),
@@ -109,7 +127,7 @@ def class_consistency(
     }
 
 
-def check_points(x: np.ndarray, name: str) -> np.ndarray:
+def _as_points(x: np.ndarray, name: str) -> np.ndarray:
     """Finite float ``[n >= 2, d]`` array (float32 kept: a gene-level probe's
     sample is cells x genes) or a ``ValueError`` naming ``name``."""
     x = np.asarray(x)
