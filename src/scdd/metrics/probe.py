@@ -30,10 +30,10 @@ def linear_probe(
     At most about ``max_train_cells`` training cells (a seeded, stratified
     sample) are used and the test cells are densified ``chunk_size`` rows at a
     time, so the probe stays cheap on large inputs; features are standardised
-    in place (:func:`fit_latent_classifier`), which lets lbfgs converge in a few dozen
-    iterations. Either matrix may be lazy (a dask array of CSR row blocks):
-    only the training sample is read into memory, the test cells one block at
-    a time.
+    in place (:func:`fit_latent_classifier`), which lets lbfgs converge in a
+    few dozen iterations. Either matrix may be lazy (a dask array of CSR row
+    blocks): only the training sample is read into memory, the test cells one
+    block at a time.
 
     Returns:
         Test accuracy and balanced accuracy.
