@@ -22,8 +22,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 KEDRO = Path(sys.executable).with_name("kedro")
@@ -48,9 +51,54 @@ def fresh_project(where: Path) -> Path:
     return where
 
 
-def timed_run(project: Path, pipelines: str, params: str) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) and the log of one ``kedro run`` process
-    (the log is kept as ``<project>/<pipelines>.log``)."""
+class TreePeaks:
+    """Peak RSS (MB) of a process and of each of its descendants (Dask
+    workers, nannies), sampled every ``interval`` seconds in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.5) -> None:
+        self.root, self.interval = psutil.Process(pid), interval
+        self.peaks: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                tree = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                return
+            for proc in tree:
+                try:
+                    rss = proc.memory_info().rss / 2**20
+                    name = "kedro" if proc is self.root else _role(proc)
+                except psutil.Error:
+                    continue
+                old = self.peaks.get(proc.pid, (name, 0.0))[1]
+                self.peaks[proc.pid] = (name, max(old, rss))
+
+    def stop(self) -> str:
+        """``kedro 2100 MB; worker 1900 MB; ...``: each process's peak."""
+        self._stop.set()
+        self._thread.join()
+        rows = sorted(self.peaks.values(), key=lambda r: (r[0] != "kedro", -r[1]))
+        return "; ".join(f"{name} {mb:.0f} MB" for name, mb in rows)
+
+
+def _role(proc: psutil.Process) -> str:
+    """What a descendant process is, from its command line."""
+    line = " ".join(proc.cmdline())
+    if "multiprocessing.resource_tracker" in line:
+        return "resource tracker"
+    return "worker" if "multiprocessing" in line else proc.name()
+
+
+def timed_run(
+    project: Path, pipelines: str, params: str
+) -> tuple[float, float, str, str]:
+    """Wall seconds, peak RSS (MB, the largest process of the run), the log of
+    one ``kedro run`` process (kept as ``<project>/<pipelines>.log``) and the
+    peak RSS of every process of the run (:class:`TreePeaks`)."""
     command = [str(KEDRO), "run", "--pipelines", pipelines]
     if params:
         command += ["--params", params]
@@ -61,12 +109,14 @@ def timed_run(project: Path, pipelines: str, params: str) -> tuple[float, float,
         proc = subprocess.Popen(
             command, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT
         )
+        peaks = TreePeaks(proc.pid)
         _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
+    per_process = peaks.stop()
     text = log.read_text()
     if os.waitstatus_to_exitcode(status):
         sys.exit(f"kedro run failed in {project}:\n{text[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, text
+    return seconds, usage.ru_maxrss / 1024, text, per_process
 
 
 def main() -> None:
@@ -91,7 +141,7 @@ def main() -> None:
             time.sleep(2)
         try:
             project = fresh_project(args.workdir / f"run{i}")
-            seconds, peak, _ = timed_run(project, args.pipelines, params)
+            seconds, peak, _, _ = timed_run(project, args.pipelines, params)
         finally:
             if spinner:
                 spinner.terminate()

@@ -99,6 +99,30 @@ def test_condition_codes_errors() -> None:
         generation.condition_codes(obs, ["tissue"], {"tissue": ["x"]})
 
 
+def test_scdg_trains_on_a_sample_of_the_cells_it_can_see(monkeypatch) -> None:
+    """More cells than ``steps x batch_size``: a seeded sample of that many
+    is read, with its own conditions; fewer: all of them."""
+    seen = {}
+
+    def record(z, codes, config, **kwargs):
+        seen["z"], seen["codes"] = z, codes
+        raise StopIteration
+
+    monkeypatch.setattr(generation, "train_scdg", record)
+    adata = make_embeddings_adata()
+    small = TRAIN.model_copy(update={"steps": 5, "batch_size": 8})
+    with pytest.raises(StopIteration):
+        generation.train_generator(
+            adata, ["cell_type"], model=MODEL, train=small, seed=0, progress=False
+        )
+    rows = generation.seen_rows(adata.n_obs, 40, 0)
+    assert len(rows) == 40 and len(seen["z"]) == 40
+    np.testing.assert_array_equal(seen["z"], adata.X[rows])
+    codes = adata.obs["cell_type"].cat.codes.to_numpy()[rows]
+    np.testing.assert_array_equal(seen["codes"][:, 0], codes)
+    assert generation.seen_rows(adata.n_obs, adata.n_obs, 0) is None
+
+
 def test_checkpoint_keeps_conditions_and_loads_weights_only(trained: dict) -> None:
     assert trained["condition_columns"] == ["cell_type", "batch"]
     assert trained["condition_categories"] == {

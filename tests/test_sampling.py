@@ -1,7 +1,8 @@
 import numpy as np
+import pandas as pd
 import pytest
 
-from scdd.sampling import stratified_rows
+from scdd.sampling import capped_class_rows, stratified_rows
 
 LABELS = np.repeat(["a", "b", "c"], [700, 290, 10])
 
@@ -30,3 +31,14 @@ def test_the_sample_is_seeded() -> None:
     )
     with pytest.raises(ValueError, match="max_cells"):
         stratified_rows(LABELS, 0)
+
+
+def test_capped_class_rows_samples_only_classes_above_the_cap() -> None:
+    labels = np.repeat(["a", "b", "c"], [5, 30, 12])
+    assert capped_class_rows(labels, 30) is None
+    rows = capped_class_rows(labels, 10, seed=1)
+    assert np.all(np.diff(rows) > 0)
+    kept = pd.Series(labels[rows]).value_counts()
+    assert kept.to_dict() == {"a": 5, "b": 10, "c": 10}
+    assert np.array_equal(rows, capped_class_rows(labels, 10, seed=1))
+    assert not np.array_equal(rows, capped_class_rows(labels, 10, seed=2))

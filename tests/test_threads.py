@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from scdd import threads
+from scdd import dask_engine, threads
 from scdd.threads import (
     FOLLOW_INTERVAL_S,
     CoreFollower,
@@ -191,9 +191,9 @@ def test_without_a_run_nothing_is_sampled_or_applied(
 def test_dask_worker_tasks_are_left_alone(
     machine: _Machine, follower: CoreFollower, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert not threads._in_worker_task()
+    assert not dask_engine.in_worker_task()
     follower.start(None)
-    monkeypatch.setattr(threads, "_in_worker_task", lambda: True)
+    monkeypatch.setattr(dask_engine, "in_worker_task", lambda: True)
     machine.busy = 2.0
     _later(machine)
     assert (follower.count, machine.applied) == (4, [4])

@@ -152,6 +152,15 @@ class PinWorkerThreads(WorkerPlugin):
         apply_threads(1)
 
 
+def in_worker_task() -> bool:
+    """Whether this thread runs a task on a ``distributed`` worker."""
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
+
+
 def pin_task_thread() -> None:
     """In a task on a ``distributed`` worker, hold this thread's torch and
     numba threads to one; elsewhere do nothing.
@@ -160,9 +169,7 @@ def pin_task_thread() -> None:
     :class:`PinWorkerThreads` reaches only the task threads a worker starts
     after it; a torch-heavy task calls this first (it costs microseconds).
     """
-    try:
-        distributed.get_worker()
-    except ValueError:  # not in a worker task
+    if not in_worker_task():
         return
     import numba
     import torch

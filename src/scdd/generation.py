@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from scdd.cellstore import is_lazy_matrix, take_matrix_rows
 from scdd.metrics import class_consistency, fit_latent_classifier, frechet_distance
 from scdd.models.device import make_generator
 from scdd.models.diffusion import LatentDiffusion
@@ -122,16 +123,22 @@ def check_embeddings_match(
     adata: ad.AnnData, embeddings: ad.AnnData, split: str
 ) -> None:
     """Fail unless the cached embeddings are of ``adata``'s cells, in order."""
-    if list(adata.obs_names) != list(embeddings.obs_names):
+    if not adata.obs_names.equals(embeddings.obs_names):
         raise ValueError(
             f"{split}_embeddings do not match {split}_adata cell for cell; re-run "
             "the foundation pipeline (kedro run --pipeline foundation)."
         )
 
 
-def embedding_matrix(adata: ad.AnnData) -> np.ndarray:
-    """Finite float32 latents ``[n_cells, d]`` from ``adata.X``."""
-    x = adata.X.toarray() if hasattr(adata.X, "toarray") else adata.X
+def embedding_matrix(adata: ad.AnnData, rows: np.ndarray | None = None) -> np.ndarray:
+    """Finite float32 latents ``[n, d]`` from ``adata.X``: rows ``rows``
+    (positions, any order; all when ``None``). A lazy ``X`` is read only in
+    the blocks that hold them, so a sample of an atlas's cached embeddings
+    costs the sample's memory."""
+    x = adata.X
+    if rows is not None or is_lazy_matrix(x):
+        x = take_matrix_rows(x, np.arange(adata.n_obs) if rows is None else rows)
+    x = x.toarray() if hasattr(x, "toarray") else x
     x = np.asarray(x, dtype=np.float32)
     if not np.isfinite(x).all():
         raise ValueError(
@@ -171,6 +178,14 @@ def load_generator(
     return model, {c: list(categories[c]) for c in checkpoint["condition_columns"]}
 
 
+def seen_rows(n_cells: int, seen: int, seed: int) -> np.ndarray | None:
+    """Sorted rows of a seeded uniform sample of ``seen`` of ``n_cells``
+    cells, or ``None`` (all) when there are no more."""
+    if n_cells <= seen:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n_cells, seen, replace=False))
+
+
 def train_generator(
     adata: ad.AnnData,
     columns: Sequence[str],
@@ -182,6 +197,10 @@ def train_generator(
     progress: bool = True,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Train SCDG on the latents in ``adata.X``, conditioned on ``columns``.
+
+    Training sees ``train.steps x train.batch_size`` cells, each once at
+    most; a larger split is first sampled (seeded, uniform) to that many
+    cells, the only rows read, so an atlas costs no more than that.
 
     Args:
         adata: Embeddings ``[n_cells, d]`` with the condition columns in ``obs``.
@@ -198,8 +217,11 @@ def train_generator(
         The checkpoint dict (:func:`generator_checkpoint`) and the loss history
         (``step``, ``loss``).
     """
-    z = embedding_matrix(adata)
-    codes, categories = condition_codes(adata.obs, columns)
+    rows = seen_rows(adata.n_obs, train.steps * train.batch_size, seed)
+    z = embedding_matrix(adata, rows)
+    codes, categories = condition_codes(
+        adata.obs if rows is None else adata.obs.iloc[rows], columns
+    )
     config = SCDGConfig(
         model=model,
         latent_dim=z.shape[1],
@@ -276,19 +298,18 @@ def generator_quality_report(
             f"'{label_key}'; retrain it with '{label_key}' in generator.conditions."
         )
     classes = categories[label_key]
-    z_train, z_test = embedding_matrix(train), embedding_matrix(test)
-    for name, z in (("train", z_train), ("test", z_test)):
-        if z.shape[1] != model.latent_dim:
+    for name, split in (("train", train), ("test", test)):
+        if split.n_vars != model.latent_dim:
             raise ValueError(
-                f"{name} embeddings have {z.shape[1]} dimensions, the generator "
+                f"{name} embeddings have {split.n_vars} dimensions, the generator "
                 f"{model.latent_dim}; re-run the generator pipeline."
             )
     y_train = _labels(train.obs, label_key, classes)
     y_test = _labels(test.obs, label_key, classes)
     rows = stratified_rows(y_train, max_cells, seed)
-    z_train, y_train = z_train[rows], y_train[rows]
+    z_train, y_train = embedding_matrix(train, rows), y_train[rows]
     rows = stratified_rows(y_test, max_cells, seed)
-    z_test, y_test = z_test[rows], y_test[rows]
+    z_test, y_test = embedding_matrix(test, rows), y_test[rows]
     classifier = fit_latent_classifier(z_train, y_train, seed)
     frechet = partial(_frechet_summary, classes=classes, min_cells=min_cells_frechet)
 

@@ -198,9 +198,8 @@ def umap_figure(
     _categories(synthetic, label_key)
     labels = real.obs[label_key].astype(str).to_numpy()
     rows = stratified_rows(labels, umap.max_cells, seed)
-    if len(rows) < real.n_obs:
-        real = real[rows]
-    x = np.vstack([_dense(real.X), _dense(synthetic.X)]).astype(np.float32)
+    real_x = take_matrix_rows(real.X, rows)  # lazy: only these rows read
+    x = np.vstack([_dense(real_x), _dense(synthetic.X)]).astype(np.float32)
     joint = ad.AnnData(X=x)
     n = joint.n_obs
     sc.pp.neighbors(
@@ -211,10 +210,10 @@ def umap_figure(
     )
     sc.tl.umap(joint, min_dist=umap.min_dist, random_state=seed)
     xy = joint.obsm["X_umap"]
-    real_xy, syn_xy = xy[: real.n_obs], xy[real.n_obs :]
+    real_xy, syn_xy = xy[: len(rows)], xy[len(rows) :]
 
     colours = _palette(categories)
-    real_labels = real.obs[label_key].astype(str).to_numpy()
+    real_labels = labels[rows]
     syn_labels = synthetic.obs[label_key].astype(str).to_numpy()
     fig = Figure(figsize=_figsize(report, "umap"), layout="constrained")
     ax = fig.add_subplot()

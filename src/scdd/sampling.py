@@ -32,3 +32,25 @@ def stratified_rows(
         for c in range(len(classes))
     ]
     return np.sort(np.concatenate(keep))
+
+
+def capped_class_rows(
+    labels: np.ndarray, max_per_class: int, seed: int = 0
+) -> np.ndarray | None:
+    """Sorted rows keeping every class of at most ``max_per_class`` cells
+    whole and a seeded sample of that many of each larger class; ``None``
+    (all rows) when no class is larger."""
+    labels = np.asarray(labels)
+    classes, inverse, counts = np.unique(
+        labels, return_inverse=True, return_counts=True
+    )
+    if counts.max(initial=0) <= max_per_class:
+        return None
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in range(len(classes)):
+        members = np.flatnonzero(inverse == c)
+        if len(members) > max_per_class:
+            members = rng.choice(members, max_per_class, replace=False)
+        keep.append(members)
+    return np.sort(np.concatenate(keep))

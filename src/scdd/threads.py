@@ -98,18 +98,6 @@ def apply_threads(n: int) -> None:
     threadpool_limits(n)
 
 
-def _in_worker_task() -> bool:
-    """Whether this thread runs a task on a ``distributed`` worker, whose
-    threads stay at one (:func:`scdd.dask_engine.pin_task_thread`)."""
-    from distributed import get_worker
-
-    try:
-        get_worker()
-    except ValueError:
-        return False
-    return True
-
-
 class CoreFollower:
     """The run's CPU thread count, kept to the cores other work leaves free.
 
@@ -154,7 +142,9 @@ class CoreFollower:
         tasks alone."""
         if not self.automatic or time.monotonic() - self.checked < self.interval_s:
             return
-        if not _in_worker_task() and self._look():
+        from scdd.dask_engine import in_worker_task  # (imports distributed)
+
+        if not in_worker_task() and self._look():
             apply_threads(self.count)
 
     def _look(self) -> bool:

@@ -101,9 +101,10 @@ def test_var_label_names_the_columns_in_the_log(
     with caplog.at_level(logging.INFO, logger="scdd.datasets.h5ad_dataset"):
         ds.save(embeddings)
         ds.load()
-    assert [r.getMessage().split(": ")[-1] for r in caplog.records] == [
-        "417 cells x 128 latent dimensions"
-    ] * 2
+    wrote, read = (r.getMessage().split(": ")[-1] for r in caplog.records)
+    assert wrote.startswith("417 cells x 128 latent dimensions in ")
+    assert wrote.endswith(" cells/s)")
+    assert read == "417 cells x 128 latent dimensions"
 
 
 def test_missing_file_names_the_file(tmp_path: Path) -> None:

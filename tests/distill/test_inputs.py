@@ -3,10 +3,19 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from scdd.cellstore import as_lazy
 from scdd.distill.config import DistillParams
-from scdd.distill.inputs import distill_synthetic, final_loss
+from scdd.distill.inputs import distill_synthetic, final_loss, prepare_inputs
+from scdd.distill.methods import seed_rows
 from scdd.distill.real_cells import summarise_real_cells
-from tests.distill.test_methods import CONFIG, LABEL_KEY, make_inputs, make_tiny
+from tests.distill.test_methods import (
+    CONFIG,
+    LABEL_KEY,
+    N_PER_CLASS,
+    make_inputs,
+    make_tiny,
+)
+from tests.evaluation.lazy_helpers import spied
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +84,54 @@ def test_drawn_counts_take_the_count_depth_and_record_it(setting, monkeypatch):
 def test_without_drawn_counts_one_set_is_made_and_nothing_recorded(setting):
     synthetic, _ = distil(setting, sample_counts_from_spc=5)
     assert synthetic.uns["scdd"] == {"count_depth": None, "real_cells": False}
+
+
+def test_a_class_above_the_cap_is_a_sample_read_from_lazy_embeddings():
+    """``max_cells_per_class`` keeps each class to a seeded sample: only those
+    embeddings are read, and the genes a method takes are its sample's rows."""
+    tiny = make_tiny()
+    cap = 25  # N_PER_CLASS: two classes above, one below
+    lazy_z, reads = spied(tiny.embeddings, chunk_rows=16)
+    inputs, categories, stats = prepare_inputs(
+        as_lazy(tiny.train, chunk_rows=16),
+        lazy_z,
+        tiny.foundation,
+        None,
+        label_key=LABEL_KEY,
+        max_cells_per_class=cap,
+        seed=3,
+    )
+    rows = inputs.rows
+    sizes = [min(n, cap) for n in N_PER_CLASS]
+    assert len(rows) == sum(sizes) and reads.counts
+    labels = tiny.train.obs[LABEL_KEY].cat.codes.to_numpy()
+    np.testing.assert_array_equal(inputs.labels, labels[rows])
+    np.testing.assert_array_equal(np.bincount(inputs.labels), sizes)
+    np.testing.assert_allclose(inputs.embeddings, tiny.embeddings.X[rows])
+    picked = seed_rows("kmeans_medoid", inputs, spc=2, seeding="medoid", seed=0)
+    np.testing.assert_allclose(
+        inputs.gene_rows(picked).toarray(), tiny.train.X[rows[picked]].toarray()
+    )
+    full, _ = distill_synthetic(
+        inputs,
+        categories,
+        stats,
+        params=DistillParams(method="full"),
+        label_key=LABEL_KEY,
+        seed=0,
+        progress=False,
+    )
+    assert full.n_obs == len(rows)
+
+
+def test_no_class_above_the_cap_reads_every_cell():
+    tiny = make_tiny()
+    inputs, _, _ = prepare_inputs(
+        tiny.train,
+        tiny.embeddings,
+        tiny.foundation,
+        None,
+        label_key=LABEL_KEY,
+        max_cells_per_class=max(N_PER_CLASS),
+    )
+    assert inputs.rows is None and len(inputs.embeddings) == tiny.train.n_obs

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
+from scdd.cellstore import lazy_matrix
 from scdd.metrics.privacy import (
     PrivacyParams,
     _attack,
@@ -65,6 +66,23 @@ def test_chunked_search_matches_brute_force() -> None:
     sim = unit(queries) @ unit(reference).T
     np.testing.assert_array_equal(index, sim.argmax(1))
     np.testing.assert_allclose(dist, 1.0 - sim.max(1), atol=1e-6)
+
+
+def test_a_lazy_reference_is_searched_block_by_block_alike() -> None:
+    rng = np.random.default_rng(1)
+    queries, reference = rng.normal(size=(37, 6)), rng.normal(size=(101, 6))
+    lazy = lazy_matrix(reference.astype(np.float32), chunk_rows=10)
+    expected = nearest_cosine_distance(queries, reference, chunk_size=7)
+    got = nearest_cosine_distance(queries, lazy, chunk_size=7)
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_allclose(got[0], expected[0], atol=1e-6)
+
+
+def test_the_report_on_lazy_features_is_the_in_memory_one() -> None:
+    params = PrivacyParams(max_cells=150, ratio_samples=2)
+    z = [_cells(n, seed)[:, :8] for n, seed in ((12, 5), (400, 0), (400, 1))]
+    lazy = [lazy_matrix(x.astype(np.float32), chunk_rows=64) for x in z[1:]]
+    assert privacy_report(*z, params) == privacy_report(z[0], *lazy, params)
 
 
 def test_exact_copies_are_found_and_fail_the_guard(splits) -> None:

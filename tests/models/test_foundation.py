@@ -3,6 +3,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import anndata as ad
+import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,6 +19,7 @@ from scdd.models.foundation import (
     build_autoencoder,
     embed_cells,
     encode_sparse,
+    lazy_embeddings,
     load_model_dir,
     save_model_dir,
 )
@@ -31,6 +33,23 @@ def test_embeddings_are_unit_norm_and_chunk_independent(trained) -> None:
     assert whole.shape == (adata.n_obs, 16)
     np.testing.assert_allclose(np.linalg.norm(whole, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(whole, chunked, atol=1e-6)
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
+def test_lazy_embeddings_are_the_in_memory_ones_written_block_by_block(
+    trained, tmp_path: Path, scheduler: str
+) -> None:
+    adata, model, _ = trained
+    lazy, reads = spied(adata, chunk_rows=9)
+    z = lazy_embeddings(model.encoder, lazy.X, chunk_size=4)
+    assert not reads.counts  # nothing read until written
+    assert z.shape == (adata.n_obs, 16) and z.chunks[0][0] == 9
+    out = ad.AnnData(X=z, obs=adata.obs.copy())
+    with dask.config.set(scheduler=scheduler, num_workers=2):
+        out.write_h5ad(tmp_path / "z.h5ad")
+    written = ad.read_h5ad(tmp_path / "z.h5ad").X
+    expected = embed_cells(model.encoder, adata.X, progress=False)
+    np.testing.assert_allclose(written, expected, atol=1e-6)
 
 
 def test_scimilarity_reads_our_directory(trained, tmp_path: Path) -> None:

@@ -135,8 +135,10 @@ def label_view(
         rows = np.flatnonzero(keep)
         codes = pd.Categorical(labels.iloc[rows].astype(str), categories=classes)
         # a lazy split stays lazy (nothing read); an in-memory one is subset
-        view = obs_subset(cells, rows) if is_lazy(cells) else cells[rows].copy()
-        out = view, embeddings[rows].copy()
+        out = tuple(
+            obs_subset(a, rows) if is_lazy(a) else a[rows].copy()
+            for a in (cells, embeddings)
+        )
         for adata in out:
             adata.obs[key] = codes
         return out
@@ -352,6 +354,8 @@ def _label_runs(  # noqa: PLR0913
         generator_checkpoint,
         label_key=key,
         stats=stats,
+        max_cells_per_class=distill.max_cells_per_class,
+        seed=int(seed),
     )
     runs = []
     for draw in range(draws):

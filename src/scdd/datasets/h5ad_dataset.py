@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -166,6 +167,7 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
                 f"H5ADDataset saves AnnData objects, got {type(data).__name__}."
             )
         url = self._url(self._get_save_path())
+        start = time.perf_counter()
         # a lazy X is computed block by block as it is written, on the current
         # Dask scheduler (a cluster's workers, when the run opened a client)
         with worker_failures_explained(f"Writing {url}"):
@@ -177,7 +179,15 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
                         data.write_zarr(tmp, **self._save_args)
                     else:
                         data.write_h5ad(tmp, **self._save_args)
-        logger.info("Wrote %s: %d cells x %d %s", url, *data.shape, self._var_label)
+        seconds = time.perf_counter() - start
+        logger.info(
+            "Wrote %s: %d cells x %d %s in %.1f s (%.0f cells/s)",
+            url,
+            *data.shape,
+            self._var_label,
+            seconds,
+            data.n_obs / max(seconds, 1e-9),
+        )
 
     def _save_remote(self, data: ad.AnnData, url: str) -> None:
         """A zarr store at a URL: written beside the target, moved into place

@@ -125,6 +125,10 @@ class DistillParams(ParamGroup):
     #: cells nearest the centres of SPC equal-size k-means parts per class)
     #: or ``random``.
     seeding: Literal[tuple(SEEDINGS)] = "medoid"
+    #: Real cells of a class a method reads at most: a larger class is a
+    #: seeded sample of this many (its cached embeddings are the only ones
+    #: held), so an atlas costs no more memory than a class this size.
+    max_cells_per_class: PositiveInt = 20_000
     optim: DistillOptimParams = DistillOptimParams()
     privacy: PrivacyParams = PrivacyParams()
 

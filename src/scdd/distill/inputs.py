@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import anndata as ad
@@ -21,6 +22,9 @@ from scdd.distill.real_cells import RealCellStats, summarise_real_cells
 from scdd.distill.synthetic import synthetic_adata
 from scdd.generation import check_embeddings_match, embedding_matrix, load_generator
 from scdd.models.foundation import FoundationModel
+from scdd.sampling import capped_class_rows
+
+logger = logging.getLogger(__name__)
 
 
 def condition_spec(
@@ -47,7 +51,7 @@ def condition_spec(
     )
 
 
-def prepare_inputs(
+def prepare_inputs(  # noqa: PLR0913
     train: ad.AnnData,
     train_embeddings: ad.AnnData,
     foundation: FoundationModel,
@@ -55,12 +59,16 @@ def prepare_inputs(
     *,
     label_key: str,
     stats: RealCellStats | None = None,
+    max_cells_per_class: int | None = None,
+    seed: int = 0,
 ) -> tuple[DistillInputs, list[str], RealCellStats]:
     """Training cells in F's gene order (lazy when ``train`` is: only the seed
     rows a method asks for are read), their cached embeddings, frozen models.
 
     ``stats`` are the cached :class:`RealCellStats` of these cells; without
-    them they are computed here (one pass over ``train``).
+    them they are computed here (one pass over ``train``). A class of more
+    than ``max_cells_per_class`` cells (``distill.max_cells_per_class``) is
+    a seeded sample (``seed``) of that many: only their embeddings are read.
 
     Returns:
         The inputs, the class names (index = class index) and the real-cell
@@ -85,16 +93,27 @@ def prepare_inputs(
             f"split ({categories[:5]}..., {aligned.n_vars} genes); rebuild them with "
             "kedro run --pipeline latent_distillation."
         )
+    rows = None
+    if max_cells_per_class is not None:
+        rows = capped_class_rows(labels, max_cells_per_class, seed)
+    if rows is not None:
+        logger.info(
+            "Distilling from %d of %d training cells (at most %d per class)",
+            len(rows),
+            len(labels),
+            max_cells_per_class,
+        )
     inputs = DistillInputs(
         genes=aligned.X,
-        embeddings=embedding_matrix(train_embeddings),
-        labels=labels,
+        embeddings=embedding_matrix(train_embeddings, rows),
+        labels=labels if rows is None else labels[rows],
         num_classes=len(categories),
         foundation=foundation,
         generator=generator,
         conditions=conditions,
         target_sum=stats.target_sum,
         zero_fractions=stats.zero_fractions,
+        rows=rows,
     )
     return inputs, categories, stats
 

@@ -170,8 +170,9 @@ class DistillInputs:
     Attributes:
         genes: training cells in the foundation gene order ``[N, G]`` (CSR, or
             lazy row blocks of which only the seed rows are read).
-        embeddings: cached ``F(genes)`` ``[N, D]``.
-        labels: class index per training cell ``[N]``.
+        embeddings: cached ``F(genes)`` of the cells methods read ``[n, D]``:
+            every training cell, or the per-class sample ``rows``.
+        labels: class index of each of those cells ``[n]``.
         num_classes: ``C``.
         foundation: frozen E and D.
         generator: frozen SCDG (needed by ``scdd`` and ``generator_only``).
@@ -181,6 +182,8 @@ class DistillInputs:
             optimisation sees cells as they will be written.
         zero_fractions: real zero fraction per class ``[C]`` (the sparsity
             that ``sample_counts`` draws cells at).
+        rows: the training row (of ``genes``) of each embedding, when they
+            are a sample (``distill.max_cells_per_class``); ``None``: all.
     """
 
     genes: sparse.csr_matrix | da.Array
@@ -192,6 +195,15 @@ class DistillInputs:
     conditions: ConditionSpec | None = None
     target_sum: float | None = None
     zero_fractions: np.ndarray | None = None
+    rows: np.ndarray | None = None
+
+    def gene_rows(self, rows: np.ndarray) -> sparse.csr_matrix:
+        """Genes of cells ``rows`` (positions in ``embeddings``), read only
+        in the blocks that hold them."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return take_matrix_rows(
+            self.genes, rows if self.rows is None else self.rows[rows]
+        )
 
 
 @dataclass
@@ -457,7 +469,7 @@ def _real_genes(run: MethodRun, config: DistillOptimParams) -> RealEmbeddingBank
         seed=run.seed + 3,
     )
     return RealEmbeddingBank(
-        torch.as_tensor(take_matrix_rows(inputs.genes, rows).toarray()),
+        torch.as_tensor(inputs.gene_rows(rows).toarray()),
         torch.as_tensor(inputs.labels[rows], dtype=torch.long),
         inputs.num_classes,
     ).to(run.device)
@@ -474,9 +486,10 @@ def _normalised(codes: Tensor, _labels: Tensor) -> Tensor:
 def full_split(run: MethodRun) -> MethodOutput:
     """``full``: the whole training split."""
     inputs = run.inputs
-    return MethodOutput(
-        labels=inputs.labels.copy(), genes=inputs.genes, real_cells=True
-    )
+    genes = inputs.genes
+    if inputs.rows is not None:  # a class above distill.max_cells_per_class
+        genes = inputs.gene_rows(np.arange(len(inputs.labels)))
+    return MethodOutput(labels=inputs.labels.copy(), genes=genes, real_cells=True)
 
 
 def real_cells(run: MethodRun) -> MethodOutput:
@@ -484,7 +497,7 @@ def real_cells(run: MethodRun) -> MethodOutput:
     rows = run.real_rows()
     return MethodOutput(
         labels=run.inputs.labels[rows],
-        genes=take_matrix_rows(run.inputs.genes, rows),
+        genes=run.inputs.gene_rows(rows),
         real_cells=True,
     )
 
@@ -492,7 +505,7 @@ def real_cells(run: MethodRun) -> MethodOutput:
 def gene_matching(run: MethodRun) -> MethodOutput:
     """``dm`` / ``dc``: the seed cells' gene values, optimised through F."""
     start = SeededRun.start(run)
-    seed_genes = take_matrix_rows(run.inputs.genes, start.seeds).toarray()
+    seed_genes = run.inputs.gene_rows(start.seeds).toarray()
     codes = torch.as_tensor(seed_genes, device=run.device)
     genes, output = start.optimise(codes, start.as_cells, start.encoder)
     output.genes = genes

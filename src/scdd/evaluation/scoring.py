@@ -394,8 +394,8 @@ def privacy(  # noqa: PLR0913
         }
     report = privacy_report(
         embedding_matrix(synthetic_embeddings),
-        embedding_matrix(train_embeddings),
-        embedding_matrix(heldout_embeddings),
+        train_embeddings.X,  # lazy on disk: streamed, only samples held
+        heldout_embeddings.X,
         params,
         seed=seed,
         **genes,

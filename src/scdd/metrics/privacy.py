@@ -56,7 +56,7 @@ from scipy.stats import nhypergeom, norm
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from scdd.cellstore import take_matrix_rows
+from scdd.cellstore import row_chunks, take_matrix_rows
 from scdd.param_group import ParamGroup
 
 #: Added to both distances of a ratio: a cell identical to a training *and* a
@@ -86,7 +86,8 @@ def nearest_cosine_distance(
 
     Args:
         queries: ``[n, d]`` points (normalised here).
-        reference: ``[m, d]`` points (normalised here).
+        reference: ``[m, d]`` points (normalised here; lazy: read one row
+            block at a time).
         chunk_size: rows per block on each side.
 
     Returns:
@@ -96,17 +97,20 @@ def nearest_cosine_distance(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     q = _unit_rows(queries, "queries")
-    r = _unit_rows(reference, "reference")
-    if q.shape[1] != r.shape[1]:
+    if q.shape[1] != reference.shape[1]:
         raise ValueError(
-            f"queries and reference widths differ: {q.shape[1]} vs {r.shape[1]}"
+            f"queries and reference widths differ: {q.shape[1]} vs {reference.shape[1]}"
         )
+    if reference.shape[0] == 0:
+        raise ValueError("reference must be a non-empty [n, d] array, got no rows")
     best = np.full(len(q), -np.inf, dtype=np.float32)
     where = np.zeros(len(q), dtype=np.int64)
-    for qs in range(0, len(q), chunk_size):
-        q_block = q[qs : qs + chunk_size]
-        for rs in range(0, len(r), chunk_size):
-            sim = q_block @ r[rs : rs + chunk_size].T
+    for rs, chunk in row_chunks(reference, chunk_size):
+        r = _unit_rows(
+            chunk.toarray() if sparse.issparse(chunk) else chunk, "reference"
+        )
+        for qs in range(0, len(q), chunk_size):
+            sim = q[qs : qs + chunk_size] @ r.T
             arg = sim.argmax(1)
             top = sim[np.arange(len(arg)), arg]
             better = top > best[qs : qs + chunk_size]
@@ -420,7 +424,8 @@ def privacy_report(  # noqa: PLR0913
     Args:
         synthetic_features: F(synthetic cells) or synthetic features ``[n, D]``.
         train_features, heldout_features: F of the training and held-out
-            cells (all of them; samples are drawn here).
+            cells (all of them, in memory or lazy; samples are drawn here and
+            only their rows read).
         params: sample sizes, chunking and the guard's thresholds.
         synthetic_genes: log-normalised synthetic genes ``[n, G]`` (``None``
             for a feature-only set: no gene-space figures).
@@ -449,14 +454,18 @@ def privacy_report(  # noqa: PLR0913
     nearest_all, where = nearest_cosine_distance(
         synthetic_features, train_features, chunk_size=params.chunk_size
     )
-    train_features = np.asarray(train_features)
-    heldout_features = np.asarray(heldout_features)
+    # the sampled rows only, each split read once (a lazy one: one pass)
+    train_features = _RowsReadOnce(train_features, *(t for t, _ in pairs))
+    heldout_features = _RowsReadOnce(heldout_features, *(h for _, h in pairs))
     report = {
         "n_synthetic": len(synthetic_features),
         "n_sample": len(pairs[0][0]),
         "f_space": space_report(
             synthetic_features,
-            ((train_features[t], heldout_features[h]) for t, h in pairs),
+            (
+                (train_features[t].toarray(), heldout_features[h].toarray())
+                for t, h in pairs
+            ),
             nearest_train=nearest_all,
             **options,
         ),

@@ -24,6 +24,7 @@ from typing import Any
 
 import anndata as ad
 import dask
+import dask.array as da
 import numpy as np
 import pandas as pd
 import torch
@@ -38,6 +39,7 @@ from scdd.cellstore import is_lazy, lazy_matrix, map_csr_blocks
 from scdd.dask_engine import (
     compute,
     distributed_client,
+    in_worker_task,
     pin_task_thread,
     worker_failures_explained,
 )
@@ -341,6 +343,10 @@ def encode_sparse(
 
 #: Held while a worker's shared E moves to its device (tasks run in threads).
 _MOVE_LOCK = threading.Lock()
+#: Held while E runs on a block outside a ``distributed`` worker: the local
+#: threaded scheduler then reads the next blocks while one block is embedded,
+#: instead of running E in every thread at once.
+_LOCAL_EMBED_LOCK = threading.Lock()
 
 
 def _on_device(encoder: Encoder, device: torch.device) -> Encoder:
@@ -358,11 +364,30 @@ def _embed_block(
     *,
     chunk_size: int,
     sparse_input: bool | None,
+    threads: int,
 ) -> np.ndarray:
     """Latents ``[rows, latent_dim]`` (float32) of one row block, E run on at
     most ``chunk_size`` rows at a time; ``device`` a spec (``"auto"``,
-    ``"cuda"``...) is resolved where the task runs (on a worker: its own)."""
-    pin_task_thread()  # on a worker: Dask's threads, not torch's, in parallel
+    ``"cuda"``...) is resolved where the task runs (on a worker: its own).
+    Outside a worker, one block at a time runs E, with ``threads`` torch
+    threads (the count of the thread that built the graph)."""
+    if in_worker_task():
+        pin_task_thread()  # Dask's threads, not torch's, in parallel
+        return _embed_rows(block, encoder, device, chunk_size, sparse_input)
+    with _LOCAL_EMBED_LOCK:
+        if torch.get_num_threads() != threads:  # torch's count is per thread
+            torch.set_num_threads(threads)
+        return _embed_rows(block, encoder, device, chunk_size, sparse_input)
+
+
+def _embed_rows(
+    block: Any,
+    encoder: Encoder,
+    device: torch.device | str,
+    chunk_size: int,
+    sparse_input: bool | None,
+) -> np.ndarray:
+    """:func:`_embed_block`'s work, E on ``chunk_size`` rows at a time."""
     if isinstance(device, str):
         device = resolve_device(device)
     encoder = _on_device(encoder, device)
@@ -399,6 +424,59 @@ class _RowsInto:
         self.bar.update(len(z))
 
 
+@dataclass
+class _EmbedTasks:
+    """One delayed task per row block of ``x`` (:func:`_embed_tasks`)."""
+
+    tasks: list[Any]
+    first_rows: list[int]
+    n_rows: int
+    latent_dim: int
+
+
+def _embed_tasks(
+    encoder: Encoder,
+    x: Any,
+    *,
+    chunk_size: int,
+    device: torch.device | str,
+    sparse_input: bool | None,
+) -> _EmbedTasks:
+    """The block tasks of :func:`embed_cells` and :func:`lazy_embeddings`.
+
+    E is one node of the graph, a literal every block task depends on
+    (shipped once, not once per task). Without a ``distributed`` client
+    current E goes to ``device`` here; under one, E ships on CPU and each
+    worker resolves ``device`` (a spec such as ``"auto"``) to its own
+    hardware.
+    """
+    x = lazy_matrix(x, chunk_rows=chunk_size)
+    encoder = encoder.eval()
+    if sparse_input is not False and _first_linear(encoder) is None:
+        sparse_input = False
+    if distributed_client() is None:
+        device = resolve_device(device) if isinstance(device, str) else device
+        shared = encoder.to(device)
+    else:
+        device = device if isinstance(device, str) else str(device)
+        on_cpu = next(encoder.parameters()).device.type == "cpu"
+        shared = encoder if on_cpu else copy.deepcopy(encoder).cpu()
+    token = uuid.uuid4().hex
+    shared = dask.delayed(shared, name=f"foundation-encoder-{token}")
+    embed = partial(
+        _embed_block,
+        chunk_size=chunk_size,
+        sparse_input=sparse_input,
+        threads=torch.get_num_threads(),
+    )
+    tasks = [
+        dask.delayed(embed)(block, shared, device, dask_key_name=f"embed-{token}-{i}")
+        for i, block in enumerate(x.to_delayed().ravel())
+    ]
+    first_rows = np.cumsum((0, *x.chunks[0]))[:-1].tolist()
+    return _EmbedTasks(tasks, first_rows, x.shape[0], encoder.latent_dim)
+
+
 def embed_cells(
     encoder: Encoder,
     x: Any,
@@ -409,57 +487,68 @@ def embed_cells(
     sparse_input: bool | None = None,
 ) -> np.ndarray:
     """Latents ``[N, latent_dim]`` (float32, row order) of log-normalised
-    cells ``x`` ``[N, G]``.
+    cells ``x`` ``[N, G]``, in memory (:func:`lazy_embeddings` for a
+    latent matrix too large to hold).
 
     One Dask computation, one task per row block of ``x`` (lazy: the store's
-    blocks; in memory: blocks of ``chunk_size`` rows), E a single graph node
-    every task reads (shipped once, not once per task). E runs in eval mode
+    blocks; in memory: blocks of ``chunk_size`` rows). E runs in eval mode
     on at most ``chunk_size`` rows at a time, so memory beyond the output
     stays O(block). In this process (no ``distributed`` client current) the
     blocks run one after the other on the synchronous scheduler, torch using
     its intra-op threads, on ``device``; under a client they run on the
-    workers, each resolving ``device`` (a spec such as ``"auto"``, or a
-    torch device's name) to its own hardware, E shipped on CPU.
+    workers, each on its own hardware.
 
     ``sparse_input``: the first Linear as a sparse product
     (:func:`encode_sparse`, no dense chunk) or on a dense chunk; ``None``
     picks sparse for chunks under :data:`SPARSE_INPUT_MAX_DENSITY` nonzeros
     (faster there on CPU).
     """
-    x = lazy_matrix(x, chunk_rows=chunk_size)
-    encoder = encoder.eval()
-    if sparse_input is not False and _first_linear(encoder) is None:
-        sparse_input = False
-    out = np.empty((x.shape[0], encoder.latent_dim), dtype=np.float32)
+    graph = _embed_tasks(
+        encoder, x, chunk_size=chunk_size, device=device, sparse_input=sparse_input
+    )
+    out = np.empty((graph.n_rows, graph.latent_dim), dtype=np.float32)
     client = distributed_client()
-    if client is None:
-        device = resolve_device(device) if isinstance(device, str) else device
-        shared = encoder.to(device)
-    else:
-        device = device if isinstance(device, str) else str(device)
-        on_cpu = next(encoder.parameters()).device.type == "cpu"
-        shared = encoder if on_cpu else copy.deepcopy(encoder).cpu()
-    # E is one node of the graph: a literal every block task depends on
-    token = uuid.uuid4().hex
-    shared = dask.delayed(shared, name=f"foundation-encoder-{token}")
-    embed = partial(_embed_block, chunk_size=chunk_size, sparse_input=sparse_input)
-    tasks = [
-        dask.delayed(embed)(block, shared, device, dask_key_name=f"embed-{token}-{i}")
-        for i, block in enumerate(x.to_delayed().ravel())
-    ]
-    first_rows = np.cumsum((0, *x.chunks[0]))[:-1].tolist()
-    what = f"Embedding {x.shape[0]:,} cells with the foundation encoder"
+    what = f"Embedding {graph.n_rows:,} cells with the foundation encoder"
     with tqdm(total=len(out), desc="embed", unit="cells", disable=not progress) as bar:
         put = _RowsInto(out, bar)
         if client is None:
             sinks = [
                 dask.delayed(put)(first, task)
-                for first, task in zip(first_rows, tasks, strict=True)
+                for first, task in zip(graph.first_rows, graph.tasks, strict=True)
             ]
             compute(*sinks, what=what, scheduler="synchronous")
         else:
-            _gather_into(client, tasks, first_rows, put, what=what)
+            _gather_into(client, graph.tasks, graph.first_rows, put, what=what)
     return out
+
+
+def lazy_embeddings(
+    encoder: Encoder,
+    x: Any,
+    *,
+    chunk_size: int = EMBED_CHUNK_SIZE,
+    device: torch.device | str = "cpu",
+    sparse_input: bool | None = None,
+) -> da.Array:
+    """:func:`embed_cells` as a dask array of dense float32 row blocks,
+    computed when read or written (an ``H5ADDataset`` save streams it to
+    disk block by block), so no process ever holds every cell's latents.
+
+    On Dask's local threaded scheduler one block runs E at a time while
+    others are read; on a ``distributed`` cluster the workers run E.
+    """
+    graph = _embed_tasks(
+        encoder, x, chunk_size=chunk_size, device=device, sparse_input=sparse_input
+    )
+    starts = [*graph.first_rows, graph.n_rows]
+    return da.concatenate(
+        [
+            da.from_delayed(
+                task, shape=(stop - start, graph.latent_dim), dtype=np.float32
+            )
+            for task, start, stop in zip(graph.tasks, starts, starts[1:], strict=False)
+        ]
+    )
 
 
 def _gather_into(

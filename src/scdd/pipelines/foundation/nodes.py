@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 
 from scdd.cellstore import check_dense_fits, take_rows
+from scdd.generation import embedding_matrix
 from scdd.metrics.probe import linear_probe
-from scdd.models.foundation import FoundationModel, embed_cells, load_model_dir
+from scdd.models.foundation import FoundationModel, lazy_embeddings, load_model_dir
 from scdd.models.foundation_training import (
     HISTORY_COLUMNS,
     FoundationParams,
@@ -80,25 +80,14 @@ def _embed(
     adata: ad.AnnData,
     params: FoundationParams,
 ) -> ad.AnnData:
-    """Embeddings of ``adata`` as AnnData: X = latents, obs = the cells' obs.
-
-    A lazy ``adata`` is aligned and embedded block by block; only the latents
-    ``[N, latent_dim]`` are held in memory.
-    """
-    start = time.perf_counter()
-    run = current_run()
-    z = embed_cells(
+    """Embeddings of ``adata`` as AnnData: X = latents (lazy: computed block
+    by block as the catalog writes them, never all in memory), obs = the
+    cells' obs."""
+    z = lazy_embeddings(
         model.encoder,
         model.align(adata).X,
         chunk_size=params.embed.chunk_size,
-        device=run.device,  # a spec: on a Dask cluster each worker resolves its own
-        progress=run.show_progress,
-    )
-    logger.info(
-        "Embedded %d cells in %.1f s (%.0f cells/s)",
-        len(z),
-        time.perf_counter() - start,
-        len(z) / max(time.perf_counter() - start, 1e-9),
+        device=current_run().device,  # a spec: on a cluster each worker's own
     )
     out = ad.AnnData(
         X=z,
@@ -120,7 +109,7 @@ def embed_splits(
     """Cache F of the train, validation and test cells; every later stage
     reads these, not F again.
 
-    Each split streams through E one row block at a time.
+    Each split streams through E one row block at a time as it is written.
     """
     return tuple(_embed(model, split, params) for split in (train, validation, test))
 
@@ -162,8 +151,8 @@ def report_foundation(
         )
 
     latent = probe(
-        np.asarray(train_embeddings.X)[train_rows],
-        np.asarray(test_embeddings.X)[test_rows],
+        embedding_matrix(train_embeddings, train_rows),
+        embedding_matrix(test_embeddings, test_rows),
     )
     check_dense_fits(
         len(train_rows),

@@ -92,6 +92,8 @@ def distill_synthetic_set(  # noqa: PLR0913
         generator_checkpoint if method in NEEDS_GENERATOR else None,
         label_key=key,
         stats=RealCellStats.from_checkpoint(real_cell_stats),
+        max_cells_per_class=params.max_cells_per_class,
+        seed=run.seed,
     )
     logger.info(
         "Distilling %d cells of %d classes with %s, SPC %d",
