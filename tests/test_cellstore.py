@@ -137,3 +137,14 @@ def test_too_large_for_memory_names_the_parameter(monkeypatch) -> None:
     cs.check_dense_fits(50_000, 12_500, what="x", parameter="p")  # 5 GB: fits
     with pytest.raises(MemoryError, match=r"700,000 cells.*set p to at most 80,000"):
         cs.check_dense_fits(700_000, 12_500, what="The references", parameter="p")
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_dense_rows_are_the_csr_rows_densified(lazy: bool) -> None:
+    x = np.random.default_rng(0).normal(size=(23, 4)).astype(np.float32)
+    source = cs.lazy_matrix(x, chunk_rows=5) if lazy else x
+    rows = np.array([22, 0, 7, 7, 13])
+    got = cs.take_matrix_rows(source, rows, dense=True)
+    assert isinstance(got, np.ndarray) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, x[rows])
+    np.testing.assert_array_equal(got, cs.take_matrix_rows(source, rows).toarray())

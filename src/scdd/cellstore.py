@@ -232,13 +232,18 @@ def take_rows(adata: ad.AnnData, rows: np.ndarray | None = None) -> ad.AnnData:
     )
 
 
-def take_matrix_rows(x: Any, rows: np.ndarray) -> sparse.csr_matrix:
+def take_matrix_rows(x: Any, rows: np.ndarray, *, dense: bool = False) -> Any:
     """Row positions ``rows`` (any order, repeats allowed) of ``x`` (lazy or
-    in memory) as float32 CSR; a lazy ``x`` is read only in the blocks
-    that hold them, one block at a time."""
+    in memory) as float32 CSR (``dense``: a float32 array, each block's rows
+    densified as read, so dense data never sits in memory as CSR); a lazy
+    ``x`` is read only in the blocks that hold them, one block at a time."""
     rows = np.asarray(rows, dtype=np.int64)
     if not isinstance(x, da.Array):
-        return _as_csr(x[rows])
+        picked = x[rows]
+        if dense:
+            picked = picked.toarray() if sparse.issparse(picked) else picked
+            return np.asarray(picked, dtype=np.float32)
+        return _as_csr(picked)
     order = np.argsort(rows, kind="stable")
     wanted = rows[order]
     bounds = np.cumsum((0, *x.chunks[0]))
@@ -246,7 +251,11 @@ def take_matrix_rows(x: Any, rows: np.ndarray) -> sparse.csr_matrix:
     for i in np.unique(np.searchsorted(bounds, wanted, side="right") - 1):
         inside = wanted[(wanted >= bounds[i]) & (wanted < bounds[i + 1])] - bounds[i]
         block = x.blocks[int(i)].compute(scheduler="synchronous")
-        parts.append(_as_csr(block)[inside])
+        part = _as_csr(block)[inside]
+        parts.append(part.toarray() if dense else part)
+    if dense:
+        parts[0] = parts[0].toarray()
+        return np.concatenate(parts)[np.argsort(order, kind="stable")]
     stacked = sparse.vstack(parts, format="csr", dtype=np.float32)
     return stacked[np.argsort(order, kind="stable")]
 

@@ -137,7 +137,8 @@ def embedding_matrix(adata: ad.AnnData, rows: np.ndarray | None = None) -> np.nd
     costs the sample's memory."""
     x = adata.X
     if rows is not None or is_lazy_matrix(x):
-        x = take_matrix_rows(x, np.arange(adata.n_obs) if rows is None else rows)
+        rows = np.arange(adata.n_obs) if rows is None else rows
+        x = take_matrix_rows(x, rows, dense=True)
     x = x.toarray() if hasattr(x, "toarray") else x
     x = np.asarray(x, dtype=np.float32)
     if not np.isfinite(x).all():

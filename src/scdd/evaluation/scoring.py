@@ -349,7 +349,7 @@ def fidelity(  # noqa: PLR0913
         class_codes(train, key, categories, "training split"),
         None if feature_only else synthetic.X,
         class_codes(synthetic, key, categories, "synthetic set"),
-        real_z=embedding_matrix(train_embeddings),
+        real_z=train_embeddings.X,  # lazy: only the sampled rows are read
         syn_z=embedding_matrix(synthetic_embeddings),
         class_names=categories,
         params=params,

@@ -500,13 +500,13 @@ def latent_mmd(
 
     At most ``max_cells`` real cells (a seeded sample; per class for the
     per-class values) enter each kernel matrix, which bounds memory at
-    ``max_cells^2`` floats. One bandwidth (median heuristic on the pooled
-    overall sample) is used for every value, so per-class MMDs are comparable.
+    ``max_cells^2`` floats; a lazy ``real_z`` is read only in those rows.
+    One bandwidth (median heuristic on the pooled overall sample) is used for
+    every value, so per-class MMDs are comparable.
 
     Returns:
         ``{"mmd2", "mmd", "bandwidth", "n_real", "per_class": {name: mmd}}``.
     """
-    real_z = np.asarray(real_z, dtype=np.float64)
     syn_z = np.asarray(syn_z, dtype=np.float64)
     real_labels, syn_labels = np.asarray(real_labels), np.asarray(syn_labels)
     rng = np.random.default_rng(seed)
@@ -516,16 +516,30 @@ def latent_mmd(
             rows = np.sort(rng.choice(rows, max_cells, replace=False))
         return rows
 
-    rows = sample(np.arange(len(real_z)))
-    overall = mmd_rbf(syn_z, real_z[rows])
+    rows = sample(np.arange(len(real_labels)))
+    judged = [
+        c
+        for c in range(len(class_names))
+        if (syn_labels == c).any() and (real_labels == c).any()
+    ]
+    class_rows = {c: sample(np.flatnonzero(real_labels == c)) for c in judged}
+    # the sampled rows only, read once (a lazy real_z: one pass over its blocks)
+    wanted = np.unique(np.concatenate([rows, *class_rows.values()]))
+    real = take_matrix_rows(real_z, wanted, dense=True).astype(np.float64)
+
+    def real_rows(r: np.ndarray) -> np.ndarray:
+        return real[np.searchsorted(wanted, r)]
+
+    overall = mmd_rbf(syn_z, real_rows(rows))
     per_class = {}
     for c, name in enumerate(class_names):
-        syn_c, real_c = syn_z[syn_labels == c], np.flatnonzero(real_labels == c)
-        if len(syn_c) == 0 or len(real_c) == 0:
+        if c not in class_rows:
             per_class[name] = None
             continue
         per_class[name] = mmd_rbf(
-            syn_c, real_z[sample(real_c)], bandwidth=overall["bandwidth"]
+            syn_z[syn_labels == c],
+            real_rows(class_rows[c]),
+            bandwidth=overall["bandwidth"],
         )["mmd"]
     return {**overall, "n_real": int(len(rows)), "per_class": per_class}
 
@@ -559,7 +573,7 @@ def fidelity_report(  # noqa: PLR0913
         syn_x: synthetic cells ``[m, G]`` in the same gene order, or ``None``
             for a feature-only set (gene-level metrics are then ``None``).
         syn_labels: synthetic int classes ``[m]``.
-        real_z: F(real training cells) ``[n, d]``.
+        real_z: F(real training cells) ``[n, d]`` (lazy: only sampled rows read).
         syn_z: F(synthetic cells) or the synthetic features ``[m, d]``.
         class_names: class names, index = int label.
         params: ``evaluate.fidelity``: ``top_k`` marker genes per class found
