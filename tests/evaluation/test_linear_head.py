@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pytest
 import torch
 
 from scdd.evaluation.config import FHeadParams
 from scdd.evaluation.linear_head import evaluate_linear_head
+from tests.evaluation.lazy_helpers import spied
 
 DIM = 16
 
@@ -215,3 +217,18 @@ def test_standardising_fits_small_scale_features() -> None:
     scaled = _head(x_train, y_train, x_test, y_test, standardise=True, **common)
     assert scaled["accuracy_mean"] > 0.98
     assert plain["accuracy_mean"] < 0.8
+
+
+def test_lazy_test_features_score_like_in_memory_ones(monkeypatch) -> None:
+    """Test features on disk are read a block at a time, once for all heads."""
+    from scdd.evaluation import linear_head
+
+    monkeypatch.setattr(linear_head, "PREDICT_ROWS", 7)
+    x_train, y_train = _clusters(10, [0, 1, 2], seed=0, noise=0.5)
+    x_test, y_test = _clusters(30, [0, 1, 2], seed=1, noise=0.5)
+    settings = {"n_inits": 3, "epochs": 50, "standardise": True}
+    lazy, reads = spied(ad.AnnData(x_test), chunk_rows=20)
+    expected = _head(x_train, y_train, x_test, y_test, num_classes=3, **settings)
+    got = _head(x_train, y_train, lazy.X, y_test, num_classes=3, **settings)
+    assert got == expected
+    assert set(reads.counts.values()) == {1}

@@ -24,6 +24,7 @@ from scdd.models.foundation import (
 )
 from scdd.sampling import stratified_rows
 from tests.conftest import make_counts_adata, make_log_splits
+from tests.evaluation.lazy_helpers import spied
 
 KEY = "cell_type"
 CATEGORIES = ["type_0", "type_1", "type_2"]
@@ -304,6 +305,35 @@ def test_full_reference_keeps_the_listed_model_order_and_split(
     reference = _reference(splits, params)
     assert list(reference["models"]) == ["gene_mlp", "f_head"]
     assert reference["scored_on"] == "validation"
+
+
+def test_the_f_head_reference_reads_a_capped_sample_of_lazy_latents(
+    splits: Splits,
+) -> None:
+    """On lazy embeddings the F-head reference reads only its stratified
+    sample of ``f_head.reference_max_cells`` training cells, and the test
+    latents one row block at a time, once."""
+    lazy = {}
+    for name in ("train", "test"):
+        lazy[name], lazy[f"{name}_reads"] = spied(
+            getattr(splits, f"{name}_embeddings"), chunk_rows=8
+        )
+    head = PARAMS.f_head.model_copy(update={"reference_max_cells": 20})
+    params = PARAMS.model_copy(update={"models": ["f_head"], "f_head": head})
+    reference = scoring.full_reference(
+        splits.train,
+        splits.test,
+        lazy["train"],
+        lazy["test"],
+        evaluate=params.for_reference(),
+        label_key=KEY,
+    )
+    labels = splits.train.obs[KEY].cat.codes.to_numpy()
+    assert reference["models"]["f_head"]["n_train"] == len(
+        stratified_rows(labels, 20, 0)
+    )
+    assert set(lazy["test_reads"].counts.values()) == {1}
+    assert sum(lazy["train_reads"].counts.values()) == len(lazy["train"].X.chunks[0])
 
 
 def test_full_reference_refuses_embeddings_of_other_cells(splits: Splits) -> None:

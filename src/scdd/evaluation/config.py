@@ -101,6 +101,10 @@ class FHeadParams(ParamGroup):
     #: The reference standardises F's features: unit-norm latents under weight
     #: decay underfit a real split (see ``linear_head``).
     reference_standardise: bool = True
+    #: The reference trains on a stratified sample of at most this many
+    #: training cells' features (``None``: all), so an atlas's latents are
+    #: never all in memory; 100,000 steps of 64 see 6.4M cells at most.
+    reference_max_cells: PositiveInt | None = 1_000_000
 
 
 class CelltypistParams(ParamGroup):

@@ -33,12 +33,16 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from scipy import sparse
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from torch import Tensor
 
+from scdd.cellstore import Matrix, row_chunks
 from scdd.evaluation.config import FHeadParams
 
 _METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+#: Test rows standardised and predicted at once.
+PREDICT_ROWS = 65_536
 
 
 @contextmanager
@@ -65,15 +69,22 @@ def _check_split(
             label outside ``[0, num_classes)``.
     """
     x = np.asarray(features, dtype=np.float32)
-    y = np.asarray(labels)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(
             f"{name}_features must be a non-empty [n, d] array, got {x.shape}"
         )
-    if y.shape != (x.shape[0],):
-        raise ValueError(
-            f"{name}_labels must have shape ({x.shape[0]},), got {y.shape}"
-        )
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name}_features contain NaN or inf")
+    return x, _check_labels(labels, x.shape[0], num_classes, name)
+
+
+def _check_labels(
+    labels: np.ndarray, n: int, num_classes: int, name: str
+) -> np.ndarray:
+    """``labels`` as int64, checked: ``n`` of them, each in ``[0, num_classes)``."""
+    y = np.asarray(labels)
+    if y.shape != (n,):
+        raise ValueError(f"{name}_labels must have shape ({n},), got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{name}_labels must be integers, got {y.dtype}")
     if y.min() < 0 or y.max() >= num_classes:
@@ -81,9 +92,31 @@ def _check_split(
             f"{name}_labels must lie in [0, {num_classes}), got range "
             f"[{y.min()}, {y.max()}]"
         )
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name}_features contain NaN or inf")
-    return x, y.astype(np.int64)
+    return y.astype(np.int64)
+
+
+def _predict(
+    heads: list[tuple[Tensor, Tensor]],
+    features: Matrix,
+    shift: np.ndarray | None,
+    device: torch.device,
+) -> np.ndarray:
+    """Class predictions ``[n_heads, m]`` of every head on ``features``
+    (in memory or lazy: one pass, ``PREDICT_ROWS`` rows at a time), each
+    row standardised by ``shift`` (mean, scale) first when given."""
+    out = np.empty((len(heads), features.shape[0]), dtype=np.int64)
+    for start, chunk in row_chunks(features, PREDICT_ROWS):
+        x = np.asarray(chunk.toarray() if sparse.issparse(chunk) else chunk)
+        x = x.astype(np.float32, copy=False)
+        if not np.isfinite(x).all():
+            raise ValueError("test_features contain NaN or inf")
+        if shift is not None:
+            x = (x - shift[0]) / shift[1]
+        x_eval = torch.from_numpy(x).to(device)
+        for k, (weight, bias) in enumerate(heads):
+            logits = torch.addmm(bias, x_eval, weight.T)
+            out[k, start : start + len(x)] = logits.argmax(dim=1).cpu().numpy()
+    return out
 
 
 def _train_head(  # noqa: PLR0913
@@ -202,7 +235,8 @@ def evaluate_linear_head(
     Args:
         train_features: ``[n, d]`` F-space features of the training set.
         train_labels: ``[n]`` int labels in ``[0, num_classes)``.
-        test_features: ``[m, d]`` features of the real test cells.
+        test_features: ``[m, d]`` features of the real test cells (in
+            memory or lazy: read once, a row block at a time, for every head).
         test_labels: ``[m]`` int labels in ``[0, num_classes)``.
         num_classes: number of classes ``C`` (head outputs).
         params: ``evaluate.f_head`` (the reference's:
@@ -234,25 +268,29 @@ def evaluate_linear_head(
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     batch_size, epochs, max_steps = params.batch_size, params.epochs, params.max_steps
     x_train, y_train = _check_split(train_features, train_labels, num_classes, "train")
-    x_test, y_test = _check_split(test_features, test_labels, num_classes, "test")
-    if x_train.shape[1] != x_test.shape[1]:
+    if len(test_features.shape) != 2 or test_features.shape[0] == 0:
+        raise ValueError(
+            "test_features must be a non-empty [n, d] array, got "
+            f"{tuple(test_features.shape)}"
+        )
+    y_test = _check_labels(test_labels, test_features.shape[0], num_classes, "test")
+    if x_train.shape[1] != test_features.shape[1]:
         raise ValueError(
             f"train and test feature widths differ: {x_train.shape[1]} vs "
-            f"{x_test.shape[1]}"
+            f"{test_features.shape[1]}"
         )
+    shift = None
     if params.standardise:
         mean, scale = x_train.mean(axis=0), x_train.std(axis=0)
         scale[scale == 0] = 1.0
-        x_train, x_test = (x_train - mean) / scale, (x_test - mean) / scale
-
+        shift = (mean, scale)
+        x_train = (x_train - mean) / scale
     device = torch.device(device)
     x = torch.from_numpy(x_train).to(device)
     y_onehot = torch.nn.functional.one_hot(torch.from_numpy(y_train), num_classes).to(
         device=device, dtype=x.dtype
     )
-    x_eval = torch.from_numpy(x_test).to(device)
-
-    per_init = []
+    heads, train_accuracy = [], []
     for init in range(params.n_inits):
         generator = torch.Generator().manual_seed(seed + init)
         with _torch_threads(device):
@@ -267,24 +305,27 @@ def evaluate_linear_head(
                 generator=generator,
                 max_steps=max_steps,
             )
-            pred = torch.addmm(bias, x_eval, weight.T).argmax(dim=1).cpu().numpy()
             train_pred = torch.addmm(bias, x, weight.T).argmax(dim=1).cpu().numpy()
-        per_init.append(
-            {
-                "init": init,
-                "seed": seed + init,
-                **_scores(y_test, pred, num_classes),
-                "train_accuracy": float(accuracy_score(y_train, train_pred)),
-            }
-        )
-
+        heads.append((weight, bias))
+        train_accuracy.append(float(accuracy_score(y_train, train_pred)))
+    with _torch_threads(device):
+        predictions = _predict(heads, test_features, shift, device)
+    per_init = [
+        {
+            "init": init,
+            "seed": seed + init,
+            **_scores(y_test, predictions[init], num_classes),
+            "train_accuracy": train_accuracy[init],
+        }
+        for init in range(params.n_inits)
+    ]
     result: dict = {}
     for metric in _METRICS:
         values = np.array([row[metric] for row in per_init])
         result[f"{metric}_mean"] = float(values.mean())
         result[f"{metric}_std"] = float(values.std())
     result.update(
-        per_init=per_init, n_train=int(x_train.shape[0]), n_test=int(x_test.shape[0])
+        per_init=per_init, n_train=int(x_train.shape[0]), n_test=int(len(y_test))
     )
     per_epoch = 1 if batch_size is None else math.ceil(len(x_train) / batch_size)
     result["steps"] = int(min(epochs * per_epoch, max_steps or epochs * per_epoch))

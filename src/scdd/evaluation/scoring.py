@@ -172,9 +172,10 @@ def full_reference(  # noqa: PLR0913
     stratified sample of at most ``evaluate.reference_max_cells`` cells
     (CellTypist densifies its input; each model's ``n_train`` says how many it
     saw), read into memory once and shared by every gene-level model; the
-    F-head reads the 128-d features of every cell. The test split is read
-    one row block at a time, once per model. Pass the reference settings
-    (``EvaluateParams.for_reference()``).
+    F-head reads the 128-d features of a stratified sample of at most
+    ``evaluate.f_head.reference_max_cells`` (every cell of any but an atlas).
+    The test split is read one row block at a time, once per model. Pass the
+    reference settings (``EvaluateParams.for_reference()``).
 
     Returns:
         ``{"label_key", "categories", "n_train", "n_test", "scored_on",
@@ -186,20 +187,23 @@ def full_reference(  # noqa: PLR0913
     check_embeddings_match(train, train_embeddings, "train")
     check_embeddings_match(test, test_embeddings, "test")
     labels = class_codes(train, key, categories, "training split")
-    train_z = embedding_matrix(train_embeddings)
     max_cells = evaluate.reference_max_cells
     rows = stratified_rows(labels, max_cells, seed)
+    feature_rows = stratified_rows(labels, evaluate.f_head.reference_max_cells, seed)
     logger.info(
-        "Reference: %s trained on the full training split (%d cells; gene-level "
-        "models on a stratified sample of %d, evaluate.reference_max_cells=%s)",
+        "Reference: %s trained on the full training split (%d cells; the F-head "
+        "on a stratified sample of %d, evaluate.f_head.reference_max_cells=%s; "
+        "gene-level models on one of %d, evaluate.reference_max_cells=%s)",
         evaluate.models,
         train.n_obs,
+        len(feature_rows),
+        evaluate.f_head.reference_max_cells,
         len(rows),
         max_cells,
     )
     test_genes = in_genes_of(test, train)  # lazy: nothing read until predicted
     shared = {
-        "test_z": embedding_matrix(test_embeddings),
+        "test_z": test_embeddings.X,  # lazy: predicted a row block at a time
         "test_labels": class_codes(test, key, categories, "test split"),
         "test_genes": test_genes,
         "label_key": key,
@@ -214,11 +218,11 @@ def full_reference(  # noqa: PLR0913
     features = [m for m in models if m not in GENE_MODELS]
     genes = [m for m in models if m in GENE_MODELS]
     results: dict[str, Any] = {}
-    if features:  # 128-d features of every cell: cheap, trained on all of them
+    if features:  # 128-d features: cheap, trained on up to 1M cells
         results |= run_models(
             models=features,
-            train_z=train_z,
-            train_labels=labels,
+            train_z=embedding_matrix(train_embeddings, feature_rows),
+            train_labels=labels[feature_rows],
             train_genes=None,
             **shared,
         )[0]
@@ -232,7 +236,7 @@ def full_reference(  # noqa: PLR0913
         sample = take_rows(train, rows)
         results |= run_models(
             models=genes,
-            train_z=train_z[rows],
+            train_z=None,  # read by the F-head only
             train_labels=labels[rows],
             train_genes=sample,
             **shared,
@@ -289,7 +293,7 @@ def synthetic_model_metrics(  # noqa: PLR0913
         models=list(evaluate.models),
         train_z=embedding_matrix(synthetic_embeddings),
         train_labels=class_codes(synthetic, key, categories, "synthetic set"),
-        test_z=embedding_matrix(test_embeddings),
+        test_z=test_embeddings.X,  # lazy: predicted a row block at a time
         test_labels=class_codes(test, key, categories, "test split"),
         train_genes=None if feature_only else synthetic,
         test_genes=test_genes,

@@ -27,6 +27,7 @@ import anndata as ad
 import numpy as np
 import torch
 
+from scdd.cellstore import Matrix
 from scdd.evaluation.celltypist_eval import evaluate_celltypist
 from scdd.evaluation.config import GENE_MODELS, MODELS, EvaluateParams
 from scdd.evaluation.deepinsight_cnn import evaluate_deepinsight_cnn
@@ -62,9 +63,9 @@ def check_models(models: list[str]) -> list[str]:
 def run_models(  # noqa: PLR0913
     *,
     models: list[str],
-    train_z: np.ndarray,
+    train_z: np.ndarray | None,
     train_labels: np.ndarray,
-    test_z: np.ndarray,
+    test_z: Matrix,
     test_labels: np.ndarray,
     train_genes: ad.AnnData | None,
     test_genes: ad.AnnData | None,
@@ -80,9 +81,10 @@ def run_models(  # noqa: PLR0913
 
     Args:
         models: names from :data:`MODELS`.
-        train_z: F-space features of the training set ``[n, d]``.
+        train_z: F-space features of the training set ``[n, d]`` (read by
+            the F-head only; ``None`` when it is not among ``models``).
         train_labels: int classes ``[n]``.
-        test_z: cached F(test) ``[m, d]``.
+        test_z: cached F(test) ``[m, d]`` (in memory or lazy).
         test_labels: int classes ``[m]``.
         train_genes: training cells with log-normalised genes and
             ``obs[label_key]``, or ``None`` for a feature-only set.
