@@ -315,6 +315,73 @@ def obs_subset(adata: ad.AnnData, rows: np.ndarray, cols: np.ndarray | None = No
     )
 
 
+#: Row blocks of a lazy matrix computed together when it is written: enough
+#: to keep two workers busy and to spread a cluster's per-computation cost.
+WRITE_WINDOW = 8
+
+
+def write_lazy(adata: ad.AnnData, target: Any, *, zarr_format: bool, **kwargs) -> None:
+    """Write ``adata`` (``target``: an ``.h5ad`` path or a zarr store) with
+    its lazy CSR matrices (``X``, layers) computed ``WRITE_WINDOW`` row
+    blocks at a time on the current scheduler and appended in order.
+
+    anndata computes one block per Dask computation, each of which hands
+    the whole graph to the scheduler: on a ``distributed`` cluster that is
+    about 0.4 s a block at 10M cells (an hour for a 6M-cell split), and the
+    workers take turns. ``kwargs`` go to ``write_h5ad``/``write_zarr``; an
+    ``.h5ad`` file's compression to the blocks as well.
+    """
+    matrices = [("X", adata.X), *((f"layers/{k}", v) for k, v in adata.layers.items())]
+    lazy = {
+        name: m
+        for name, m in matrices
+        if is_lazy_matrix(m) and isinstance(m._meta, sparse.csr_matrix)
+    }
+    shell = ad.AnnData(
+        X=None if "X" in lazy else adata.X,
+        obs=adata.obs,
+        var=adata.var,
+        uns=adata.uns,
+        obsm=dict(adata.obsm),
+        layers={k: v for k, v in adata.layers.items() if f"layers/{k}" not in lazy},
+    )
+    if adata.raw is not None:
+        shell.raw = adata.raw.to_adata()
+    if zarr_format:
+        shell.write_zarr(target, **kwargs)
+        root, options = zarr.open_group(target, mode="a"), {}
+    else:
+        shell.write_h5ad(target, **kwargs)
+        root = h5py.File(target, "a")
+        options = {k: v for k, v in kwargs.items() if k.startswith("compression")}
+    try:
+        for name, x in lazy.items():
+            _append_blocks(root, name, x, options)
+    finally:
+        if not zarr_format:
+            root.close()
+
+
+def _append_blocks(root: Any, name: str, x: da.Array, options: dict) -> None:
+    """``x``'s row blocks, ``WRITE_WINDOW`` per computation, as CSR element
+    ``name`` of ``root`` (int64 indices, so the file may exceed 2^31 values)."""
+    from anndata.io import sparse_dataset, write_elem
+
+    n_blocks, on_disk = len(x.chunks[0]), None
+    for first in range(0, n_blocks, WRITE_WINDOW):
+        window = range(first, min(first + WRITE_WINDOW, n_blocks))
+        parts = compute(*(x.blocks[i] for i in window), what=f"Writing {name}")
+        for part in parts:
+            csr = _as_csr(part)
+            csr.indptr = csr.indptr.astype(np.int64, copy=False)
+            csr.indices = csr.indices.astype(np.int64, copy=False)
+            if on_disk is None:
+                write_elem(root, name, csr, dataset_kwargs=options)
+                on_disk = sparse_dataset(root[name])
+            else:
+                on_disk.append(csr)
+
+
 def is_lazy_matrix(x: Any) -> bool:
     """Whether ``x`` is read on demand (a dask array)."""
     return isinstance(x, da.Array)

@@ -19,7 +19,14 @@ from kedro.io.core import (
 )
 
 from scdd.atomic import atomic_path
-from scdd.cellstore import CHUNK_ROWS, as_lazy, is_zarr, read_lazy, zarr_store
+from scdd.cellstore import (
+    CHUNK_ROWS,
+    as_lazy,
+    is_zarr,
+    read_lazy,
+    write_lazy,
+    zarr_store,
+)
 from scdd.dask_engine import worker_failures_explained
 
 logger = logging.getLogger(__name__)
@@ -175,10 +182,7 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
                 self._save_remote(data, url)
             else:
                 with atomic_path(Path(url), directory=self._zarr) as tmp:
-                    if self._zarr:
-                        data.write_zarr(tmp, **self._save_args)
-                    else:
-                        data.write_h5ad(tmp, **self._save_args)
+                    write_lazy(data, tmp, zarr_format=self._zarr, **self._save_args)
         seconds = time.perf_counter() - start
         logger.info(
             "Wrote %s: %d cells x %d %s in %.1f s (%.0f cells/s)",
@@ -194,7 +198,7 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
         once complete, removed if the write fails."""
         tmp = f"{url.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
         try:
-            data.write_zarr(zarr_store(tmp), **self._save_args)
+            write_lazy(data, zarr_store(tmp), zarr_format=True, **self._save_args)
             if self._fs.exists(url):
                 self._fs.rm(url, recursive=True)
             self._fs.mv(tmp, url, recursive=True)

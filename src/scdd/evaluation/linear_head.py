@@ -98,13 +98,13 @@ def _check_labels(
 def _predict(
     heads: list[tuple[Tensor, Tensor]],
     features: Matrix,
-    shift: np.ndarray | None,
+    shift: tuple[np.ndarray, np.ndarray] | None,
     device: torch.device,
 ) -> np.ndarray:
     """Class predictions ``[n_heads, m]`` of every head on ``features``
     (in memory or lazy: one pass, ``PREDICT_ROWS`` rows at a time), each
     row standardised by ``shift`` (mean, scale) first when given."""
-    out = np.empty((len(heads), features.shape[0]), dtype=np.int64)
+    out = np.empty((len(heads), features.shape[0]), dtype=np.int32)
     for start, chunk in row_chunks(features, PREDICT_ROWS):
         x = np.asarray(chunk.toarray() if sparse.issparse(chunk) else chunk)
         x = x.astype(np.float32, copy=False)

@@ -534,8 +534,9 @@ def lazy_embeddings(
     computed when read or written (an ``H5ADDataset`` save streams it to
     disk block by block), so no process ever holds every cell's latents.
 
-    On Dask's local threaded scheduler one block runs E at a time while
-    others are read; on a ``distributed`` cluster the workers run E.
+    Computed on threads in this process (anndata writes a dense dask array
+    with Dask's threaded scheduler, under a ``distributed`` client too):
+    one block runs E at a time while the next blocks are read.
     """
     graph = _embed_tasks(
         encoder, x, chunk_size=chunk_size, device=device, sparse_input=sparse_input
