@@ -2,7 +2,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scdd.sampling import capped_class_rows, stratified_rows
+from scdd.sampling import (
+    capped_class_rows,
+    class_index,
+    label_strings,
+    stratified_rows,
+)
 
 LABELS = np.repeat(["a", "b", "c"], [700, 290, 10])
 
@@ -42,3 +47,23 @@ def test_capped_class_rows_samples_only_classes_above_the_cap() -> None:
     assert kept.to_dict() == {"a": 5, "b": 10, "c": 10}
     assert np.array_equal(rows, capped_class_rows(labels, 10, seed=1))
     assert not np.array_equal(rows, capped_class_rows(labels, 10, seed=2))
+
+
+def test_class_index_is_numpys_unique() -> None:
+    labels = np.array(["b", "a", "c", "a", "b", "b"], dtype=object)
+    for got, expected in zip(
+        class_index(labels),
+        np.unique(labels, return_inverse=True, return_counts=True),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_label_strings_share_one_string_per_class() -> None:
+    column = pd.Series(pd.Categorical(["t", None, "b", "t"], categories=["t", "b"]))
+    got = label_strings(column)
+    assert got.tolist() == ["t", "nan", "b", "t"]
+    assert got[0] is got[3]  # one object per class, not one per cell
+    assert got.tolist() == column.astype(str).tolist()
+    numbers = pd.Series([3, 1, 3])
+    assert label_strings(numbers).tolist() == ["3", "1", "3"]

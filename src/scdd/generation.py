@@ -29,7 +29,7 @@ from scdd.models.generator_config import (
     GeneratorTrainParams,
 )
 from scdd.models.scdg import SCDGConfig, load_scdg, scdg_checkpoint, train_scdg
-from scdd.sampling import stratified_rows
+from scdd.sampling import label_strings, stratified_rows
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def condition_codes(
                 f"No categories given for condition column '{column}'; known: "
                 f"{sorted(categories)}."
             )
-        strings = values.astype(str).to_numpy()
+        strings = label_strings(values)
         index = pd.Index(known[column]).get_indexer(strings)
         if (index < 0).any():
             unknown = sorted(set(strings[index < 0]))

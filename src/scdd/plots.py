@@ -28,7 +28,7 @@ from scdd.cellstore import is_lazy, take_matrix_rows
 from scdd.distill.names import LOSS_TERMS
 from scdd.provenance import recorded_params
 from scdd.report_config import ReportParams
-from scdd.sampling import stratified_rows
+from scdd.sampling import label_strings, stratified_rows
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _class_means(
 ) -> np.ndarray:
     """Mean expression ``[n_classes, n_genes]``; NaN rows for absent classes."""
     x = adata[:, genes].X
-    labels = adata.obs[label_key].astype(str).to_numpy()
+    labels = label_strings(adata.obs[label_key])
     means = np.full((len(categories), len(genes)), np.nan)
     for i, c in enumerate(categories):
         mask = labels == c
@@ -124,7 +124,7 @@ def _real_sample(
     """At most about ``max_cells`` real cells (seeded, stratified) and only
     the genes at positions ``cols``, in memory; a lazy ``real`` is read once,
     only the row blocks that hold the sample."""
-    rows = stratified_rows(real.obs[label_key].astype(str).to_numpy(), max_cells, seed)
+    rows = stratified_rows(label_strings(real.obs[label_key]), max_cells, seed)
     if not is_lazy(real):
         return (real if len(rows) == real.n_obs else real[rows])[:, cols]
     return ad.AnnData(
@@ -196,7 +196,7 @@ def umap_figure(
     umap = report.umap
     categories = _categories(real, label_key)
     _categories(synthetic, label_key)
-    labels = real.obs[label_key].astype(str).to_numpy()
+    labels = label_strings(real.obs[label_key])
     rows = stratified_rows(labels, umap.max_cells, seed)
     real_x = take_matrix_rows(real.X, rows)  # lazy: only these rows read
     x = np.vstack([_dense(real_x), _dense(synthetic.X)]).astype(np.float32)

@@ -30,6 +30,7 @@ from scdd.cellstore import (
     map_csr_blocks,
     reduce_blocks,
 )
+from scdd.sampling import class_index, label_strings
 
 logger = logging.getLogger(__name__)
 
@@ -300,7 +301,7 @@ def check_labels(
             adata.obs[label_key].iloc[0],
             adata.obs[label_key].astype(str).iloc[0],
         )
-    adata.obs[label_key] = pd.Categorical(adata.obs[label_key].astype(str))
+    adata.obs[label_key] = pd.Categorical(label_strings(adata.obs[label_key]))
     dropped = int(missing.sum())
     require_classes(
         adata,
@@ -504,7 +505,7 @@ def stratified_split(
     train_idx, test_idx = train_test_split(
         np.arange(adata.n_obs),
         test_size=test_size,
-        stratify=adata.obs[label_key].to_numpy(),
+        stratify=class_index(label_strings(adata.obs[label_key]))[1],
         random_state=seed,
     )
     return adata[np.sort(train_idx)].copy(), adata[np.sort(test_idx)].copy()
@@ -519,11 +520,11 @@ def carve_validation(
     training cells stays whole in training (it has none to spare); the others
     keep at least 2 training cells.
     """
-    labels = train.obs[label_key].astype(str).to_numpy()
+    _, inverse, counts = class_index(label_strings(train.obs[label_key]))
     rng = np.random.default_rng(seed)
     held = []
-    for name in np.unique(labels):
-        rows = np.flatnonzero(labels == name)
+    for c in range(len(counts)):
+        rows = np.flatnonzero(inverse == c)
         n_val = min(int(round(fraction * len(rows))), len(rows) - 2)
         if n_val > 0:
             held.append(rng.choice(rows, size=n_val, replace=False))

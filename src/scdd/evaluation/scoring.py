@@ -39,7 +39,7 @@ from scdd.metrics.fidelity import fidelity_report
 from scdd.metrics.privacy import PrivacyParams, privacy_report
 from scdd.models.foundation import FoundationModel, align_genes, embed_cells
 from scdd.provenance import recorded_params
-from scdd.sampling import stratified_rows
+from scdd.sampling import label_strings, stratified_rows
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def class_codes(
 ) -> np.ndarray:
     """Int classes ``[n]`` of ``obs[key]`` in ``categories`` order."""
     class_names(adata, key, what)
-    names = adata.obs[key].astype(str).to_numpy()
+    names = label_strings(adata.obs[key])
     codes = pd.Index(categories).get_indexer(names)
     if (codes < 0).any():
         raise ValueError(
@@ -392,7 +392,7 @@ def privacy(  # noqa: PLR0913
             "train_genes": in_genes_of(train, synthetic).X,
             "heldout_genes": in_genes_of(heldout, synthetic).X,
             "labels": tuple(
-                adata.obs[label_key].astype(str).to_numpy()
+                label_strings(adata.obs[label_key])
                 for adata in (synthetic, train, heldout)
             ),
         }

@@ -23,7 +23,7 @@ from scdd.models.foundation_training import (
 from scdd.preprocessing_config import DataParams
 from scdd.provenance import record_provenance
 from scdd.run_context import current_run
-from scdd.sampling import stratified_rows
+from scdd.sampling import label_strings, stratified_rows
 
 logger = logging.getLogger(__name__)
 
@@ -133,8 +133,8 @@ def report_foundation(
     those rows of the gene matrices are read).
     """
     key = data.label_key
-    y_train = train.obs[key].astype(str).to_numpy()
-    y_test = test.obs[key].astype(str).to_numpy()
+    y_train = label_strings(train.obs[key])
+    y_test = label_strings(test.obs[key])
     cap, seed = params.probe_max_cells, current_run().seed
     train_rows = stratified_rows(y_train, cap, seed)
     test_rows = stratified_rows(y_test, cap, seed)
