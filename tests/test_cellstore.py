@@ -176,3 +176,18 @@ def test_dense_rows_are_the_csr_rows_densified(lazy: bool) -> None:
     assert isinstance(got, np.ndarray) and got.dtype == np.float32
     np.testing.assert_array_equal(got, x[rows])
     np.testing.assert_array_equal(got, cs.take_matrix_rows(source, rows).toarray())
+
+
+def test_a_dense_matrix_reads_as_dense_blocks(tmp_path: Path) -> None:
+    """Cached embeddings (dense on disk) stay dense: no CSR of every value."""
+    z = np.random.default_rng(0).normal(size=(23, 4)).astype(np.float32)
+    path = tmp_path / "z.h5ad"
+    ad.AnnData(z).write_h5ad(path)
+    lazy = cs.read_lazy(path, chunk_rows=5)
+    assert isinstance(lazy.X._meta, np.ndarray) and lazy.X.dtype == np.float32
+    assert lazy.X.chunks[0][:2] == (5, 5)
+    rows = np.array([22, 0, 7])
+    np.testing.assert_array_equal(
+        cs.take_matrix_rows(lazy.X, rows, dense=True), z[rows]
+    )
+    np.testing.assert_array_equal(cs.take_matrix_rows(lazy.X, rows).toarray(), z[rows])

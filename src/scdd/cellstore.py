@@ -148,7 +148,9 @@ def _open_store(path: Path | str) -> Any:
 def read_lazy(path: Path | str, *, chunk_rows: int = CHUNK_ROWS) -> ad.AnnData:
     """Open an ``.h5ad`` file or a zarr store (``*.zarr``, a local path or any
     fsspec URL) with ``obs``, ``var``, ``uns`` and ``obsm`` in memory and
-    ``X``, ``layers`` and ``raw.X`` as lazy row-block arrays.
+    ``X``, ``layers`` and ``raw.X`` as lazy row-block arrays: float32 CSR
+    blocks of a sparse matrix, dense float32 blocks of a dense one (the
+    cached embeddings).
 
     The blocks reopen the file by its absolute path (or the store by its
     URL), so a worker of a ``distributed`` cluster (whatever its working
@@ -159,6 +161,8 @@ def read_lazy(path: Path | str, *, chunk_rows: int = CHUNK_ROWS) -> ad.AnnData:
             elem = f[name]
             n_cols = elem.attrs["shape"][1] if "shape" in elem.attrs else elem.shape[1]
             x = ad.experimental.read_elem_lazy(elem, chunks=(chunk_rows, int(n_cols)))
+            if isinstance(elem, h5py.Dataset | zarr.Array):  # dense: embeddings
+                return x.astype(np.float32, copy=False)
             return lazy_matrix(x, chunk_rows=chunk_rows)
 
         def read(name: str, default: Any) -> Any:
@@ -251,8 +255,12 @@ def take_matrix_rows(x: Any, rows: np.ndarray, *, dense: bool = False) -> Any:
     for i in np.unique(np.searchsorted(bounds, wanted, side="right") - 1):
         inside = wanted[(wanted >= bounds[i]) & (wanted < bounds[i + 1])] - bounds[i]
         block = x.blocks[int(i)].compute(scheduler="synchronous")
-        part = _as_csr(block)[inside]
-        parts.append(part.toarray() if dense else part)
+        if isinstance(block, np.ndarray):  # a dense matrix: no CSR on the way
+            part = block[inside].astype(np.float32, copy=False)
+            parts.append(part if dense else _as_csr(part))
+        else:
+            part = _as_csr(block)[inside]
+            parts.append(part.toarray() if dense else part)
     if dense:
         parts[0] = parts[0].toarray()
         return np.concatenate(parts)[np.argsort(order, kind="stable")]
