@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import zarr
+from anndata.io import sparse_dataset, write_elem
 from scipy import sparse
 
 from scdd.dask_engine import compute
@@ -331,7 +332,7 @@ WRITE_WINDOW = 8
 def write_lazy(adata: ad.AnnData, target: Any, *, zarr_format: bool, **kwargs) -> None:
     """Write ``adata`` (``target``: an ``.h5ad`` path or a zarr store) with
     its lazy CSR matrices (``X``, layers) computed ``WRITE_WINDOW`` row
-    blocks at a time on the current scheduler and appended in order.
+    blocks at a time and appended in order.
 
     The blocks are computed on Dask's threaded scheduler in this process,
     as anndata computes dense arrays, even when a ``distributed`` client is
@@ -375,8 +376,6 @@ def write_lazy(adata: ad.AnnData, target: Any, *, zarr_format: bool, **kwargs) -
 def _append_blocks(root: Any, name: str, x: da.Array, options: dict) -> None:
     """``x``'s row blocks, ``WRITE_WINDOW`` per computation, as CSR element
     ``name`` of ``root`` (int64 indices, so the file may exceed 2^31 values)."""
-    from anndata.io import sparse_dataset, write_elem
-
     n_blocks, on_disk = len(x.chunks[0]), None
     for first in range(0, n_blocks, WRITE_WINDOW):
         window = range(first, min(first + WRITE_WINDOW, n_blocks))
