@@ -252,21 +252,26 @@ def take_matrix_rows(x: Any, rows: np.ndarray, *, dense: bool = False) -> Any:
     order = np.argsort(rows, kind="stable")
     wanted = rows[order]
     bounds = np.cumsum((0, *x.chunks[0]))
-    parts = [sparse.csr_matrix((0, x.shape[1]), dtype=np.float32)]
+    empty = np.zeros((0, x.shape[1]), dtype=np.float32)
+    parts = [empty if dense else _as_csr(empty)]
     for i in np.unique(np.searchsorted(bounds, wanted, side="right") - 1):
         inside = wanted[(wanted >= bounds[i]) & (wanted < bounds[i + 1])] - bounds[i]
         block = x.blocks[int(i)].compute(scheduler="synchronous")
-        if isinstance(block, np.ndarray):  # a dense matrix: no CSR on the way
-            part = block[inside].astype(np.float32, copy=False)
-            parts.append(part if dense else _as_csr(part))
-        else:
-            part = _as_csr(block)[inside]
-            parts.append(part.toarray() if dense else part)
+        parts.append(_block_rows(block, inside, dense=dense))
+    back = np.argsort(order, kind="stable")
     if dense:
-        parts[0] = parts[0].toarray()
-        return np.concatenate(parts)[np.argsort(order, kind="stable")]
-    stacked = sparse.vstack(parts, format="csr", dtype=np.float32)
-    return stacked[np.argsort(order, kind="stable")]
+        return np.concatenate(parts)[back]
+    return sparse.vstack(parts, format="csr", dtype=np.float32)[back]
+
+
+def _block_rows(block: Any, inside: np.ndarray, *, dense: bool) -> Any:
+    """Rows ``inside`` of one block, float32: dense or CSR as asked (a dense
+    block is never turned into CSR only to be densified again)."""
+    if isinstance(block, np.ndarray):
+        part = block[inside].astype(np.float32, copy=False)
+        return part if dense else _as_csr(part)
+    part = _as_csr(block)[inside]
+    return part.toarray() if dense else part
 
 
 def reduce_blocks(

@@ -50,20 +50,31 @@ def stratified_rows(
     return np.sort(np.concatenate(keep))
 
 
+def class_members(
+    labels: np.ndarray, c: int, max_cells: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Sorted rows of class ``c``: all, or a seeded sample of ``max_cells``.
+
+    Raises:
+        ValueError: the class has no cells.
+    """
+    members = np.flatnonzero(labels == c)
+    if len(members) == 0:
+        raise ValueError(f"Class {c} has no training cells to select from.")
+    if len(members) > max_cells:
+        members = np.sort(rng.choice(members, max_cells, replace=False))
+    return members
+
+
 def capped_class_rows(
     labels: np.ndarray, max_per_class: int, seed: int = 0
 ) -> np.ndarray | None:
     """Sorted rows keeping every class of at most ``max_per_class`` cells
     whole and a seeded sample of that many of each larger class; ``None``
     (all rows) when no class is larger."""
-    classes, inverse, counts = class_index(labels)
+    _, inverse, counts = class_index(labels)
     if counts.max(initial=0) <= max_per_class:
         return None
     rng = np.random.default_rng(seed)
-    keep = []
-    for c in range(len(classes)):
-        members = np.flatnonzero(inverse == c)
-        if len(members) > max_per_class:
-            members = rng.choice(members, max_per_class, replace=False)
-        keep.append(members)
+    keep = [class_members(inverse, c, max_per_class, rng) for c in range(len(counts))]
     return np.sort(np.concatenate(keep))

@@ -27,8 +27,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from scdd.distill.parts import class_members, class_parts
+from scdd.distill.parts import class_parts
 from scdd.metrics.fidelity import squared_distances
+from scdd.sampling import class_members
 
 #: ``(points [n, d], k, rng) -> k row positions``, ``k <= n``.
 Selector = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]

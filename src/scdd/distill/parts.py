@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 
 from scdd.metrics.fidelity import squared_distances
+from scdd.sampling import class_members
 
 
 def _equal_size_centres(
@@ -54,22 +55,6 @@ def _equal_size_centres(
             break
         centres = moved
     return centres
-
-
-def class_members(
-    labels: np.ndarray, c: int, max_cells: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Sorted rows of class ``c``: all, or a seeded sample of ``max_cells``.
-
-    Raises:
-        ValueError: the class has no cells.
-    """
-    members = np.flatnonzero(labels == c)
-    if len(members) == 0:
-        raise ValueError(f"Class {c} has no training cells to select from.")
-    if len(members) > max_cells:
-        members = np.sort(rng.choice(members, max_cells, replace=False))
-    return members
 
 
 @dataclass(frozen=True)
