@@ -67,6 +67,29 @@ def test_lazy_matrix_is_written_with_the_configured_compression(
     )
 
 
+@pytest.mark.parametrize("dense", [True, False])
+def test_lazy_blocks_are_computed_on_threads_that_exit_with_the_save(
+    tmp_path: Path, dense: bool
+) -> None:
+    """A thread that ran torch and stays alive slows every later torch op of
+    the process (see ``scdd.threads.transient_dask_threads``)."""
+    import threading
+
+    import dask.array as da
+    from scipy import sparse
+
+    ran_on: set[threading.Thread] = set()
+
+    def block(b: np.ndarray) -> np.ndarray:
+        ran_on.add(threading.current_thread())
+        return b if dense else sparse.csr_matrix(b)
+
+    x = da.ones((64, 4), chunks=(16, 4), dtype=np.float32).map_blocks(block)
+    H5ADDataset(filepath=str(tmp_path / "x.h5ad")).save(ad.AnnData(X=x))
+    pool = ran_on - {threading.main_thread()}
+    assert pool and not any(t.is_alive() for t in pool)
+
+
 def test_failed_save_leaves_old_file_and_no_temp(
     tmp_path: Path, counts_adata: ad.AnnData, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,6 +28,7 @@ from scdd.cellstore import (
     zarr_store,
 )
 from scdd.dask_engine import worker_failures_explained
+from scdd.threads import transient_dask_threads
 
 logger = logging.getLogger(__name__)
 
@@ -175,9 +176,9 @@ class H5ADDataset(AbstractVersionedDataset[ad.AnnData, ad.AnnData]):
             )
         url = self._url(self._get_save_path())
         start = time.perf_counter()
-        # a lazy X is computed block by block as it is written, on the current
-        # Dask scheduler (a cluster's workers, when the run opened a client)
-        with worker_failures_explained(f"Writing {url}"):
+        # a lazy X is computed block by block as it is written, on threads of
+        # this process that exit with the write
+        with transient_dask_threads(), worker_failures_explained(f"Writing {url}"):
             if self._protocol != "file":
                 self._save_remote(data, url)
             else:
