@@ -114,44 +114,6 @@ def test_lazy_matrices_are_written_a_window_of_blocks_at_a_time(
     assert list(back.obs_names) == list(counts_adata.obs_names)
 
 
-@pytest.mark.parametrize("suffix", ["h5ad", "zarr"])
-@pytest.mark.parametrize("nullable", [False, True])
-def test_cell_names_are_read_and_written_as_arrow_a_slice_at_a_time(
-    tmp_path: Path, counts_adata, monkeypatch, suffix: str, nullable: bool
-) -> None:
-    """Names read in slices into Arrow strings (anndata's plain or nullable
-    string encoding), written back in slices as a plain string array that
-    anndata reads as it reads its own."""
-    import h5py
-    import pandas as pd
-    import zarr
-
-    monkeypatch.setattr(cs, "NAME_SLICE", 7)  # 100 cells: 15 slices
-    counts_adata.obs.index.name = "barcode"
-    source = tmp_path / f"in.{suffix}"
-    with ad.settings.override(allow_write_nullable_strings=True):
-        written = counts_adata.copy()
-        if nullable:
-            written.obs.index = written.obs.index.astype("string[pyarrow]")
-        (written.write_zarr if suffix == "zarr" else written.write_h5ad)(source)
-    lazy = cs.read_lazy(source, chunk_rows=16)
-    assert isinstance(lazy.obs.index.array, pd.arrays.ArrowStringArray)
-    assert lazy.obs_names.name == "barcode"
-    assert cs.same_cell_names(lazy.obs_names, counts_adata.obs_names)
-    assert not cs.same_cell_names(lazy.obs_names, counts_adata.obs_names[::-1])
-    reread = (ad.read_zarr if suffix == "zarr" else ad.read_h5ad)(source)
-    pd.testing.assert_frame_equal(lazy.obs, reread.obs, check_index_type=False)
-
-    target = tmp_path / f"out.{suffix}"
-    H5ADDataset(filepath=str(target)).save(lazy)
-    store = zarr.open_group(target) if suffix == "zarr" else h5py.File(target)
-    assert store["obs/barcode"].attrs["encoding-type"] == "string-array"
-    back = ad.read_zarr(target) if suffix == "zarr" else ad.read_h5ad(target)
-    assert back.obs_names.dtype == object and back.obs_names.name == "barcode"
-    assert back.obs_names.equals(counts_adata.obs_names)
-    np.testing.assert_array_equal(back.X.toarray(), counts_adata.X.toarray())
-
-
 def _rows_in_blocks(x) -> int:
     return sum(cs.reduce_blocks(x, lambda block: block.shape[0]))
 

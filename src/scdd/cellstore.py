@@ -30,10 +30,8 @@ import dask.array as da
 import dask.threaded
 import fsspec
 import h5py
-import numcodecs
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import zarr
 from anndata.io import sparse_dataset, write_elem
 from scipy import sparse
@@ -45,10 +43,6 @@ from scdd.dask_engine import compute
 CHUNK_ROWS = 5000
 
 _CSR_META = sparse.csr_matrix((0, 0), dtype=np.float32)
-
-#: Cell names read per slice by :func:`read_lazy`: their Python strings
-#: (~70 B each) live only until the slice is copied into Arrow (~20 B each).
-NAME_SLICE = 250_000
 
 #: A gene matrix in memory (dense or sparse) or lazy (dask CSR row blocks).
 Matrix = np.ndarray | sparse.spmatrix | da.Array
@@ -157,7 +151,7 @@ def read_lazy(path: Path | str, *, chunk_rows: int = CHUNK_ROWS) -> ad.AnnData:
     fsspec URL) with ``obs``, ``var``, ``uns`` and ``obsm`` in memory and
     ``X``, ``layers`` and ``raw.X`` as lazy row-block arrays: float32 CSR
     blocks of a sparse matrix, dense float32 blocks of a dense one (the
-    cached embeddings). The cell names are Arrow strings (:func:`read_obs`).
+    cached embeddings).
 
     The blocks reopen the file by its absolute path (or the store by its
     URL), so a worker of a ``distributed`` cluster (whatever its working
@@ -175,7 +169,7 @@ def read_lazy(path: Path | str, *, chunk_rows: int = CHUNK_ROWS) -> ad.AnnData:
         def read(name: str, default: Any) -> Any:
             return ad.io.read_elem(f[name]) if name in f else default
 
-        obs = read_obs(f["obs"]) if "obs" in f else None
+        obs = read("obs", None)
         var = read("var", None)
         x = lazy("X") if "X" in f else None
         adata = ad.AnnData(
@@ -189,41 +183,6 @@ def read_lazy(path: Path | str, *, chunk_rows: int = CHUNK_ROWS) -> ad.AnnData:
         if "raw/X" in f:  # (zarr stores an absent raw as an empty array)
             adata.raw = ad.AnnData(X=lazy("raw/X"), var=ad.io.read_elem(f["raw/var"]))
     return adata
-
-
-def read_obs(group: Any) -> pd.DataFrame:
-    """An AnnData ``obs`` group with its cell names as Arrow strings, read
-    ``NAME_SLICE`` at a time: a third of the memory of Python strings (10M
-    names: ~0.2 instead of ~0.7 GB in every node that opens a split), and no
-    moment when every name is a Python object. The columns are read as
-    anndata reads them (labels are categorical: codes and their names)."""
-    key = group.attrs["_index"]
-    names = group[key]
-    if names.attrs.get("encoding-type") == "nullable-string-array":
-        names = names["values"]
-    if isinstance(names, h5py.Dataset):
-        names = names.asstr()
-    parts = [
-        pa.array(names[start : start + NAME_SLICE], type=pa.large_string())
-        for start in range(0, len(names), NAME_SLICE)
-    ]
-    index = pd.Index(
-        pd.arrays.ArrowStringArray(pa.chunked_array(parts, type=pa.large_string())),
-        name=None if key == "_index" else key,
-    )
-    columns = list(group.attrs.get("column-order", []))
-    return pd.DataFrame(
-        {col: ad.io.read_elem(group[col]) for col in columns},
-        index=index,
-        columns=columns,
-    )
-
-
-def same_cell_names(a: pd.Index, b: pd.Index) -> bool:
-    """Whether two ``obs_names`` hold the same names in the same order,
-    whatever their string dtype (pandas' ``equals`` tells an Arrow index from
-    an object one of the same names)."""
-    return len(a) == len(b) and bool(np.asarray(a == b).all())
 
 
 def free_memory_bytes() -> int:
@@ -375,9 +334,7 @@ def obs_subset(adata: ad.AnnData, rows: np.ndarray, cols: np.ndarray | None = No
 WRITE_WINDOW = 8
 
 
-def write_lazy(
-    adata: ad.AnnData, target: Any, *, zarr_format: bool, **dataset_kwargs
-) -> None:
+def write_lazy(adata: ad.AnnData, target: Any, *, zarr_format: bool, **kwargs) -> None:
     """Write ``adata`` (``target``: an ``.h5ad`` path or a zarr store) with
     its lazy CSR matrices (``X``, layers) computed ``WRITE_WINDOW`` row
     blocks at a time and appended in order.
@@ -387,10 +344,8 @@ def write_lazy(
     current: this process writes every block anyway, and each computation
     on a cluster hands it the whole graph (0.4 s a block at 10M cells, an
     hour for a 6M-cell split when anndata computes one block at a time; 17
-    minutes eight at a time). ``dataset_kwargs`` (h5py's ``compression``,
-    zarr's ``compressor``...) apply to every array written, as anndata's
-    ``dataset_kwargs`` do. Arrow cell names are written a slice at a time
-    (:func:`_write_strings_in_slices`).
+    minutes eight at a time). ``kwargs`` go to ``write_h5ad``/``write_zarr``;
+    an ``.h5ad`` file's compression to the blocks as well.
     """
     matrices = [("X", adata.X), *((f"layers/{k}", v) for k, v in adata.layers.items())]
     lazy = {
@@ -409,60 +364,18 @@ def write_lazy(
     if adata.raw is not None:
         shell.raw = adata.raw.to_adata()
     if zarr_format:
-        root = zarr.open_group(target, mode="w")
+        shell.write_zarr(target, **kwargs)
+        root, options = zarr.open_group(target, mode="a"), {}
     else:
-        root = h5py.File(target, "w")
+        shell.write_h5ad(target, **kwargs)
+        root = h5py.File(target, "a")
+        options = {k: v for k, v in kwargs.items() if k.startswith("compression")}
     try:
-        shell.strings_to_categoricals()  # as write_h5ad/write_zarr do
-        ad.experimental.write_dispatched(
-            root,
-            "/",
-            shell,
-            callback=_write_strings_in_slices,
-            dataset_kwargs=dataset_kwargs,
-        )
         for name, x in lazy.items():
-            _append_blocks(root, name, x, dataset_kwargs)
+            _append_blocks(root, name, x, options)
     finally:
         if not zarr_format:
             root.close()
-
-
-def _write_strings_in_slices(
-    write: Callable[..., None],
-    store: Any,
-    key: str,
-    elem: Any,
-    *,
-    dataset_kwargs: dict,
-    iospec: Any,
-) -> None:
-    """anndata's writer for every element, except Arrow strings (the cell
-    names :func:`read_obs` reads): written as a plain string array, as anndata
-    writes Python strings (so any anndata reads them), ``NAME_SLICE`` at a
-    time instead of as one array of Python strings."""
-    if not isinstance(elem, pd.arrays.ArrowStringArray):
-        write(store, key, elem, dataset_kwargs=dataset_kwargs)
-        return
-    n = len(elem)
-    if isinstance(store, h5py.Group):
-        out = store.create_dataset(
-            key, shape=(n,), dtype=h5py.string_dtype(), **dataset_kwargs
-        )
-    else:
-        out = store.create_dataset(
-            key,
-            shape=(n,),
-            chunks=(max(1, min(n, NAME_SLICE)),),
-            dtype=object,
-            object_codec=numcodecs.VLenUTF8(),
-            **dataset_kwargs,
-        )
-    for start in range(0, n, NAME_SLICE):
-        out[start : start + NAME_SLICE] = elem[start : start + NAME_SLICE].to_numpy(
-            dtype=object, na_value=""
-        )
-    out.attrs.update({"encoding-type": "string-array", "encoding-version": "0.2.0"})
 
 
 def _append_blocks(root: Any, name: str, x: da.Array, options: dict) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scdd.cellstore import is_lazy_matrix, same_cell_names, take_matrix_rows
+from scdd.cellstore import is_lazy_matrix, take_matrix_rows
 from scdd.metrics import class_consistency, fit_latent_classifier, frechet_distance
 from scdd.models.device import make_generator
 from scdd.models.diffusion import LatentDiffusion
@@ -123,7 +123,7 @@ def check_embeddings_match(
     adata: ad.AnnData, embeddings: ad.AnnData, split: str
 ) -> None:
     """Fail unless the cached embeddings are of ``adata``'s cells, in order."""
-    if not same_cell_names(adata.obs_names, embeddings.obs_names):
+    if not adata.obs_names.equals(embeddings.obs_names):
         raise ValueError(
             f"{split}_embeddings do not match {split}_adata cell for cell; re-run "
             "the foundation pipeline (kedro run --pipeline foundation)."
