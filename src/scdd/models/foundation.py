@@ -536,7 +536,10 @@ def lazy_embeddings(
 
     Computed on threads in this process (anndata writes a dense dask array
     with Dask's threaded scheduler, under a ``distributed`` client too):
-    one block runs E at a time while the next blocks are read.
+    one block runs E at a time while the next blocks are read. Compute it
+    inside :func:`scdd.threads.transient_dask_threads` (``H5ADDataset``
+    does): a long-lived thread that ran E slows every later torch op of the
+    process.
     """
     graph = _embed_tasks(
         encoder, x, chunk_size=chunk_size, device=device, sparse_input=sparse_input
