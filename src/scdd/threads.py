@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from typing import Any
 
 import dask
 import numba
@@ -101,10 +101,41 @@ def apply_threads(n: int) -> None:
     threadpool_limits(n)
 
 
-@contextmanager
-def transient_dask_threads() -> Iterator[None]:
-    """Dask's threaded scheduler, inside the block, on threads that exit when
-    it ends.
+class _TransientPool:
+    """One thread pool for Dask's threaded scheduler, shared by every block
+    open at once (Kedro's ``--async`` saves outputs in parallel), installed
+    by the first block to open and shut down by the last to close."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._config: Any = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if not self._users:
+                workers = dask.config.get("num_workers", None) or available_cores()
+                self._pool = ThreadPoolExecutor(workers)
+                self._config = dask.config.set(pool=self._pool)
+            self._users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users:
+                return
+            self._config.__exit__(None, None, None)
+            pool, self._pool, self._config = self._pool, None, None
+        pool.shutdown(wait=True)
+
+
+_TRANSIENT_POOL = _TransientPool()
+
+
+def transient_dask_threads() -> _TransientPool:
+    """Dask's threaded scheduler, inside the ``with`` block, on threads that
+    exit when it (and every other such block open at the time) ends.
 
     Why: a thread that ran torch keeps its own OpenMP team while it lives, so
     libgomp counts more threads than cores and stops spinning between
@@ -112,12 +143,7 @@ def transient_dask_threads() -> Iterator[None]:
     waits on a futex: SCDG trained 1.4x slower after the embeddings were
     computed on Dask's (never-ending) default pool as they were written.
     """
-    pool = ThreadPoolExecutor(dask.config.get("num_workers", None) or available_cores())
-    try:
-        with dask.config.set(pool=pool):
-            yield
-    finally:
-        pool.shutdown(wait=True)
+    return _TRANSIENT_POOL
 
 
 class CoreFollower:

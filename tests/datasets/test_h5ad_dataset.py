@@ -90,6 +90,40 @@ def test_lazy_blocks_are_computed_on_threads_that_exit_with_the_save(
     assert pool and not any(t.is_alive() for t in pool)
 
 
+def test_saves_in_parallel_share_the_transient_threads(tmp_path: Path) -> None:
+    """Kedro's --async saves a node's outputs at once: a short save that
+    ends while a long one still computes leaves it its threads, and every
+    thread exits after the last save."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import dask.array as da
+    from scipy import sparse
+
+    ran_on: set[threading.Thread] = set()
+    short_started = threading.Event()
+
+    def block(b: np.ndarray) -> sparse.csr_matrix:
+        ran_on.add(threading.current_thread())
+        short_started.set()
+        time.sleep(0.02)
+        return sparse.csr_matrix(b)
+
+    def save(name: str, rows: int) -> None:
+        x = da.ones((rows, 4), chunks=(8, 4), dtype=np.float32).map_blocks(block)
+        H5ADDataset(filepath=str(tmp_path / name)).save(ad.AnnData(X=x))
+
+    with ThreadPoolExecutor(2) as savers:
+        short = savers.submit(save, "short.h5ad", 16)
+        short_started.wait()
+        long = savers.submit(save, "long.h5ad", 160)  # 20 blocks: 3 windows
+        short.result(), long.result()
+    assert ad.read_h5ad(tmp_path / "long.h5ad").X.sum() == 160 * 4
+    workers = ran_on - {threading.main_thread()}
+    assert not any(t.is_alive() for t in workers)
+
+
 def test_failed_save_leaves_old_file_and_no_temp(
     tmp_path: Path, counts_adata: ad.AnnData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
