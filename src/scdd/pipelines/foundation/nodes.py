@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anndata as ad
+import numpy as np
 import pandas as pd
 
 from scdd.cellstore import check_dense_fits, take_rows
-from scdd.generation import embedding_matrix
+from scdd.generation import check_embeddings_match, embedding_matrix
 from scdd.metrics.probe import linear_probe
 from scdd.models.foundation import FoundationModel, lazy_embeddings, load_model_dir
 from scdd.models.foundation_training import (
@@ -114,11 +116,51 @@ def embed_splits(
     return tuple(_embed(model, split, params) for split in (train, validation, test))
 
 
+@dataclass(frozen=True)
+class ProbeCells:
+    """The probes' cells of the training and test splits: their genes in
+    memory and their positions in the splits (the same rows of the cached
+    embeddings), so the report need not open the splits again."""
+
+    train: ad.AnnData
+    test: ad.AnnData
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+    train_cells: int
+    test_cells: int
+
+
+def sample_probe_cells(
+    train: ad.AnnData, test: ad.AnnData, data: DataParams, params: FoundationParams
+) -> ProbeCells:
+    """A seeded, stratified sample of at most ``params.probe_max_cells``
+    training cells and as many test cells, only those rows of the gene
+    matrices read. A node of its own: the report then holds the embeddings'
+    ``obs`` without the splits' (10M cells: 9M cell names fewer at once)."""
+    cap, seed = params.probe_max_cells, current_run().seed
+    rows = [
+        stratified_rows(label_strings(split.obs[data.label_key]), cap, seed)
+        for split in (train, test)
+    ]
+    check_dense_fits(
+        len(rows[0]),
+        train.n_vars,
+        what="The gene-level linear probe",
+        parameter="foundation.probe_max_cells",
+    )
+    return ProbeCells(
+        take_rows(train, rows[0]),
+        take_rows(test, rows[1]),
+        *rows,
+        train_cells=train.n_obs,
+        test_cells=test.n_obs,
+    )
+
+
 def report_foundation(
     train_embeddings: ad.AnnData,
     test_embeddings: ad.AnnData,
-    train: ad.AnnData,
-    test: ad.AnnData,
+    cells: ProbeCells,
     history: pd.DataFrame,
     data: DataParams,
     params: FoundationParams,
@@ -128,55 +170,41 @@ def report_foundation(
     A logistic regression trained on the training split is scored on the test
     split, once on the cached embeddings and once on the log-normalised genes;
     ``latent_to_gene_ratio`` near 1 means little label information was lost.
-    Both probes use the same cells: a seeded, stratified sample of at most
-    ``params.probe_max_cells`` training cells and as many test cells (only
-    those rows of the gene matrices are read).
+    Both probes use the same cells, ``cells`` (:func:`sample_probe_cells`).
     """
-    key = data.label_key
-    y_train = label_strings(train.obs[key])
-    y_test = label_strings(test.obs[key])
-    cap, seed = params.probe_max_cells, current_run().seed
-    train_rows = stratified_rows(y_train, cap, seed)
-    test_rows = stratified_rows(y_test, cap, seed)
+    key, seed = data.label_key, current_run().seed
+    check_embeddings_match(cells.train, train_embeddings[cells.train_rows], "train")
+    check_embeddings_match(cells.test, test_embeddings[cells.test_rows], "test")
+    y_train = label_strings(cells.train.obs[key])
+    y_test = label_strings(cells.test.obs[key])
     start = time.perf_counter()
 
     def probe(train_x: Any, test_x: Any) -> dict[str, float]:
         return linear_probe(
-            train_x,
-            y_train[train_rows],
-            test_x,
-            y_test[test_rows],
-            max_train_cells=len(train_rows),
-            seed=seed,
+            train_x, y_train, test_x, y_test, max_train_cells=len(y_train), seed=seed
         )
 
     latent = probe(
-        embedding_matrix(train_embeddings, train_rows),
-        embedding_matrix(test_embeddings, test_rows),
+        embedding_matrix(train_embeddings, cells.train_rows),
+        embedding_matrix(test_embeddings, cells.test_rows),
     )
-    check_dense_fits(
-        len(train_rows),
-        train.n_vars,
-        what="The gene-level linear probe",
-        parameter="foundation.probe_max_cells",
-    )
-    genes = probe(take_rows(train, train_rows).X, take_rows(test, test_rows).X)
-    n_fit = train.n_obs - validation_size(train.n_obs, params.train)
+    genes = probe(cells.train.X, cells.test.X)
+    n_fit = cells.train_cells - validation_size(cells.train_cells, params.train)
     cells_seen = int(history["cells_seen"].iloc[-1]) if len(history) else 0
     report = {
         "label_key": key,
-        "train_cells": int(train.n_obs),
-        "test_cells": int(test.n_obs),
-        "genes": int(train.n_vars),
+        "train_cells": cells.train_cells,
+        "test_cells": cells.test_cells,
+        "genes": int(cells.train.n_vars),
         "latent_dim": int(train_embeddings.n_vars),
         "rounds": int(len(history)),
         "cells_seen": cells_seen,
         # passes over the training cells (not held out for validation)
         "epochs": round(cells_seen / max(n_fit, 1), 3),
         "best_val_mse": float(history["val_loss"].min()) if len(history) else None,
-        "probe_max_cells": cap,
-        "probe_train_cells": int(len(train_rows)),
-        "probe_test_cells": int(len(test_rows)),
+        "probe_max_cells": params.probe_max_cells,
+        "probe_train_cells": len(y_train),
+        "probe_test_cells": len(y_test),
         "linear_probe_latent": latent,
         "linear_probe_genes": genes,
         "latent_to_gene_ratio": latent["accuracy"] / max(genes["accuracy"], 1e-12),
@@ -184,8 +212,8 @@ def report_foundation(
     logger.info(
         "Linear probe accuracy on %d test cells (trained on %d): latent %.3f vs "
         "genes %.3f (ratio %.3f) in %.1f s",
-        len(test_rows),
-        len(train_rows),
+        len(y_test),
+        len(y_train),
         latent["accuracy"],
         genes["accuracy"],
         report["latent_to_gene_ratio"],

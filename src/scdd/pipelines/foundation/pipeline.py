@@ -6,6 +6,7 @@ from scdd.pipelines.foundation.nodes import (
     build_foundation_model,
     embed_splits,
     report_foundation,
+    sample_probe_cells,
 )
 
 NAMESPACE = "foundation"
@@ -39,12 +40,22 @@ def create_pipeline(**kwargs) -> Pipeline:
                 tags=["gpu"],
             ),
             node(
+                sample_probe_cells,
+                inputs=[
+                    "train_adata",
+                    "test_adata",
+                    "params:data",
+                    "params:foundation",
+                ],
+                outputs="probe_cells",
+                name="sample_probe_cells",
+            ),
+            node(
                 report_foundation,
                 inputs=[
                     "train_embeddings",
                     "test_embeddings",
-                    "train_adata",
-                    "test_adata",
+                    "probe_cells",
                     "foundation_history",
                     "params:data",
                     "params:foundation",
