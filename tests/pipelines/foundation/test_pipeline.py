@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -12,7 +13,11 @@ from scdd.datasets import FoundationModelDataset, H5ADDataset
 from scdd.models.foundation import save_model_dir
 from scdd.models.foundation_training import FoundationParams
 from scdd.pipelines.foundation import create_pipeline
-from scdd.pipelines.foundation.nodes import build_foundation_model
+from scdd.pipelines.foundation.nodes import (
+    build_foundation_model,
+    report_foundation,
+    sample_probe_cells,
+)
 from scdd.preprocessing import log_normalise, stratified_split
 from scdd.preprocessing_config import DataParams
 from tests.conftest import make_counts_adata, shared_dataset
@@ -172,3 +177,23 @@ def test_foundation_carries_the_biology_on_human_kidney(project_copy: Path) -> N
     )
     assert report["epochs"] == 8
     assert report["latent_to_gene_ratio"] >= 0.85, report
+
+
+def test_report_refuses_embeddings_of_other_cells(splits, tmp_path: Path) -> None:
+    """The report reads the sampled rows of the embeddings: they must be the
+    sampled cells (the probes' sample comes from the splits, node before)."""
+    train, test = splits
+    catalog = _catalog(train, test, tmp_path)
+    SequentialRunner().run(create_pipeline(), catalog)
+    cells = sample_probe_cells(train, test, DATA, PARAMS)
+    assert cells.train_cells == train.n_obs and cells.train.n_obs == train.n_obs
+    reversed_cells = catalog.load("train_embeddings")[::-1].copy()
+    with pytest.raises(ValueError, match="train_embeddings do not match"):
+        report_foundation(
+            reversed_cells,
+            catalog.load("test_embeddings"),
+            cells,
+            pd.DataFrame({"cells_seen": [1], "val_loss": [1.0]}),
+            DATA,
+            PARAMS,
+        )
