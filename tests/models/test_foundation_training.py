@@ -49,6 +49,33 @@ def test_a_budget_of_cells_seen_ends_training_before_the_epochs(
     assert len(calls) == 8  # each batch follows the free cores: 3 + 3 + 2
 
 
+def test_auto_batch_grows_only_where_the_budget_ends_training() -> None:
+    auto = TrainConfig(epochs=50, lr=1e-3, max_cells_seen=3_000_000)
+    small = auto.for_cells(60_000)  # 50 passes = the budget: epochs end it
+    assert (small.batch_size, small.lr) == (256, 1e-3)
+    atlas = auto.for_cells(60_001)
+    assert atlas.batch_size == foundation_training.BUDGET_BATCH == 512
+    assert atlas.lr == pytest.approx(1e-3 * 2**0.5)
+    assert TrainConfig(max_cells_seen=None).for_cells(10**7).batch_size == 256
+    fixed = TrainConfig(batch_size=64, lr=3e-3)
+    assert fixed.for_cells(10**7) == fixed
+
+
+def test_the_model_records_the_batch_auto_chose(trained) -> None:
+    adata = trained[0]  # 81 training cells x 8 passes > a budget of 300
+    model, history = train_foundation(
+        adata.X,
+        gene_order=list(adata.var_names),
+        architecture=ARCH,
+        config=TrainConfig(epochs=8, max_cells_seen=300),
+        seed=0,
+        progress=False,
+    )
+    assert model.hyperparameters["train_batch_size"] == 512
+    assert model.hyperparameters["train_lr"] == pytest.approx(1e-3 * 2**0.5)
+    assert history["cells_seen"].tolist() == [81, 162, 243, 300]
+
+
 def test_validation_every_so_many_cells_across_passes(trained) -> None:
     adata = trained[0]  # 81 training cells, batches of 32 (the pass's last 17)
     _, history = train_foundation(
