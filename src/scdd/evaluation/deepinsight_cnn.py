@@ -67,6 +67,7 @@ def fit_pixel_layout(
             perplexity=min(30.0, (n_genes - 1) / 3),
             init="pca",
             random_state=seed,
+            n_jobs=torch.get_num_threads(),  # the neighbour search: the run's count
         )
     else:
         reducer = PCA(n_components=2, random_state=seed)

@@ -17,7 +17,7 @@ over the test cells, a chunk at a time, predicts with all of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,11 +25,12 @@ from scipy import sparse
 from torch import nn
 from tqdm import tqdm
 
+from scdd.allocator import freed_memory_kept
 from scdd.cellstore import Matrix, is_lazy_matrix, row_chunks
 from scdd.evaluation.config import GeneModelParams
-from scdd.evaluation.linear_head import _torch_threads
 from scdd.evaluation.summary import score_predictions, summarise_inits
 from scdd.models.device import fused_adam
+from scdd.threads import follow_cores
 
 
 def dense_rows(x: Matrix, rows: np.ndarray | slice) -> np.ndarray:
@@ -69,6 +70,35 @@ def check_gene_split(
     if not np.isfinite(values).all():
         raise ValueError(f"{name} contains NaN or inf")
     return y.astype(np.int64)
+
+
+def _train_run(
+    make_model: Callable[[], nn.Module],
+    batches: Callable[[np.random.Generator], Iterator[tuple[torch.Tensor, ...]]],
+    params: GeneModelParams,
+    device: torch.device,
+    run_seed: int,
+) -> nn.Module:
+    """One training run from ``run_seed``: ``params.steps`` Adam steps on the
+    run's batches, on the run's thread count (followed as the machine
+    changes); the global RNG is restored afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(run_seed)
+        model = make_model().to(device).train()
+        optimiser = torch.optim.Adam(
+            model.parameters(),
+            lr=params.lr,
+            weight_decay=params.weight_decay,
+            **fused_adam(device),
+        )
+        stream = batches(np.random.default_rng(run_seed))
+        for _, (xb, yb) in zip(range(params.steps), stream, strict=False):
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            follow_cores()
+    return model.eval()
 
 
 def _predict(
@@ -174,36 +204,21 @@ def evaluate_gene_classifier(  # noqa: PLR0913
                 )
 
     per_init, models = [], []
-    with _torch_threads(device):
-        for init in tqdm(range(params.n_inits), desc=name, disable=not progress):
-            run_seed = seed + init
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(run_seed)
-                model = make_model().to(device).train()
-                optimiser = torch.optim.Adam(
-                    model.parameters(),
-                    lr=params.lr,
-                    weight_decay=params.weight_decay,
-                    **fused_adam(device),
-                )
-                stream = batches(np.random.default_rng(run_seed))
-                for _, (xb, yb) in zip(range(params.steps), stream, strict=False):
-                    loss = nn.functional.cross_entropy(model(xb), yb)
-                    optimiser.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimiser.step()
-            model.eval()
-            models.append(model)
-            (train_pred,) = _predict([model], train_x, device, chunk_size, "train_x")
-            per_init.append(
-                {
-                    "init": init,
-                    "seed": run_seed,
-                    "train_accuracy": float((train_pred == y_train).mean()),
-                }
-            )
-        # every run scored in one pass over the (possibly lazy) test cells
-        preds = _predict(models, test_x, device, chunk_size, "test_x")
+    for init in tqdm(range(params.n_inits), desc=name, disable=not progress):
+        run_seed = seed + init
+        with freed_memory_kept():
+            model = _train_run(make_model, batches, params, device, run_seed)
+        models.append(model)
+        (train_pred,) = _predict([model], train_x, device, chunk_size, "train_x")
+        per_init.append(
+            {
+                "init": init,
+                "seed": run_seed,
+                "train_accuracy": float((train_pred == y_train).mean()),
+            }
+        )
+    # every run scored in one pass over the (possibly lazy) test cells
+    preds = _predict(models, test_x, device, chunk_size, "test_x")
     per_init = [
         {
             "init": row["init"],
