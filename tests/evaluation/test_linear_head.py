@@ -127,6 +127,25 @@ def test_same_seed_same_result_and_seeds_differ_per_init() -> None:
     assert first["accuracy_std"] > 0
 
 
+@pytest.mark.parametrize("batch_size", [None, 8])
+def test_heads_trained_side_by_side_are_the_heads_trained_alone(batch_size) -> None:
+    """Init ``i`` of a run is the single-init run seeded ``seed + i``: its own
+    start and its own batches, whatever the heads beside it."""
+    rng = np.random.default_rng(4)
+    x_train = rng.normal(size=(30, DIM)).astype(np.float32)
+    x_test = rng.normal(size=(300, DIM)).astype(np.float32)
+    y_train, y_test = rng.integers(0, 3, 30), rng.integers(0, 3, 300)
+    common = {"num_classes": 3, "epochs": 15, "batch_size": batch_size}
+    together = _head(x_train, y_train, x_test, y_test, n_inits=3, seed=5, **common)
+    for row in together["per_init"]:
+        (alone,) = _head(
+            x_train, y_train, x_test, y_test, n_inits=1, seed=row["seed"], **common
+        )["per_init"]
+        assert {k: v for k, v in row.items() if k != "init"} == {
+            k: v for k, v in alone.items() if k != "init"
+        }
+
+
 def test_keys_and_shapes() -> None:
     x_train, y_train = _clusters(3, [0, 1], seed=0)
     x_test, y_test = _clusters(5, [0, 1], seed=1)
