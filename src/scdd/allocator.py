@@ -29,6 +29,8 @@ MMAP_THRESHOLD = 32 * 2**20
 #: Bytes of free memory the heap keeps at its top inside the block: several
 #: steps' tensors (128 MB left a third of the kernel time, 512 MB none).
 KEPT_BYTES = 512 * 2**20
+#: Bytes the heap grows by beyond a request inside the block, so growth is rare.
+KEPT_TOP_PAD = 64 * 2**20
 #: Outside the block: glibc's own steady state (twice the mmap threshold, no
 #: extra growth).
 TRIM_AFTER, TOP_PAD_AFTER = 2 * MMAP_THRESHOLD, 128 * 2**10
@@ -60,7 +62,7 @@ def freed_memory_kept() -> Iterator[bool]:
     """Inside: freed memory up to :data:`KEPT_BYTES` stays in the heap for
     the next step. After: the heap returns what it holds beyond glibc's
     usual margin. Yields whether the setting took (False without glibc)."""
-    took = _set(KEPT_BYTES, 64 * 2**20)
+    took = _set(KEPT_BYTES, KEPT_TOP_PAD)
     try:
         yield took
     finally:

@@ -81,8 +81,9 @@ def _train_run(
 ) -> nn.Module:
     """One training run from ``run_seed``: ``params.steps`` Adam steps on the
     run's batches, on the run's thread count (followed as the machine
-    changes); the global RNG is restored afterwards."""
-    with torch.random.fork_rng(devices=[]):
+    changes), with freed memory kept for the next step; the global RNG is
+    restored afterwards."""
+    with torch.random.fork_rng(devices=[]), freed_memory_kept():
         torch.manual_seed(run_seed)
         model = make_model().to(device).train()
         optimiser = torch.optim.Adam(
@@ -206,8 +207,7 @@ def evaluate_gene_classifier(  # noqa: PLR0913
     per_init, models = [], []
     for init in tqdm(range(params.n_inits), desc=name, disable=not progress):
         run_seed = seed + init
-        with freed_memory_kept():
-            model = _train_run(make_model, batches, params, device, run_seed)
+        model = _train_run(make_model, batches, params, device, run_seed)
         models.append(model)
         (train_pred,) = _predict([model], train_x, device, chunk_size, "train_x")
         per_init.append(

@@ -320,7 +320,6 @@ def evaluate_linear_head(
             float(accuracy_score(y_train, torch.addmm(b, x, w.T).argmax(1).cpu()))
             for w, b in heads
         ]
-    with _torch_threads(device):
         predictions = _predict(heads, test_features, shift, device)
     per_init = [
         {
