@@ -29,14 +29,18 @@ def test_rotation_aligns_a_tilted_rectangle() -> None:
     np.testing.assert_allclose(extent, [1.0, 4.0], atol=1e-6)
 
 
-def test_genes_with_the_same_profile_are_neighbours() -> None:
-    # two blocks of 30 genes, each block high in a different half of the cells
+@pytest.mark.parametrize("layout", ["tsne", "pca"])
+def test_genes_with_the_same_profile_are_neighbours(layout: str) -> None:
+    # two blocks of 30 genes, each block high in a different half of the
+    # cells; 80 cells, so t-SNE reads the genes' top 50 principal components
     rng = np.random.default_rng(0)
-    cells = rng.normal(scale=0.1, size=(40, 60))
-    cells[:20, :30] += 3.0
-    cells[20:, 30:] += 3.0
-    coords = fit_pixel_layout(
-        np.abs(cells), DeepInsightCNNParams(pixels=16, layout="pca")
+    cells = rng.normal(scale=0.1, size=(80, 60))
+    cells[:40, :30] += 3.0
+    cells[40:, 30:] += 3.0
+    params = DeepInsightCNNParams(pixels=16, layout=layout)
+    coords = fit_pixel_layout(np.abs(cells), params, seed=1)
+    np.testing.assert_array_equal(
+        coords, fit_pixel_layout(np.abs(cells), params, seed=1)
     )
     assert coords.shape == (60, 2) and coords.min() >= 0 and coords.max() < 16
     a, b = coords[:30].mean(axis=0), coords[30:].mean(axis=0)

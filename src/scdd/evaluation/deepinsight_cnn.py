@@ -5,7 +5,11 @@ genes on a 2-D grid so that genes with similar profiles across the training
 cells are neighbours, then reads each cell as an image. The layout follows
 DeepInsight: a t-SNE (or PCA) of the genes, rotated into the minimum-area
 bounding rectangle of their convex hull, then binned into pixels. It is
-fitted on the training set the CNN learns from, never on test cells.
+fitted on the training set the CNN learns from, never on test cells. The
+t-SNE is openTSNE's on the genes' top principal components (its FFT
+gradient from 10k genes): scikit-learn's Barnes-Hut t-SNE of 12k genes took minutes, and
+a 32 x 32 grid keeps none of the detail its extra iterations add
+(docs/scale.md, "Wide data").
 (pyDeepInsight 0.2.3 cannot be used: importing it imports OpenCV and
 grad-cam, and grad-cam pulls a CUDA build of torch and torchvision.)
 
@@ -19,10 +23,10 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
+import openTSNE
 import torch
 from scipy.spatial import ConvexHull
 from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 from torch import nn
 
 from scdd.evaluation.config import DeepInsightCNNParams
@@ -33,6 +37,13 @@ from scdd.evaluation.gene_classifier import (
     evaluate_gene_classifier,
     require_in_memory,
 )
+
+#: Principal components of the gene profiles that t-SNE reads (the usual 50):
+#: its neighbour search on every sampled cell's value took longer than the rest.
+TSNE_COMPONENTS = 50
+#: openTSNE's steps after its 250 of early exaggeration (its default is 500):
+#: the layout is binned into a few dozen pixels a side, which 250 already settle.
+TSNE_ITERATIONS = 250
 
 
 def fit_pixel_layout(
@@ -61,20 +72,35 @@ def fit_pixel_layout(
     # Tiny jitter: genes with identical profiles (e.g. all zero in a synthetic
     # set) would otherwise collapse to one point and break the convex hull.
     cells = cells + rng.normal(scale=1e-6, size=cells.shape)
+    genes = cells.T
     if params.layout == "tsne":
-        reducer = TSNE(
-            n_components=2,
-            perplexity=min(30.0, (n_genes - 1) / 3),
-            init="pca",
-            random_state=seed,
-            n_jobs=torch.get_num_threads(),  # the neighbour search: the run's count
-        )
+        points = _tsne(genes, seed)
     else:
-        reducer = PCA(n_components=2, random_state=seed)
-    points = _rotate_to_bounding_rectangle(reducer.fit_transform(cells.T))
+        points = PCA(n_components=2, random_state=seed).fit_transform(genes)
+    points = _rotate_to_bounding_rectangle(points)
     low, high = points.min(axis=0), points.max(axis=0)
     scaled = (points - low) / np.where(high > low, high - low, 1.0) * pixels
     return np.clip(np.floor(scaled), 0, pixels - 1).astype(np.int64)
+
+
+def _tsne(genes: np.ndarray, seed: int) -> np.ndarray:
+    """2-D t-SNE of ``genes [G, cells]`` by openTSNE on their top
+    ``TSNE_COMPONENTS`` principal components, ``TSNE_ITERATIONS`` steps after
+    early exaggeration, on the run's threads."""
+    components = min(TSNE_COMPONENTS, *genes.shape)
+    if components < genes.shape[1]:
+        genes = PCA(n_components=components, random_state=seed).fit_transform(genes)
+    return np.asarray(
+        openTSNE.TSNE(
+            n_components=2,
+            perplexity=min(30.0, (genes.shape[0] - 1) / 3),
+            n_iter=TSNE_ITERATIONS,
+            initialization="pca",
+            negative_gradient_method="auto",  # Barnes-Hut below 10k genes, FFT above
+            random_state=seed,
+            n_jobs=torch.get_num_threads(),
+        ).fit(genes)
+    )
 
 
 def _rotate_to_bounding_rectangle(points: np.ndarray) -> np.ndarray:
