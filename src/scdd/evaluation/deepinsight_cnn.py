@@ -7,9 +7,9 @@ DeepInsight: a t-SNE (or PCA) of the genes, rotated into the minimum-area
 bounding rectangle of their convex hull, then binned into pixels. It is
 fitted on the training set the CNN learns from, never on test cells. The
 t-SNE is openTSNE's on the genes' top principal components (its FFT
-gradient from 10k genes): scikit-learn's Barnes-Hut t-SNE of 12k genes took minutes, and
-a 32 x 32 grid keeps none of the detail its extra iterations add
-(docs/scale.md, "Wide data").
+gradient from 10k genes): scikit-learn's Barnes-Hut t-SNE of 12k genes
+took minutes, and a 32 x 32 grid keeps none of the detail its extra
+iterations add (docs/tuning.md, "The CNN's gene layout").
 (pyDeepInsight 0.2.3 cannot be used: importing it imports OpenCV and
 grad-cam, and grad-cam pulls a CUDA build of torch and torchvision.)
 
